@@ -1,0 +1,422 @@
+"""Shared machinery of the muon analyses (mw, mz_dilepton, mz_wlike).
+
+What is common: classifying a sample (W / Z / other, prompt-muon matching, which LHE weights
+and prefiring branches its files carry), declaring the variation histograms that go with a set of
+ordinary axes, computing the nominal event weight and the relative variation tensors for the
+selected muons, and filling them chunk-sized (batched so a 864-cell tensor never needs more than
+a few tens of MB). The per-analysis modules only select events and choose the observables.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+
+from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
+from wremnants_dask.processor import ChunkOutput, Events, Processor, ProcessorError, touch
+from wremnants_dask.processors import theory
+from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
+from wremnants_dask.processors.muon_weights import muon_sf_weights
+from wremnants_dask.processors.tensors import bin_index, product_per_event, scatter_slots
+from wremnants_dask.tensorhist import TensorHist, tensor_axis
+
+log = logging.getLogger(__name__)
+
+#: Boson parameters (GeV) used as the reweighting reference when the truth payload has none.
+PDG = {"W": (80.379, 2.085), "Z": (91.1876, 2.4952)}
+BOSON_PDGID = {"W": (24,), "Z": (23,)}
+DOWN_UP = ("down", "up")
+PREFIRE_BRANCHES = ("L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn")
+#: Maximum number of cells (events x tensor entries) per fill call.
+FILL_CELLS = 4_000_000
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """What a dataset is and which optional branches its files carry."""
+
+    name: str
+    is_data: bool
+    boson: str | None  # "W", "Z" or None: which mass/width variations apply
+    prompt_flavours: tuple[int, ...] | None  # Muon_genPartFlav values required; None: no match
+    n_pdf: int | None  # LHEPdfWeight entries, None if absent
+    has_scale: bool  # LHEScaleWeight present
+    has_prefire: bool  # L1PreFiringWeight_* present
+    has_pileup: bool  # Pileup_nTrueInt present
+    branches: frozenset[str]
+
+
+def _boson(group: str, name: str) -> str | None:
+    g, n = group.lower(), name.lower()
+    if g.startswith("w") or n.startswith(("wplus", "wminus", "wjets", "w_")):
+        return "W"
+    if g.startswith(("z", "dy")) or n.startswith(("zmumu", "ztautau", "dy")):
+        return "Z"
+    return None
+
+
+def _prompt_flavours(group: str, boson: str | None) -> tuple[int, ...] | None:
+    if boson is None:
+        return None
+    return (15,) if "tautau" in group.lower() else (1,)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None]:
+    """Branch names of a file's tree and the LHEPdfWeight length (metadata + one entry)."""
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            tree = f[treename]
+            names = frozenset(tree.keys())
+            n_pdf = None
+            if "LHEPdfWeight" in names:
+                if tree.num_entries > 0:
+                    first = tree["LHEPdfWeight"].array(entry_stop=1, library="ak")
+                    n_pdf = int(ak.num(first, axis=1)[0])
+                else:
+                    n_pdf = theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ProcessorError(f"cannot read the branch list of {path} ({treename}): {exc}") from exc
+    return names, n_pdf
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(dataset: str, what: str) -> None:
+    """Log a message once per (dataset, topic) and process."""
+    if (dataset, what) not in _WARNED:
+        _WARNED.add((dataset, what))
+        log.warning("dataset %s: %s", dataset, what)
+
+
+def sample_info(dataset: Any) -> SampleInfo:
+    """Classify ``dataset`` from its name/group and the branches of its first file."""
+    if not dataset.files:
+        raise ProcessorError(f"dataset {dataset.name!r} has no files")
+    branches, n_pdf = _file_branches(str(dataset.files[0]), getattr(dataset, "treename", "Events"))
+    boson = None if dataset.is_data else _boson(dataset.group, dataset.name)
+    info = SampleInfo(
+        name=dataset.name,
+        is_data=bool(dataset.is_data),
+        boson=boson,
+        prompt_flavours=_prompt_flavours(dataset.group, boson),
+        n_pdf=None if dataset.is_data else n_pdf,
+        has_scale=(not dataset.is_data) and "LHEScaleWeight" in branches,
+        has_prefire=(not dataset.is_data) and all(b in branches for b in PREFIRE_BRANCHES),
+        has_pileup=(not dataset.is_data) and "Pileup_nTrueInt" in branches,
+        branches=branches,
+    )
+    if not info.is_data:
+        if not info.has_prefire:
+            warn_once(
+                dataset.name,
+                f"no L1PreFiringWeight_Nom/Up/Dn in {dataset.files[0]}: prefiring weight 1, "
+                "no prefire variation histogram",
+            )
+        if not info.has_pileup:
+            warn_once(dataset.name, f"no Pileup_nTrueInt in {dataset.files[0]}: pileup weight 1")
+    return info
+
+
+# ------------------------------------------------------------------------------ axes
+def down_up_axis() -> Any:
+    return tensor_axis("downUp", labels=DOWN_UP)
+
+
+def mass_axis() -> Any:
+    return tensor_axis("massShift", labels=[f"massShift{s}MeV" for s in theory.MASS_SHIFTS_MEV])
+
+
+def variation_tensor_axes(
+    info: SampleInfo, payload: CorrectionsPayload, *, eff_stat_diagonal: bool
+) -> dict[str, tuple[Any, ...]]:
+    """Suffix -> tensor axes of every variation histogram that applies to this sample."""
+    if info.is_data:
+        return {}
+    step = tensor_axis("effStep", labels=SF_STEPS)
+    eig = tensor_axis("effStatEig", payload.n_eigen)
+    n_eta = payload.sf_eta_edges().size - 1
+    out: dict[str, tuple[Any, ...]] = {}
+    if eff_stat_diagonal:
+        out["effStat"] = (step, eig, down_up_axis())
+    else:
+        out["effStat"] = (step, tensor_axis("effStatEta", n_eta), eig, down_up_axis())
+    out["effSyst"] = (step, down_up_axis())
+    if info.has_pileup:
+        out["pileup"] = (down_up_axis(),)
+    if info.has_prefire:
+        out["prefire"] = (down_up_axis(),)
+    out["muonScale"] = (tensor_axis("scaleEta", payload.scale_slices().size - 1), down_up_axis())
+    if info.n_pdf:
+        out["pdf"] = (tensor_axis("pdfVar", labels=[f"pdf{i}" for i in range(info.n_pdf)]),)
+    if info.has_scale:
+        factors = [str(f) for f in theory.SCALE_FACTORS]
+        out["qcdScale"] = (
+            tensor_axis("muRfact", labels=factors),
+            tensor_axis("muFfact", labels=factors),
+        )
+    if info.boson is not None:
+        out[f"massWeight{info.boson}"] = (mass_axis(),)
+        out[f"widthWeight{info.boson}"] = (down_up_axis(),)
+    return out
+
+
+def declare(
+    base: str,
+    axes: Sequence[Any],
+    info: SampleInfo,
+    payload: CorrectionsPayload,
+    systematics: bool,
+    *,
+    eff_stat_diagonal: bool = False,
+) -> dict[str, TensorHist]:
+    """The nominal histogram ``base`` (Weight storage) and its ``base_<variation>`` tensors."""
+    out = {base: TensorHist(axes, storage="weight", name=base)}
+    if systematics:
+        for suffix, taxes in variation_tensor_axes(
+            info, payload, eff_stat_diagonal=eff_stat_diagonal
+        ).items():
+            name = f"{base}_{suffix}"
+            out[name] = TensorHist(axes, taxes, storage="double", name=name)
+    return out
+
+
+# ------------------------------------------------------------------------------ columns
+def read_columns(
+    events: Events, info: SampleInfo, required: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The branches an analysis needs; a missing required branch is a clear error."""
+    cols: dict[str, Any] = {}
+    for name in required:
+        if not events.has(name):
+            raise ProcessorError(f"dataset {info.name!r}: branch {name!r} missing in the input")
+        cols[name] = events.branch(name)
+    for name in optional:
+        if events.has(name):
+            cols[name] = events.branch(name)
+    if events.tracing:
+        touch(*cols.values())
+    return cols
+
+
+def mc_columns(info: SampleInfo) -> list[str]:
+    """Optional branches used for weights and variations of simulation."""
+    if info.is_data:
+        return []
+    out = ["genWeight", "Muon_genPartFlav", "Muon_genPartIdx", "GenPart_pt", "GenPart_pdgId"]
+    if info.has_pileup:
+        out.append("Pileup_nTrueInt")
+    if info.has_prefire:
+        out += list(PREFIRE_BRANCHES)
+    if info.n_pdf:
+        out.append("LHEPdfWeight")
+    if info.has_scale:
+        out.append("LHEScaleWeight")
+    if info.boson is not None:
+        out += ["GenPart_statusFlags", "GenPart_mass"]
+    return out
+
+
+def np1(x: Any) -> np.ndarray:
+    return np.asarray(ak.to_numpy(x) if isinstance(x, ak.Array) else x)
+
+
+def gen_pt_of(cols: dict[str, Any], idx: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Generator pT of muons with Muon_genPartIdx ``idx`` in events ``event`` (NaN: no match)."""
+    if "GenPart_pt" not in cols or "Muon_genPartIdx" not in cols:
+        return np.full(idx.shape, np.nan)
+    gp = cols["GenPart_pt"]
+    counts = np1(ak.num(gp, axis=1))
+    flat = np1(ak.flatten(gp, axis=1)).astype(np.float64)
+    starts = np.cumsum(counts) - counts
+    ok = (idx >= 0) & (idx < counts[event])
+    out = np.full(idx.shape, np.nan)
+    out[ok] = flat[starts[event[ok]] + idx[ok]]
+    return out
+
+
+# ------------------------------------------------------------------------------ weights
+@dataclass
+class EventWeights:
+    """Nominal weight per selected event and the relative variation tensors (name -> array)."""
+
+    nominal: np.ndarray
+    tensors: dict[str, Callable[[slice], np.ndarray]]
+
+
+@dataclass
+class SelectedMuons:
+    """Flattened muons entering the weights, for the selected events (``counts`` per event)."""
+
+    eta: np.ndarray
+    pt: np.ndarray
+    gen_pt: np.ndarray
+    counts: np.ndarray
+    fail_iso: np.ndarray | None = None  # per muon: anti-isolation SF instead of isolation SF
+
+
+def boson_reference(payload: CorrectionsPayload, boson: str) -> tuple[float, float]:
+    """(mass, width) in GeV the simulation was generated with (payload truth params or PDG)."""
+    params = payload.metadata.get("truth_params") or {}
+    m, g = PDG[boson]
+    return float(params.get(f"m{boson}", m)), float(params.get(f"Gamma{boson}", g))
+
+
+def boson_window(payload: CorrectionsPayload, boson: str) -> tuple[float | None, float | None]:
+    """Generated mass window (GeV) of the boson lineshape from the payload's truth, else open."""
+    params = payload.metadata.get("truth_params") or {}
+    window = params.get(f"{boson.lower()}_window")
+    return (float(window[0]), float(window[1])) if window else (None, None)
+
+
+def event_weights(
+    cols: dict[str, Any],
+    sel: np.ndarray,
+    muons: SelectedMuons,
+    info: SampleInfo,
+    payload: CorrectionsPayload,
+    *,
+    systematics: bool,
+    eff_stat_diagonal: bool,
+    bw_window: tuple[float | None, float | None] | None = None,
+) -> EventWeights:
+    """Nominal weight and lazily evaluated variation tensors for the events ``sel`` (bool mask)."""
+    n = int(sel.sum())
+    if info.is_data:
+        return EventWeights(np.ones(n), {})
+    w = np1(cols["genWeight"])[sel].astype(np.float64) if "genWeight" in cols else np.ones(n)
+    tensors: dict[str, Callable[[slice], np.ndarray]] = {}
+
+    if info.has_pileup:
+        ntrue = np1(cols["Pileup_nTrueInt"])[sel].astype(np.float64)
+        pu = payload.pileup(ntrue)
+        w = w * pu
+        if systematics:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pu_rel = np.stack([payload.pileup(ntrue, v) for v in DOWN_UP], axis=-1)
+                pu_rel = np.where(pu[:, None] > 0, pu_rel / pu[:, None], 1.0)
+            tensors["pileup"] = lambda s, a=pu_rel: a[s]
+
+    if info.has_prefire:
+        nom = np1(cols["L1PreFiringWeight_Nom"])[sel].astype(np.float64)
+        w = w * nom
+        if systematics:
+            var = np.stack(
+                [np1(cols[b])[sel].astype(np.float64) for b in PREFIRE_BRANCHES[:0:-1]], axis=-1
+            )  # [Dn, Up]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pf_rel = np.where(nom[:, None] > 0, var / nom[:, None], 1.0)
+            tensors["prefire"] = lambda s, a=pf_rel: a[s]
+
+    sf = muon_sf_weights(
+        payload, muons.eta, muons.pt, muons.counts, fail_iso=muons.fail_iso, variations=systematics
+    )
+    w = w * sf.nominal
+    if systematics:
+        tensors["effStat"] = sf.stat_diagonal if eff_stat_diagonal else sf.stat_full
+        tensors["effSyst"] = lambda s, a=sf.syst: a[s]
+
+        slices = payload.scale_slices()
+        sigma = payload.resolution(muons.eta, np.nan_to_num(muons.gen_pt, nan=1.0)) * muons.gen_pt
+        delta = payload.scale_unc(muons.eta)
+        per_mu = scale_tensor_per_muon(muons.pt, muons.gen_pt, sigma, delta)
+        slot = bin_index(muons.eta, slices)
+        scale = scatter_slots(per_mu, slot, muons.counts, slices.size - 1)
+        tensors["muonScale"] = lambda s, a=scale: a[s]
+
+        if info.n_pdf:
+            pdf = theory.pdf_weights(cols["LHEPdfWeight"][sel], info.n_pdf)
+            tensors["pdf"] = lambda s, a=pdf: a[s]
+        if info.has_scale:
+            qcd = theory.scale_weights(cols["LHEScaleWeight"][sel])
+            tensors["qcdScale"] = lambda s, a=qcd: a[s]
+        if info.boson is not None:
+            m = theory.last_copy_boson_mass(
+                cols["GenPart_pdgId"][sel],
+                cols["GenPart_statusFlags"][sel],
+                cols["GenPart_mass"][sel],
+                BOSON_PDGID[info.boson],
+            )
+            m0, g0 = boson_reference(payload, info.boson)
+            lo, hi = bw_window or boson_window(payload, info.boson)
+            mw = theory.mass_weights(m, m0, g0, lo=lo, hi=hi)
+            ww = theory.width_weights(m, m0, g0, theory.WIDTH_SHIFTS_GEV[info.boson], lo=lo, hi=hi)
+            tensors[f"massWeight{info.boson}"] = lambda s, a=mw: a[s]
+            tensors[f"widthWeight{info.boson}"] = lambda s, a=ww: a[s]
+    return EventWeights(w, tensors)
+
+
+def fill_all(
+    out: ChunkOutput,
+    base: str,
+    values: Sequence[np.ndarray],
+    weights: EventWeights,
+) -> None:
+    """Fill ``base`` and every declared ``base_<variation>`` histogram, in bounded batches."""
+    out.fill(base, *values, weight=weights.nominal)
+    n = len(weights.nominal)
+    for suffix, tensor_of in weights.tensors.items():
+        name = f"{base}_{suffix}"
+        h = out.hists.get(name)
+        if h is None:
+            raise ProcessorError(
+                f"dataset {out.dataset.name!r}: variation {suffix!r} computed but histogram "
+                f"{name!r} not declared (input files differ in their branches?)"
+            )
+        step = max(1, FILL_CELLS // max(1, h.ntensor))
+        for start in range(0, n, step):
+            s = slice(start, min(n, start + step))
+            out.fill(
+                name, *(v[s] for v in values), weight=weights.nominal[s], tensor=tensor_of(s)
+            )
+
+
+class MuonAnalysis(Processor):
+    """Base class: options, correction payload, sample classification shared by the analyses.
+
+    Options: ``corrections`` (payload path; default the shipped one), ``bw_window`` (mass
+    window (lo, hi) in GeV of the generated lineshape, for the Breit-Wigner normalisation;
+    default the window recorded in the payload's truth for the sample's boson).
+    """
+
+    eff_stat_diagonal: bool = False
+
+    def __init__(self, *, systematics: bool = True, **options: Any) -> None:
+        super().__init__(systematics=systematics, **options)
+        self.payload = CorrectionsPayload(options.get("corrections"))
+        window = options.get("bw_window")
+        self.bw_window = (window[0], window[1]) if window else None
+
+    def sample_info(self, dataset: Any) -> SampleInfo:
+        return sample_info(dataset)
+
+    def declare(self, base: str, axes: Sequence[Any], dataset: Any) -> dict[str, TensorHist]:
+        return declare(
+            base,
+            axes,
+            self.sample_info(dataset),
+            self.payload,
+            self.systematics,
+            eff_stat_diagonal=self.eff_stat_diagonal,
+        )
+
+
+# ------------------------------------------------------------------------------ axes
+def eta_pt_charge_axes(payload: CorrectionsPayload) -> list[Any]:
+    """eta (the scale-factor eta bins, 48 in [-2.4, 2.4]), pT (30 in [26, 56]), charge (2)."""
+    eta_edges = payload.sf_eta_edges()
+    return [
+        hist.axis.Variable(eta_edges, name="eta", label="muon eta", underflow=False, overflow=False),
+        hist.axis.Regular(30, 26.0, 56.0, name="pt", label="muon pT (GeV)", underflow=False, overflow=False),
+        hist.axis.Regular(2, -2.0, 2.0, name="charge", label="muon charge", underflow=False, overflow=False),
+    ]

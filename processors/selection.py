@@ -1,0 +1,89 @@
+"""Muon and event selections of the CMS W-mass analysis, on awkward/numpy arrays of one chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from wremnants_dask.lumi import LumiMask, read_golden_json
+
+PT_MIN, PT_MAX = 26.0, 56.0
+ETA_MAX = 2.4
+DXY_MAX = 0.05
+ISO_CUT = 0.15
+MT_CUT = 40.0
+VETO_PT = 15.0
+MLL_WINDOW = (60.0, 120.0)
+
+_GOLDEN: dict[str, LumiMask] = {}
+
+
+def good_muons(cols: dict[str, Any], pt: ak.Array | None = None) -> ak.Array:
+    """Medium ID, 26 < pT < 56 GeV, |eta| < 2.4, |dxy| < 0.05 cm (jagged mask)."""
+    pt = cols["Muon_pt"] if pt is None else pt
+    return (
+        cols["Muon_mediumId"]
+        & (pt > PT_MIN)
+        & (pt < PT_MAX)
+        & (abs(cols["Muon_eta"]) < ETA_MAX)
+        & (abs(cols["Muon_dxy"]) < DXY_MAX)
+    )
+
+
+def loose_muons(cols: dict[str, Any], pt: ak.Array | None = None) -> ak.Array:
+    """Veto muons: loose ID, pT > 15 GeV, |eta| < 2.4."""
+    pt = cols["Muon_pt"] if pt is None else pt
+    return cols["Muon_looseId"] & (pt > VETO_PT) & (abs(cols["Muon_eta"]) < ETA_MAX)
+
+
+def prompt_match(cols: dict[str, Any], flavours: tuple[int, ...] | None) -> ak.Array | None:
+    """Jagged mask of muons matched to a prompt generator muon (Muon_genPartFlav in flavours)."""
+    if flavours is None or "Muon_genPartFlav" not in cols:
+        return None
+    flav = cols["Muon_genPartFlav"]
+    out = flav == flavours[0]
+    for f in flavours[1:]:
+        out = out | (flav == f)
+    return out
+
+
+def golden_mask(golden_json: str | None, run: Any, lumi: Any) -> np.ndarray:
+    """Certified-event mask (all True without a golden JSON); the JSON is parsed once per process."""
+    run = np.asarray(ak.to_numpy(run) if isinstance(run, ak.Array) else run)
+    if not golden_json:
+        return np.ones(run.shape, dtype=bool)
+    mask = _GOLDEN.get(golden_json)
+    if mask is None:
+        mask = _GOLDEN[golden_json] = read_golden_json(golden_json)
+    lumi = np.asarray(ak.to_numpy(lumi) if isinstance(lumi, ak.Array) else lumi)
+    return np.asarray(mask.contains(run, lumi), dtype=bool)
+
+
+def transverse_mass(pt: np.ndarray, phi: np.ndarray, met: np.ndarray, met_phi: np.ndarray) -> np.ndarray:
+    """mT = sqrt(2 pT MET (1 - cos dphi)) in GeV."""
+    return np.sqrt(np.maximum(2.0 * pt * met * (1.0 - np.cos(phi - met_phi)), 0.0))
+
+
+def first_true(values: ak.Array, mask: ak.Array) -> np.ndarray:
+    """The value of the first masked object per event (NaN where none), as numpy."""
+    return ak.to_numpy(ak.fill_none(ak.firsts(values[mask]), np.nan)).astype(np.float64)
+
+
+def dimuon_kinematics(
+    pt1: np.ndarray, eta1: np.ndarray, phi1: np.ndarray, pt2: np.ndarray, eta2: np.ndarray, phi2: np.ndarray,
+    mass: float = 0.1056583755,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mll, pTll, yll) of two muons from their (pT, eta, phi)."""
+    def four(pt, eta, phi):
+        px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+        return np.sqrt(px * px + py * py + pz * pz + mass * mass), px, py, pz
+
+    e1, x1, y1, z1 = four(pt1, eta1, phi1)
+    e2, x2, y2, z2 = four(pt2, eta2, phi2)
+    e, px, py, pz = e1 + e2, x1 + x2, y1 + y2, z1 + z2
+    mll = np.sqrt(np.maximum(e * e - px * px - py * py - pz * pz, 0.0))
+    ptll = np.hypot(px, py)
+    yll = 0.5 * np.log((e + pz) / (e - pz))
+    return mll, ptll, yll

@@ -1,0 +1,134 @@
+"""A small W-like analysis built into the engine: single-muon kinematics in (eta, pT, charge).
+
+It is the workload of the engine's tests and benchmarks: one tight, isolated-or-not muon, the
+transverse mass with the MET, a 5D histogram (eta, pT, charge, passIso, passMT) weighted with
+genWeight, and with systematics the PDF (LHEPdfWeight) and QCD-scale (LHEScaleWeight) variations
+as tensor axes. It runs on real NanoAOD and on the synthetic files alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+import uproot
+
+from wremnants_dask.processor import ChunkOutput, Events, Processor
+from wremnants_dask.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.weights import Weights, as_tensor
+
+__all__ = ["MuonKinematicsProcessor", "kinematic_axes"]
+
+
+def kinematic_axes() -> list[Any]:
+    """The W-mass-like 5D binning: 48 eta x 29 pT x charge x passIso x passMT."""
+    return [
+        hist.axis.Regular(48, -2.4, 2.4, name="eta", label=r"muon $\eta$"),
+        hist.axis.Regular(29, 26.0, 55.0, name="pt", label=r"muon $p_T$ (GeV)"),
+        hist.axis.Regular(2, -2.0, 2.0, name="charge", label="muon charge", flow=False),
+        hist.axis.Boolean(name="passIso", label="isolated"),
+        hist.axis.Boolean(name="passMT", label=r"$m_T > 40$ GeV"),
+    ]
+
+
+def _vector_size(path: str, treename: str, branch: str) -> int | None:
+    """Entries per event of a fixed-size jagged branch, from the first event of a file."""
+    with uproot.open(path) as fh:
+        tree = fh[treename]
+        counter = "n" + branch
+        if branch not in tree or counter not in tree or tree.num_entries == 0:
+            return None
+        return int(tree[counter].array(library="np", entry_stop=1)[0])
+
+
+class MuonKinematicsProcessor(Processor):
+    """Exactly one good muon; fills (eta, pT, charge, passIso, passMT) with PDF/scale tensors.
+
+    Options: ``pt_min`` (25 GeV), ``iso_max`` (0.15), ``mt_min`` (40 GeV), ``trigger``
+    ("HLT_IsoMu24"; None to skip), ``met`` ("MET"), ``n_pdf``/``n_scale`` (None: read from the
+    first file of each dataset).
+    """
+
+    name = "muon_kinematics"
+
+    def __init__(
+        self,
+        *,
+        systematics: bool = True,
+        pt_min: float = 25.0,
+        iso_max: float = 0.15,
+        mt_min: float = 40.0,
+        trigger: str | None = "HLT_IsoMu24",
+        met: str = "MET",
+        n_pdf: int | None = None,
+        n_scale: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(systematics=systematics, **options)
+        self.pt_min, self.iso_max, self.mt_min = pt_min, iso_max, mt_min
+        self.trigger, self.met = trigger, met
+        self.n_pdf, self.n_scale = n_pdf, n_scale
+        self._sizes: dict[str, dict[str, int | None]] = {}
+
+    def _tensor_sizes(self, dataset: Any) -> dict[str, int | None]:
+        if dataset.name not in self._sizes:
+            first = str(dataset.files[0])
+            pdf = self.n_pdf or _vector_size(first, dataset.treename, "LHEPdfWeight")
+            scale = self.n_scale or _vector_size(first, dataset.treename, "LHEScaleWeight")
+            self._sizes[dataset.name] = {"pdf": pdf, "scale": scale}
+        return self._sizes[dataset.name]
+
+    def histograms(self, dataset: Any) -> dict[str, TensorHist]:
+        axes = kinematic_axes()
+        out = {"nominal": TensorHist(axes, storage="weight", label="muon kinematics")}
+        if self.systematics and not dataset.is_data:
+            sizes = self._tensor_sizes(dataset)
+            if sizes["pdf"]:
+                out["pdf"] = TensorHist(
+                    axes, [tensor_axis("pdfVar", sizes["pdf"], label="PDF replica")], storage="weight"
+                )
+            if sizes["scale"]:
+                out["scale"] = TensorHist(
+                    axes,
+                    [tensor_axis("scaleVar", sizes["scale"], label="muR/muF variation")],
+                    storage="weight",
+                )
+        return out
+
+    def process(self, events: Events, out: ChunkOutput) -> None:
+        muons = events.Muon
+        good = (muons.pt > self.pt_min) & (abs(muons.eta) < 2.4) & muons.mediumId
+        mu = muons[good]
+
+        weights = Weights()
+        if not out.is_data:
+            weights.add("genWeight", events.genWeight)
+        nominal = weights.weight() if weights.factors else None
+
+        cf = out.cutflow("main")
+        cf.start(events.nMuon >= 0, nominal)
+        if self.trigger:
+            cf.cut("trigger", events.branch(self.trigger))
+        sel = cf.cut("one good muon", ak.num(mu.pt, axis=1) == 1)
+
+        pt = ak.flatten(mu.pt[sel])
+        eta = ak.flatten(mu.eta[sel])
+        phi = ak.flatten(mu.phi[sel])
+        charge = ak.flatten(mu.charge[sel])
+        iso = ak.flatten(mu.pfRelIso04_all[sel])
+        met = getattr(events, self.met)
+        met_pt, met_phi = met.pt[sel], met.phi[sel]
+        mt = np.sqrt(2.0 * pt * met_pt * (1.0 - np.cos(phi - met_phi)))
+        values = (eta, pt, charge, iso < self.iso_max, mt > self.mt_min)
+
+        w = nominal[sel] if nominal is not None else None
+        out.fill("nominal", *values, weight=w)
+        if "pdf" in out.hists:
+            weights.add_variation("pdf", as_tensor(events.LHEPdfWeight, out.hists["pdf"].ntensor))
+            out.fill("pdf", *values, tensor=weights.variation("pdf")[sel])
+        if "scale" in out.hists:
+            n = out.hists["scale"].ntensor
+            weights.add_variation("scale", as_tensor(events.LHEScaleWeight, n))
+            out.fill("scale", *values, tensor=weights.variation("scale")[sel])

@@ -1,0 +1,138 @@
+"""MC normalisation: cross section x luminosity / sum of generator weights.
+
+The sum of weights must come from the ``Runs`` tree (written before any skim or selection),
+never from the events that happen to be in the file, or a skimmed sample would be normalised to
+its selected events. NanoAOD up to v6 names the branches with a trailing underscore
+(``genEventSumw_``); later versions and the synthetic generator drop it; both are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GenSums",
+    "NormalizationError",
+    "dataset_gen_sums",
+    "mc_scale",
+    "read_gen_sums",
+    "scale_factor",
+]
+
+# (canonical name, accepted spellings in order of preference)
+_BRANCHES = {
+    "sumw": ("genEventSumw", "genEventSumw_"),
+    "sumw2": ("genEventSumw2", "genEventSumw2_"),
+    "count": ("genEventCount", "genEventCount_"),
+}
+
+
+class NormalizationError(ValueError):
+    """The generator sums cannot be read, or the normalisation is undefined."""
+
+
+@dataclass(frozen=True)
+class GenSums:
+    """Sum of genWeight, of genWeight^2 and the number of generated events over some files."""
+
+    sumw: float
+    sumw2: float
+    count: int
+    n_files: int = 1
+
+    def __add__(self, other: GenSums) -> GenSums:
+        return GenSums(
+            self.sumw + other.sumw,
+            self.sumw2 + other.sumw2,
+            self.count + other.count,
+            self.n_files + other.n_files,
+        )
+
+    @property
+    def effective_entries(self) -> float:
+        """(sum w)^2 / sum w^2: the statistical power of the weighted sample."""
+        return self.sumw**2 / self.sumw2 if self.sumw2 > 0 else 0.0
+
+
+def _read_one(path: str | os.PathLike, treename: str) -> GenSums:
+    import uproot
+
+    try:
+        fh = uproot.open(path)
+    except (OSError, ValueError) as err:
+        raise NormalizationError(f"cannot open {path}: {err}") from None
+    with fh:
+        if treename not in fh:
+            raise NormalizationError(
+                f"{path} has no {treename!r} tree: cannot read the generator sums "
+                "(simulation files need it; data files have no generator sums)"
+            )
+        tree = fh[treename]
+        available = set(tree.keys())
+        chosen = {}
+        for key, names in _BRANCHES.items():
+            name = next((n for n in names if n in available), None)
+            if name is None:
+                raise NormalizationError(
+                    f"{path}:{treename} has none of the branches {list(names)} "
+                    "(is this a data file?)"
+                )
+            chosen[key] = name
+        arrays = tree.arrays(list(chosen.values()), library="np")
+    vals = {k: arrays[n] for k, n in chosen.items()}
+    return GenSums(
+        sumw=float(np.sum(vals["sumw"], dtype=np.float64)),
+        sumw2=float(np.sum(vals["sumw2"], dtype=np.float64)),
+        count=int(np.sum(vals["count"], dtype=np.int64)),
+        n_files=1,
+    )
+
+
+def read_gen_sums(files: Iterable[str | os.PathLike], treename: str = "Runs") -> GenSums:
+    """Sum genEventSumw, genEventSumw2 and genEventCount over all Runs entries of all files."""
+    files = list(files)
+    if not files:
+        raise NormalizationError("no files given to read the generator sums from")
+    total = _read_one(files[0], treename)
+    for f in files[1:]:
+        total = total + _read_one(f, treename)
+    return total
+
+
+def scale_factor(xsec_pb: float, lumi_pb: float, sumw: float) -> float:
+    """Per-event weight factor xsec * lumi / sum(genWeight) that normalises MC to data."""
+    if not np.isfinite(sumw) or sumw <= 0:
+        raise NormalizationError(f"sum of generator weights must be positive, got {sumw}")
+    if xsec_pb is None or not np.isfinite(xsec_pb) or xsec_pb <= 0:
+        raise NormalizationError(f"cross section must be positive, got {xsec_pb}")
+    if not np.isfinite(lumi_pb) or lumi_pb < 0:
+        raise NormalizationError(f"luminosity must be non-negative, got {lumi_pb}")
+    return float(xsec_pb) * float(lumi_pb) / float(sumw)
+
+
+def dataset_gen_sums(dataset: Any) -> GenSums | None:
+    """Generator sums of a :class:`~wremnants_dask.datasets.Dataset`; ``None`` for data."""
+    if dataset.is_data:
+        return None
+    try:
+        return read_gen_sums(dataset.files)
+    except NormalizationError as err:
+        raise NormalizationError(f"dataset {dataset.name!r}: {err}") from None
+
+
+def mc_scale(dataset: Any, lumi_pb: float, sums: GenSums | None = None) -> float:
+    """Scale factor of a dataset: 1 for data, xsec * lumi / sum(genWeight) for simulation."""
+    if dataset.is_data:
+        return 1.0
+    if dataset.xsec_pb is None:
+        raise NormalizationError(f"simulation dataset {dataset.name!r} has no cross section")
+    sums = sums if sums is not None else dataset_gen_sums(dataset)
+    try:
+        return scale_factor(dataset.xsec_pb, lumi_pb, sums.sumw)
+    except NormalizationError as err:
+        raise NormalizationError(f"dataset {dataset.name!r}: {err}") from None

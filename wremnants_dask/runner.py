@@ -1,0 +1,569 @@
+"""The processing engine: datasets + a Processor -> one small dask graph -> histograms.
+
+Per dataset the graph has three layers whatever the processor does:
+
+1. ``uproot.dask`` input (one partition per chunk of ``step_size`` entries), reading only the
+   branches the processor touches. They are found once per dataset by running the processor
+   on an awkward typetracer (no data) built from the first file's branch types.
+2. one blockwise ``dak.map_partitions`` layer running ``Processor.process`` on a chunk and
+   returning a :class:`ChunkResult` (partial histograms, cut flows, event counts); dask fuses it
+   with the input layer, so a chunk is one task.
+3. a tree reduction with fan-in ``split_every``: at most ``split_every`` partial results are
+   alive per reduction task, so memory stays at a few histogram copies per worker.
+
+Before building, each file's tree is opened once (cached) to check it exists, is readable, has
+entries and has the needed branches; errors name the file and branch. ``skip_bad_files=True``
+drops such files and records why. For simulation the sum of generator weights is read from the
+``Runs`` trees (``normalization.read_gen_sums``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import awkward as ak
+import dask
+import dask_awkward as dak
+import hist
+import uproot
+from dask.highlevelgraph import HighLevelGraph
+
+from wremnants_dask.cutflow import CutFlow
+from wremnants_dask.processor import (
+    ChunkOutput,
+    ChunkResult,
+    Events,
+    Processor,
+    ProcessorError,
+    event_weight_sums,
+)
+from wremnants_dask.tensorhist import TensorHist, is_typetracer
+
+__all__ = [
+    "BadInputError",
+    "DatasetResult",
+    "Plan",
+    "RunResult",
+    "build_plan",
+    "execute",
+    "run",
+    "trace_columns",
+]
+
+DEFAULT_STEP_SIZE = 200_000
+DEFAULT_SPLIT_EVERY = 8
+
+
+class BadInputError(RuntimeError):
+    """An input file cannot be used; the message names the file (and the branch)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- file checks
+@dataclass
+class FileInfo:
+    """What the engine needs to know about one file, read once when building the graph."""
+
+    path: str
+    treename: str
+    entries: int
+    branches: frozenset[str]
+    _form: Any = None
+
+
+_FILE_CACHE: dict[tuple[str, str, float, int], FileInfo] = {}
+
+
+def inspect_file(path: str, treename: str) -> FileInfo:
+    """Open ``path`` once, check the tree, and return its entries and branch names (cached)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise BadInputError(path, f"cannot access file ({err.strerror or err})") from None
+    key = (os.path.abspath(path), treename, st.st_mtime, st.st_size)
+    info = _FILE_CACHE.get(key)
+    if info is not None:
+        return info
+    if st.st_size == 0:
+        raise BadInputError(path, "file is empty (0 bytes)")
+    try:
+        fh = uproot.open(path)
+    except Exception as err:  # uproot raises many types for corrupt input
+        raise BadInputError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
+    try:
+        try:
+            tree = fh[treename]
+        except Exception as err:
+            raise BadInputError(
+                path, f"no readable tree {treename!r} ({type(err).__name__}: {err})"
+            ) from None
+        if not hasattr(tree, "num_entries"):
+            raise BadInputError(path, f"{treename!r} is a {type(tree).__name__}, not a TTree")
+        entries = int(tree.num_entries)
+        branches = frozenset(tree.keys(recursive=False))
+        info = FileInfo(os.path.abspath(path), treename, entries, branches)
+        info._form = _tree_form(tree)
+    finally:
+        fh.close()
+    _FILE_CACHE[key] = info
+    return info
+
+
+def _tree_form(tree: Any) -> ak.forms.RecordForm:
+    """Awkward form of all flat branches (as uproot.dask would read them)."""
+    fields, contents = [], []
+    for name in tree.keys(recursive=False):
+        try:
+            form = tree[name].interpretation.awkward_form(tree.file)
+        except Exception:  # branches uproot cannot interpret are simply not readable
+            continue
+        fields.append(name)
+        contents.append(form)
+    return ak.forms.RecordForm(contents, fields)
+
+
+# ----------------------------------------------------------------------------- tracing
+class ChunkTask:
+    """The per-chunk function of the blockwise layer: run the processor on one chunk."""
+
+    def __init__(self, processor: Processor, dataset: Any, hists: dict[str, TensorHist]) -> None:
+        self.processor = processor
+        self.dataset = dataset
+        self.hists = hists
+
+    def __call__(self, array: ak.Array) -> ChunkResult:
+        tracing = is_typetracer(array)
+        events = Events(array, tracing=tracing)
+        out = ChunkOutput(
+            self.dataset, {k: h.empty_like() for k, h in self.hists.items()}, tracing=tracing
+        )
+        self.processor.process(events, out)
+        sumw, sumw2 = event_weight_sums(events, self.dataset)
+        n = 0 if tracing else len(array)
+        return ChunkResult(out.hists, out.cutflows, n, sumw or 0.0, sumw2 or 0.0)
+
+
+def trace_columns(task: Callable[[ak.Array], Any], form: ak.forms.RecordForm) -> set[str]:
+    """Branches whose data ``task`` touches, found by running it on a typetracer (no data)."""
+    keyed = ak.forms.RecordForm(
+        [_key_form(c, f) for f, c in zip(form.fields, form.contents)], form.fields
+    )
+    layout, report = ak.typetracer.typetracer_with_report(keyed)
+    task(ak.Array(layout))
+    return {k.rsplit("#", 1)[0] for k in report.data_touched}
+
+
+def _key_form(form: ak.forms.Form, field_name: str) -> ak.forms.Form:
+    counter = iter(range(1_000_000))
+
+    def rekey(f: ak.forms.Form) -> ak.forms.Form:
+        key = f"{field_name}#{next(counter)}"
+        if isinstance(f, ak.forms.NumpyForm):
+            return f.copy(form_key=key)
+        if isinstance(f, (ak.forms.ListOffsetForm, ak.forms.ListForm, ak.forms.RegularForm)):
+            return f.copy(content=rekey(f.content), form_key=key)
+        if isinstance(f, ak.forms.RecordForm):
+            return f.copy(contents=[rekey(c) for c in f.contents], form_key=key)
+        if isinstance(f, (ak.forms.IndexedOptionForm, ak.forms.IndexedForm, ak.forms.ByteMaskedForm, ak.forms.BitMaskedForm, ak.forms.UnmaskedForm)):
+            return f.copy(content=rekey(f.content), form_key=key)
+        raise TypeError(f"branch {field_name!r}: unsupported awkward form {type(f).__name__}")
+
+    return rekey(form)
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class DatasetPlan:
+    dataset: Any
+    files: list[str]
+    steps: dict[str, list[list[int]]]
+    columns: list[str]
+    root_key: tuple
+    n_entries: int
+    gen_sums: Any = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """The task graph of a run and what went into it (built by :func:`build_plan`)."""
+
+    graph: HighLevelGraph
+    datasets: dict[str, DatasetPlan]
+    processor: Processor
+    step_size: int
+    split_every: int
+    build_seconds: float
+    skipped_datasets: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[tuple]:
+        return [p.root_key for p in self.datasets.values()]
+
+    @property
+    def skipped_files(self) -> list[dict[str, str]]:
+        return [*self.skipped_datasets, *(s for p in self.datasets.values() for s in p.skipped)]
+
+
+def _check_files(
+    dataset: Any, skip_bad_files: bool
+) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
+    """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
+    from wremnants_dask import normalization
+
+    good, skipped, sums = [], [], None
+    for path in dataset.files:
+        try:
+            info = inspect_file(str(path), dataset.treename)
+            if info.entries == 0:
+                raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
+            if not dataset.is_data:
+                try:
+                    s = normalization.read_gen_sums([info.path])
+                except normalization.NormalizationError as err:
+                    raise BadInputError(str(path), str(err)) from None
+                sums = s if sums is None else sums + s
+        except BadInputError as err:
+            if not skip_bad_files:
+                raise BadInputError(err.path, f"{err.reason} (dataset {dataset.name!r})") from None
+            skipped.append({"dataset": dataset.name, "file": err.path, "reason": err.reason})
+            continue
+        good.append(info)
+    return good, skipped, sums
+
+
+def build_plan(
+    datasets: Sequence[Any],
+    processor: Processor,
+    *,
+    step_size: int = DEFAULT_STEP_SIZE,
+    max_events: int | None = None,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    skip_bad_files: bool = False,
+) -> Plan:
+    """Check the inputs, trace the processor's columns and build the task graph."""
+    t0 = time.perf_counter()
+    if step_size < 1:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    graphs: list[HighLevelGraph] = []
+    plans: dict[str, DatasetPlan] = {}
+    whole_skipped: list[dict[str, str]] = []
+    for dataset in datasets:
+        if dataset.name in plans:
+            raise ValueError(f"dataset {dataset.name!r} given twice")
+        good, skipped, sums = _check_files(dataset, skip_bad_files)
+        if not good:
+            if skip_bad_files:
+                whole_skipped.extend(skipped)
+                continue
+            raise BadInputError(str(list(dataset.files)), f"dataset {dataset.name!r} has no files")
+        hists = processor.declared(dataset)
+        task = ChunkTask(processor, dataset, hists)
+        try:
+            columns = trace_columns(task, good[0]._form)
+        except Exception as err:
+            raise ProcessorError(
+                f"{type(processor).__name__} failed while tracing its columns on dataset "
+                f"{dataset.name!r} (file {good[0].path}): {type(err).__name__}: {err}. "
+                "process() must be vectorised awkward code without branches on data values."
+            ) from err
+        if not columns:  # nothing read: still need one branch for the chunk lengths
+            columns = {min(good[0].branches, key=len)}
+        # Every file must have every needed branch.
+        usable = []
+        for info in good:
+            missing = sorted(columns - info.branches)
+            if missing:
+                reason = f"tree {dataset.treename!r} lacks needed branch(es) {missing}"
+                if not skip_bad_files:
+                    raise BadInputError(info.path, f"{reason} (dataset {dataset.name!r})")
+                skipped.append({"dataset": dataset.name, "file": info.path, "reason": reason})
+                continue
+            usable.append(info)
+        steps, n_entries = _steps(usable, step_size, max_events)
+        if not steps:
+            raise BadInputError(str(dataset.files[:1]), f"dataset {dataset.name!r}: no entries to process")
+        cols = sorted(columns)
+        form = _sub_form(good[0]._form, cols)
+        files_arg = {p: {"object_path": dataset.treename, "steps": s} for p, s in steps.items()}
+        events = uproot.dask(
+            files_arg,
+            filter_name=cols,
+            open_files=False,
+            known_base_form=form,
+        )
+        token = dask.base.tokenize(dataset.name, files_arg, cols, type(processor).__name__, id(processor))
+        mapped = dak.map_partitions(
+            task,
+            events,
+            label=f"process-{_safe(dataset.name)}",
+            token=token,
+            meta=_META,
+        )
+        hlg, root = _tree_reduce(mapped, split_every, f"reduce-{_safe(dataset.name)}-{token}")
+        graphs.append(hlg)
+        plans[dataset.name] = DatasetPlan(
+            dataset=dataset,
+            files=[p for p in steps],
+            steps=steps,
+            columns=cols,
+            root_key=root,
+            n_entries=n_entries,
+            gen_sums=sums,
+            skipped=skipped,
+        )
+    if not plans:
+        raise BadInputError("(all inputs)", "no dataset has a usable file")
+    graph = HighLevelGraph.merge(*graphs)
+    return Plan(
+        graph, plans, processor, step_size, split_every, time.perf_counter() - t0, whole_skipped
+    )
+
+
+_META = ak.Array(ak.Array([0.0]).layout.to_typetracer(forget_length=True))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+
+
+def _sub_form(form: ak.forms.RecordForm, cols: list[str]) -> ak.forms.RecordForm:
+    return ak.forms.RecordForm([form.content(c) for c in cols], cols)
+
+
+def _steps(
+    infos: Iterable[FileInfo], step_size: int, max_events: int | None
+) -> tuple[dict[str, list[list[int]]], int]:
+    """Entry ranges per file, stopping after ``max_events`` entries in total."""
+    steps: dict[str, list[list[int]]] = {}
+    total = 0
+    for info in infos:
+        n = info.entries
+        if max_events is not None:
+            n = min(n, max_events - total)
+        if n <= 0:
+            break
+        nchunks = max(1, math.ceil(n / step_size))
+        # Even chunks (as uproot does): no tiny last chunk.
+        edges = [round(i * n / nchunks) for i in range(nchunks + 1)]
+        steps.setdefault(info.path, []).extend([[a, b] for a, b in zip(edges[:-1], edges[1:])])
+        total += n
+    return steps, total
+
+
+def merge_results(*results: ChunkResult) -> ChunkResult:
+    """Sum partial results into a new one (inputs are left untouched, as dask expects)."""
+    out = results[0].copy()
+    for r in results[1:]:
+        out += r
+    return out
+
+
+def _tree_reduce(mapped: dak.Array, split_every: int, name: str) -> tuple[HighLevelGraph, tuple]:
+    """Add a tree reduction layer over the partitions of ``mapped``; return graph and root key."""
+    keys = list(mapped.__dask_keys__())
+    layer: dict = {}
+    level = 0
+    while True:
+        groups = [keys[i : i + split_every] for i in range(0, len(keys), split_every)]
+        new_keys = []
+        for i, g in enumerate(groups):
+            k = (name, level, i)
+            layer[k] = (merge_results, *g)
+            new_keys.append(k)
+        keys = new_keys
+        level += 1
+        if len(keys) == 1:
+            break
+    hlg = HighLevelGraph.from_collections(name, layer, dependencies=[mapped])
+    return hlg, keys[0]
+
+
+# ----------------------------------------------------------------------------- execution
+def optimize_graph(graph: HighLevelGraph, keys: list[tuple]) -> HighLevelGraph:
+    """Fuse the input and processing layers, so that reading + processing a chunk is one task."""
+    from dask.blockwise import fuse_roots, optimize_blockwise
+
+    graph = optimize_blockwise(graph, keys=keys)
+    return fuse_roots(graph, keys=keys)
+
+
+@dataclass
+class DatasetResult:
+    """Histograms and bookkeeping of one dataset after the run."""
+
+    dataset: Any
+    hists: dict[str, hist.Hist]
+    cutflows: dict[str, CutFlow]
+    n_events: int
+    sumw_processed: float
+    sumw2_processed: float
+    columns: list[str]
+    files: list[str]
+    n_entries_planned: int
+    gen_sums: Any = None
+    lumi_pb: float | None = None
+    lumi_error: str | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able summary (everything but the histograms)."""
+        ds = self.dataset
+        gs = self.gen_sums
+        return {
+            "name": ds.name,
+            "group": ds.group,
+            "is_data": bool(ds.is_data),
+            "xsec_pb": ds.xsec_pb,
+            "era": ds.era,
+            "treename": ds.treename,
+            "n_events": self.n_events,
+            "sumw_processed": self.sumw_processed,
+            "sumw2_processed": self.sumw2_processed,
+            "gen_sumw": None if gs is None else gs.sumw,
+            "gen_sumw2": None if gs is None else gs.sumw2,
+            "gen_count": None if gs is None else gs.count,
+            "lumi_pb": self.lumi_pb,
+            "lumi_error": self.lumi_error,
+            "columns": self.columns,
+            "files": self.files,
+            "skipped_files": self.skipped,
+            "cutflows": {k: c.to_dict() for k, c in self.cutflows.items()},
+        }
+
+
+@dataclass
+class RunResult:
+    """Per-dataset results plus run information (timings, skipped files, options)."""
+
+    datasets: dict[str, DatasetResult]
+    info: dict[str, Any]
+
+    def __getitem__(self, name: str) -> DatasetResult:
+        return self.datasets[name]
+
+
+def execute(
+    plan: Plan,
+    client: Any = None,
+    *,
+    progress: bool = False,
+    performance_report: str | os.PathLike | None = None,
+    lumi: bool = True,
+) -> RunResult:
+    """Compute a plan with ``client`` (a ``distributed.Client``) or synchronously if None."""
+    keys = plan.keys
+    t0 = time.perf_counter()
+    graph = optimize_graph(plan.graph, keys)
+    if client is None:
+        ctx = contextlib.nullcontext()
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            ctx = ProgressBar()
+        with ctx:
+            results = dask.get(graph, keys)
+    else:
+        import distributed
+
+        report = (
+            distributed.performance_report(filename=str(performance_report))
+            if performance_report
+            else contextlib.nullcontext()
+        )
+        with report:
+            futures = client.get(graph, keys, sync=False)
+            if progress:
+                distributed.progress(futures, notebook=False)
+                print()
+            results = client.gather(futures)
+    seconds = time.perf_counter() - t0
+    out: dict[str, DatasetResult] = {}
+    total_events = 0
+    for (name, dplan), res in zip(plan.datasets.items(), results):
+        total_events += res.n_events
+        lumi_pb, lumi_error = None, None
+        if lumi and dplan.dataset.is_data and getattr(dplan.dataset, "lumi_csv", None):
+            lumi_pb, lumi_error = _data_lumi(dplan)
+        out[name] = DatasetResult(
+            dataset=dplan.dataset,
+            hists={k: h.to_hist() for k, h in res.hists.items()},
+            cutflows=res.cutflows,
+            n_events=res.n_events,
+            sumw_processed=res.sumw,
+            sumw2_processed=res.sumw2,
+            columns=dplan.columns,
+            files=dplan.files,
+            n_entries_planned=dplan.n_entries,
+            gen_sums=dplan.gen_sums,
+            lumi_pb=lumi_pb,
+            lumi_error=lumi_error,
+            skipped=dplan.skipped,
+        )
+    info = {
+        "processor": f"{type(plan.processor).__module__}:{type(plan.processor).__name__}",
+        "systematics": getattr(plan.processor, "systematics", None),
+        "step_size": plan.step_size,
+        "split_every": plan.split_every,
+        "graph_layers": len(plan.graph.layers),
+        "graph_build_seconds": plan.build_seconds,
+        "compute_seconds": seconds,
+        "events": total_events,
+        "events_per_second": total_events / seconds if seconds > 0 else None,
+        "skipped_files": plan.skipped_files,
+        "scheduler": None if client is None else str(client.scheduler.address),
+    }
+    return RunResult(out, info)
+
+
+def _data_lumi(dplan: DatasetPlan) -> tuple[float | None, str | None]:
+    from wremnants_dask import lumi
+
+    ds = dplan.dataset
+    if dataclasses.is_dataclass(ds) and list(ds.files) != dplan.files:
+        ds = dataclasses.replace(ds, files=tuple(dplan.files))
+    try:
+        return float(lumi.dataset_lumi(ds)), None
+    except Exception as err:  # recorded in the output; the histograms are still valid
+        return None, f"{type(err).__name__}: {err}"
+
+
+def run(
+    datasets: Sequence[Any],
+    processor: Processor,
+    client: Any = None,
+    *,
+    step_size: int = DEFAULT_STEP_SIZE,
+    max_events: int | None = None,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    skip_bad_files: bool = False,
+    progress: bool = False,
+    performance_report: str | os.PathLike | None = None,
+) -> RunResult:
+    """Process ``datasets`` with ``processor``; the notebook entry point.
+
+    ``client``: a ``distributed.Client`` (local or remote cluster) or None for synchronous
+    single-process execution. Returns histograms (``hist.Hist``) and bookkeeping per dataset.
+    """
+    plan = build_plan(
+        datasets,
+        processor,
+        step_size=step_size,
+        max_events=max_events,
+        split_every=split_every,
+        skip_bad_files=skip_bad_files,
+    )
+    return execute(plan, client, progress=progress, performance_report=performance_report)
