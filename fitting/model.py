@@ -30,7 +30,7 @@ def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
 
 
 def _pois_const(n: jnp.ndarray) -> jnp.ndarray:
-    return gammaln(n + 1.0) - n + xlogy(n, n)
+    return gammaln(n + 1.0) + n - xlogy(n, n)
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ class FitModel:
     def constraint_terms(self, x: jnp.ndarray, aux: jnp.ndarray) -> jnp.ndarray:
         c, w = self.arrays["constraint"], self.arrays["width"]
         gauss = 0.5 * ((x - aux) / w) ** 2
-        pois = _pois(aux, x * w)
+        isp = c == POISSON  # safe inputs so the unselected branch has no NaN gradient
+        pois = _pois(jnp.where(isp, aux, 1.0), jnp.where(isp, x, 1.0) * w)
         return jnp.where(c == GAUSS, gauss, jnp.where(c == POISSON, pois, 0.0))
 
     def nll(self, x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> jnp.ndarray:
@@ -312,5 +313,6 @@ class FitModel:
         d2 = jax.vmap(jax.grad(jax.grad(self.bin_loss)))(nu, obs["data"], kinv)
         w = a["mask"] * jnp.maximum(d2, 0.0)
         cons, wid, aux = a["constraint"], a["width"], obs["aux"]
-        c = jnp.where(cons == GAUSS, 1.0 / wid**2, jnp.where(cons == POISSON, aux / x**2, 0.0))
+        xs = jnp.where(cons == POISSON, x, 1.0)
+        c = jnp.where(cons == GAUSS, 1.0 / wid**2, jnp.where(cons == POISSON, aux / xs**2, 0.0))
         return w, c

@@ -262,7 +262,8 @@ class SelectedMuons:
     pt: np.ndarray
     gen_pt: np.ndarray
     counts: np.ndarray
-    fail_iso: np.ndarray | None = None  # per muon: anti-isolation SF instead of isolation SF
+    fail: dict[str, np.ndarray] | None = None  # step -> per muon: inefficiency SF instead
+    trigger_used: np.ndarray | None = None  # per muon: does the trigger step apply at all
 
 
 def boson_reference(payload: CorrectionsPayload, boson: str) -> tuple[float, float]:
@@ -319,7 +320,13 @@ def event_weights(
             tensors["prefire"] = lambda s, a=pf_rel: a[s]
 
     sf = muon_sf_weights(
-        payload, muons.eta, muons.pt, muons.counts, fail_iso=muons.fail_iso, variations=systematics
+        payload,
+        muons.eta,
+        muons.pt,
+        muons.counts,
+        steps_mask=None if muons.trigger_used is None else {"trigger": muons.trigger_used},
+        fail=muons.fail,
+        variations=systematics,
     )
     w = w * sf.nominal
     if systematics:

@@ -61,29 +61,31 @@ def muon_sf_weights(
     counts: np.ndarray,
     *,
     steps_mask: dict[str, np.ndarray] | None = None,
-    fail_iso: np.ndarray | None = None,
+    fail: dict[str, np.ndarray] | None = None,
     variations: bool = True,
 ) -> MuonSFWeights:
     """Scale factors of the selected muons: nominal per event and stat/syst tensors.
 
     ``steps_mask[step]`` (per muon, bool) restricts a step to some muons, e.g. the trigger
     scale factor only for the muon that fired the trigger; default all muons, all steps.
-    Muons with ``fail_iso`` True get the anti-isolation factor (1 - e_mc SF) / (1 - e_mc)
-    instead of the isolation SF, with the same (now anti-correlated) variations.
+    Muons with ``fail[step]`` True (failing isolation, or not firing the trigger) get the
+    inefficiency factor (1 - e_mc SF) / (1 - e_mc) of that step instead of its SF, with the
+    same (now anti-correlated) variations.
     """
     eta = np.asarray(eta, dtype=np.float64)
     pt = np.asarray(pt, dtype=np.float64)
     n_mu = eta.size
     steps_mask = steps_mask or {}
-    fail = np.zeros(n_mu, dtype=bool) if fail_iso is None else np.asarray(fail_iso, dtype=bool)
-    e_iso = payload.mc_efficiency("iso", eta, pt) if fail.any() else np.zeros(n_mu)
+    fails = {k: np.asarray(v, dtype=bool) for k, v in (fail or {}).items() if np.any(v)}
+    e_mc = {k: payload.mc_efficiency(k, eta, pt) for k in fails}
 
     def factor(step: str, sf: np.ndarray) -> np.ndarray:
-        if step != "iso":
+        if step not in fails:
             return sf
+        e = e_mc[step]
         with np.errstate(divide="ignore", invalid="ignore"):
-            anti = np.where(e_iso < 1.0, (1.0 - e_iso * sf) / (1.0 - e_iso), 1.0)
-        return np.where(fail, anti, sf)
+            anti = np.where(e < 1.0, (1.0 - e * sf) / (1.0 - e), 1.0)
+        return np.where(fails[step], anti, sf)
 
     nom = np.ones((n_mu, len(SF_STEPS)))
     for i, step in enumerate(SF_STEPS):

@@ -43,23 +43,36 @@ MUON_BRANCHES = [
 EVENT_BRANCHES = ["HLT_IsoMu24", "MET_pt", "MET_phi"]
 
 
-def calibrated_pt(payload: Any, cols: dict[str, Any], is_data: bool, enabled: bool) -> ak.Array:
-    """Muon pT; for data divided by (1 + measured scale offset of its eta slice)."""
+def calibrated_pt(
+    payload: Any, cols: dict[str, Any], is_data: bool, options: dict[str, Any]
+) -> ak.Array:
+    """Muon pT used by the selection.
+
+    Data: divided by (1 + the payload's scale offset of the muon's eta slice) unless
+    ``calibrate_data=False``. Simulation: multiplied by (1 + ``mc_pt_shift``) when that option
+    is set, a direct momentum-scale shift that validates the weight-based scale variations.
+    """
     pt = cols["Muon_pt"]
-    if not (is_data and enabled):
+    shift = float(options.get("mc_pt_shift", 0.0) or 0.0)
+    calibrate = is_data and options.get("calibrate_data", True)
+    if not calibrate and (is_data or shift == 0.0):
         return pt
     counts = np1(ak.num(pt, axis=1))
-    eta = np1(ak.flatten(cols["Muon_eta"], axis=1)).astype(np.float64)
     flat = np1(ak.flatten(pt, axis=1)).astype(np.float64)
-    corr = flat / (1.0 + payload.scale_data(eta))
-    return ak.unflatten(corr, counts)
+    if calibrate:
+        eta = np1(ak.flatten(cols["Muon_eta"], axis=1)).astype(np.float64)
+        flat = flat / (1.0 + payload.scale_data(eta))
+    else:
+        flat = flat * (1.0 + shift)
+    return ak.unflatten(flat, counts)
 
 
 class WMassProcessor(MuonAnalysis):
     """Histograms ``nominal`` (eta, pt, charge, passIso, passMT) and ``nominal_<variation>``.
 
     Options (besides ``systematics``): ``corrections`` (payload path), ``bw_window``,
-    ``calibrate_data`` (default True: apply the payload's data momentum-scale correction).
+    ``calibrate_data`` (default True: apply the payload's data momentum-scale correction),
+    ``mc_pt_shift`` (relative shift of simulated muon pT, for validation).
     """
 
     name = "mw"
@@ -77,11 +90,11 @@ class WMassProcessor(MuonAnalysis):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        optional = ["run", "luminosityBlock", *mc_columns(info)]
+        optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
         cols = read_columns(events, info, MUON_BRANCHES + EVENT_BRANCHES, optional)
         if events.tracing:
             return
-        pt = calibrated_pt(self.payload, cols, info.is_data, self.options.get("calibrate_data", True))
+        pt = calibrated_pt(self.payload, cols, info.is_data, self.options)
         good = S.good_muons(cols, pt)
         loose = S.loose_muons(cols, pt)
         n_good = np1(ak.sum(good, axis=1))
@@ -98,6 +111,10 @@ class WMassProcessor(MuonAnalysis):
         mask = cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
         mask = cf.cut("one good muon", n_good == 1)
         mask = cf.cut("loose muon veto", n_loose == 1)
+        matched = S.trigger_matched(cols)
+        if matched is not None:
+            fired = np.nan_to_num(S.first_true(matched, good), nan=0.0).astype(bool)
+            mask = cf.cut("trigger match", fired)
         match = S.prompt_match(cols, info.prompt_flavours)
         if match is not None:
             prompt = np.nan_to_num(S.first_true(match, good), nan=0.0).astype(bool)
@@ -120,7 +137,7 @@ class WMassProcessor(MuonAnalysis):
             idx = np.nan_to_num(idx, nan=-1).astype(np.int64)
             gen_pt = gen_pt_of(cols, idx, np.flatnonzero(sel))
         muons = SelectedMuons(
-            mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail_iso=mu_iso >= S.ISO_CUT
+            mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
         weights = event_weights(
             cols, sel, muons, info, self.payload,

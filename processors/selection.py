@@ -49,6 +49,28 @@ def prompt_match(cols: dict[str, Any], flavours: tuple[int, ...] | None) -> ak.A
     return out
 
 
+TRIG_DR = 0.3
+TRIG_BIT = 8  # TrigObj_filterBits for muons: 8 = 1mu (HLT_IsoMu24 leg)
+TRIGOBJ_BRANCHES = ("TrigObj_id", "TrigObj_filterBits", "TrigObj_eta", "TrigObj_phi")
+
+
+def trigger_matched(cols: dict[str, Any]) -> ak.Array | None:
+    """Jagged mask: muon within dR < 0.3 of a muon trigger object (id 13, filterBits & 8).
+
+    None when the TrigObj branches are absent (then the trigger SF applies to every muon).
+    """
+    if not all(b in cols for b in TRIGOBJ_BRANCHES):
+        return None
+    tobj = (cols["TrigObj_id"] == 13) & ((cols["TrigObj_filterBits"] & TRIG_BIT) != 0)
+    t_eta = cols["TrigObj_eta"][tobj]
+    t_phi = cols["TrigObj_phi"][tobj]
+    pairs_eta = ak.cartesian([cols["Muon_eta"], t_eta], nested=True)
+    pairs_phi = ak.cartesian([cols["Muon_phi"], t_phi], nested=True)
+    deta = pairs_eta["0"] - pairs_eta["1"]
+    dphi = (pairs_phi["0"] - pairs_phi["1"] + np.pi) % (2 * np.pi) - np.pi
+    return ak.any(deta * deta + dphi * dphi < TRIG_DR**2, axis=2)
+
+
 def golden_mask(golden_json: str | None, run: Any, lumi: Any) -> np.ndarray:
     """Certified-event mask (all True without a golden JSON); the JSON is parsed once per process."""
     run = np.asarray(ak.to_numpy(run) if isinstance(run, ak.Array) else run)

@@ -121,7 +121,9 @@ def test_variations_broadcast_through():
         np.testing.assert_allclose(batched.hist.values()[..., 3], truth, rtol=1e-9)
         for v in range(len(scales)):
             single = abcd.predict_nonprompt(data, mc_var[{"syst": v}], smoothing_order=smoothing)
-            np.testing.assert_allclose(batched.hist.values()[..., v], single.hist.values(), rtol=1e-12)
+            np.testing.assert_allclose(
+                batched.hist.values()[..., v], single.hist.values(), rtol=1e-12
+            )
             np.testing.assert_allclose(
                 batched.hist.variances()[..., v], single.hist.variances(), rtol=1e-12
             )
@@ -176,10 +178,14 @@ def test_smoothing_recovers_exponential_ratio():
     fit = fit_log_polynomial(x, r, r_var, 1)
     t = 2 * (x - x.min()) / (x.max() - x.min()) - 1
     for row in range(20):
-        ref, ref_cov = np.polyfit(t, np.log(r[row]), 1, w=r[row] / np.sqrt(r_var[row]), cov="unscaled")
+        ref, ref_cov = np.polyfit(
+            t, np.log(r[row]), 1, w=r[row] / np.sqrt(r_var[row]), cov="unscaled"
+        )
         np.testing.assert_allclose(fit.params[row], ref[::-1], rtol=1e-8)
         np.testing.assert_allclose(fit.cov[row], ref_cov[::-1, ::-1], rtol=1e-8)
-    truth_at_t = np.array([np.log(0.5) + FR_SLOPE * (x.mean() - 26), FR_SLOPE * (x.max() - x.min()) / 2])
+    truth_at_t = np.array(
+        [np.log(0.5) + FR_SLOPE * (x.mean() - 26), FR_SLOPE * (x.max() - x.min()) / 2]
+    )
     pull = (fit.params - truth_at_t) / np.sqrt(np.diagonal(fit.cov, axis1=-2, axis2=-1))
     assert np.all(np.abs(pull) < 4)
     assert 0.5 < fit.chi2.sum() / fit.ndf.sum() < 1.5
@@ -224,7 +230,8 @@ def test_eigen_variations_reproduce_covariance():
             mask = np.ones((2, 2), bool)
             mask[e, q] = False
             np.testing.assert_allclose(
-                block.transpose(0, 2, 1, 3)[mask], nom.transpose(0, 2, 1)[mask][..., None] * np.ones(3)
+                block.transpose(0, 2, 1, 3)[mask],
+                nom.transpose(0, 2, 1)[mask][..., None] * np.ones(3),
             )
 
 

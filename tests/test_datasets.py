@@ -328,3 +328,108 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path: Path) -> None:
     assert cache.cache_dir(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("WREMNANTS_DASK_CACHE")
     assert cache.cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "wremnants_dask"
+
+
+# ----------------------------------------------------------------------------- generator path
+
+GEN_CONFIG = """
+era: "2018"
+samples:
+  - {name: zmm, generator: {process: zmumu, n_events: 2000, n_files: 2, seed: 5}}
+  - {name: wp, group: Wmunu, xsec_pb: auto,
+     generator: {process: wplus_munu, n_events: 1000, seed: 6, params: {mW: 80.5}}}
+  - {name: data, generator: {pseudodata: true, lumi_pb: 0.1, seed: 9}}
+"""
+
+
+def _synth_or_skip():
+    from wremnants_dask import synth
+
+    if not hasattr(synth, "generate_sample"):
+        pytest.skip("the synthetic generator is not available yet")
+    return synth
+
+
+def _plain_lumi(csv_path: str, golden_path: str, pairs: set[tuple[int, int]]) -> float:
+    import json
+
+    golden = json.loads(Path(golden_path).read_text())
+    total = 0.0
+    for line in Path(csv_path).read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        f = line.split(",")
+        run, ls = int(f[0].split(":")[0]), int(f[1].split(":")[0])
+        if (run, ls) in pairs and any(a <= ls <= b for a, b in golden.get(str(run), [])):
+            total += float(f[6])
+    return total
+
+
+def test_generator_samples_end_to_end(tmp_path: Path) -> None:
+    import numpy as np
+    import uproot
+
+    from wremnants_dask import lumi, normalization
+
+    synth = _synth_or_skip()
+    cfg = write(tmp_path, GEN_CONFIG)
+    root = tmp_path / "cache"
+    zmm, wp, data = load_datasets(cfg, cache_dir=root)
+    assert (zmm.group, zmm.xsec_pb) == ("Zmumu", synth.PROCESSES["zmumu"].xsec_pb)
+    assert (wp.group, wp.xsec_pb) == ("Wmunu", synth.PROCESSES["wplus_munu"].xsec_pb)
+    assert len(zmm.files) == 2 and all(Path(f).parent.parent == root for f in zmm.files)
+
+    # Runs sums of unskimmed synthetic files = sums over their events
+    w = np.concatenate(
+        [uproot.open(f)["Events"]["genWeight"].array(library="np") for f in zmm.files]
+    ).astype(np.float64)
+    sums = normalization.read_gen_sums(zmm.files)
+    assert sums.count == len(w) == 2000 and sums.n_files == 2
+    assert sums.sumw == pytest.approx(w.sum(), rel=1e-9)
+    assert sums.sumw2 == pytest.approx((w * w).sum(), rel=1e-9)
+    assert normalization.mc_scale(zmm, 0.1) == pytest.approx(2000.0 * 0.1 / w.sum(), rel=1e-9)
+
+    # pseudo-data: the generator's lumi files; certified lumi = requested; processed lumi =
+    # plain sum over the CSV rows of the pairs present in the files and in the golden JSON
+    assert data.is_data and data.group == "Data" and data.xsec_pb is None
+    assert Path(data.lumi_csv).is_file() and Path(data.golden_json).is_file()
+    assert lumi.certified_lumi(data.lumi_csv, data.golden_json) == pytest.approx(0.1, rel=1e-6)
+    ev = uproot.open(data.files[0])["Events"].arrays(["run", "luminosityBlock"], library="np")
+    pairs = set(zip(ev["run"].tolist(), ev["luminosityBlock"].tolist()))
+    expected = _plain_lumi(data.lumi_csv, data.golden_json, pairs)
+    assert 0 < lumi.dataset_lumi(data) == pytest.approx(expected, rel=1e-12)
+
+    # second load: served from the cache, nothing rewritten
+    mtimes = {f: os.stat(f).st_mtime_ns for d in (zmm, wp, data) for f in d.files}
+    assert load_datasets(cfg, cache_dir=root) == [zmm, wp, data]
+    assert {f: os.stat(f).st_mtime_ns for f in mtimes} == mtimes
+    # scale: a different spec, a different folder, scaled size
+    (half,) = load_datasets(cfg, cache_dir=root, filter_procs="zmm", scale=0.5)
+    assert Path(half.files[0]).parent != Path(zmm.files[0]).parent
+    assert sum(uproot.open(f)["Events"].num_entries for f in half.files) == 1000
+
+
+GEN_ERRORS = [
+    (
+        "{process: zmumu, n_events: 10, seed: 1}, xsec_pb: 1999",
+        r"key 'xsec_pb': 1999.0 differs from the 2000.0 pb",
+    ),
+    (
+        "{process: zmumu, n_events: 10, seed: 1}, group: Wmunu",
+        r"key 'group': 'Wmunu' differs from the group 'Zmumu'",
+    ),
+    (
+        "{process: zmumu, n_events: 10, seed: 1, params: {mWW: 80}}",
+        r"key 'params': unknown SynthParams field\(s\) \['mWW'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("gen", "message"), GEN_ERRORS)
+def test_generator_spec_checked_against_generator(tmp_path: Path, gen: str, message: str) -> None:
+    _synth_or_skip()
+    cfg = write(tmp_path, f"era: '2018'\nsamples: [{{name: z, generator: {gen}}}]\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_datasets(cfg, cache_dir=tmp_path / "cache")
+    assert str(cfg) in str(err.value)
+    assert not (tmp_path / "cache").exists()  # rejected before generating anything

@@ -139,7 +139,9 @@ def test_select_regions_and_errors():
     h.fill(pt=[0.5, 1.5, 2.5], passIso=[True, False, True], passMT=[1, 1, 0], weight=[2, 3, 5])
     sig = histops.select(h, {"passIso": True, "passMT": 1})
     np.testing.assert_allclose(sig.values(), [2, 0, 0])
-    np.testing.assert_allclose(histops.select(h, {"passIso": False, "passMT": -1}).values(), [0, 3, 0])
+    np.testing.assert_allclose(
+        histops.select(h, {"passIso": False, "passMT": -1}).values(), [0, 3, 0]
+    )
     with pytest.raises(KeyError, match="no axis 'iso'"):
         histops.select(h, {"iso": True})
     with pytest.raises(TypeError, match="'passMT' is not Boolean"):
@@ -149,7 +151,9 @@ def test_select_regions_and_errors():
 
 
 # --- variation axes ------------------------------------------------------------------------
-@pytest.mark.parametrize(("axis", "edges"), [("eta", None), ("eta", [-2.4, -0.8, 0.8, 2.4]), ("charge", None)])
+@pytest.mark.parametrize(
+    ("axis", "edges"), [("eta", None), ("eta", [-2.4, -0.8, 0.8, 2.4]), ("charge", None)]
+)
 def test_decorrelate_sums_back_to_correlated(axis, edges):
     rng = np.random.default_rng(7)
     nom, h = _nominal_and_var(rng)
@@ -204,7 +208,9 @@ def test_mirror_formulas():
     np.testing.assert_allclose(
         histops.select_up_down(both, "down").values(flow=True)[..., 0], n**2 / u
     )
-    np.testing.assert_allclose(histops.select_up_down(both, "up").values(flow=True), h.values(flow=True))
+    np.testing.assert_allclose(
+        histops.select_up_down(both, "up").values(flow=True), h.values(flow=True)
+    )
     with pytest.raises(ValueError, match="mirror method"):
         histops.mirror(up, nom, method="sqrt")
 
@@ -251,8 +257,17 @@ def test_combine_and_concat_variation_axes():
                 c.view(flow=True).variance[:, 2 * i + j], h.view(flow=True).variance[:, i, j]
             )
     h1 = _weighted([*ax, a], rng)
-    h2 = _weighted([*ax, hist.axis.StrCategory(["alphaSUp", "alphaSDown"], name="alphaS", overflow=False)], rng)
+    h2 = _weighted(
+        [*ax, hist.axis.StrCategory(["alphaSUp", "alphaSDown"], name="alphaS", overflow=False)], rng
+    )
     cc = histops.concat_variation_axes([h1, h2], ["pdfVar", "alphaS"], "pdfAlphaS")
-    assert list(cc.axes["pdfAlphaS"]) == ["pdfVar0", "pdfVar1", "pdfVar2", "pdfVar3", "alphaSUp", "alphaSDown"]
+    assert list(cc.axes["pdfAlphaS"]) == [
+        "pdfVar0",
+        "pdfVar1",
+        "pdfVar2",
+        "pdfVar3",
+        "alphaSUp",
+        "alphaSDown",
+    ]
     np.testing.assert_allclose(cc.values(flow=True)[:, 5], h2.values(flow=True)[:, 1])
     np.testing.assert_allclose(cc.variances(flow=True)[:, 2], h1.variances(flow=True)[:, 2])

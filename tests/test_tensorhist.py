@@ -33,8 +33,12 @@ def _events(rng, n):
 
 
 @pytest.mark.parametrize("storage", ["double", "weight"])
-@pytest.mark.parametrize("method", ["auto", "bincount", "percomponent", "addat"])
+@pytest.mark.parametrize("method", ["auto", "bincount", "percomponent", "addat", "rows"])
 def test_tensor_fill_matches_per_component_hist_fills(storage, method):
+    from wremnants_dask.tensorhist import HAVE_NUMBA
+
+    if method == "rows" and not HAVE_NUMBA:
+        pytest.skip("numba not installed")
     rng = np.random.default_rng(1)
     n = 5000
     vals = _events(rng, n)

@@ -8,7 +8,7 @@ import pytest
 import uproot
 from scipy import integrate, stats
 
-from tests.conftest import NANOAOD_DY
+from conftest import NANOAOD_DY
 from wremnants_dask.processors import theory
 
 

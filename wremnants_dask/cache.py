@@ -92,6 +92,9 @@ def cached_build(
         if final.exists():  # a folder without manifest: an older, broken entry
             shutil.rmtree(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{safe_label}-{key}.tmp", dir=root))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a cache may be shared
         try:
             outputs = build(tmp)
             manifest = {"spec": spec, "key": key, "outputs": outputs}

@@ -36,7 +36,8 @@ __all__ = ["FORMAT", "HistFile", "axis_from_dict", "axis_to_dict", "write_hists"
 def axis_to_dict(ax: Any) -> dict[str, Any]:
     """JSON-able description of a hist axis (type, binning, flow/growth traits, name, label)."""
     t = ax.traits
-    d: dict[str, Any] = {"name": ax.name, "label": ax.label}
+    # The raw label ("" when unset; hist then shows the name), so that axes compare equal.
+    d: dict[str, Any] = {"name": ax.name, "label": ax.__dict__.get("label", ax.label)}
     if isinstance(ax, hist.axis.Regular):
         transform = getattr(ax, "transform", None)
         if transform is not None:

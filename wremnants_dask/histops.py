@@ -127,7 +127,9 @@ def _aligned(
     tnames = list(target.axes.name)
     for ax in src.axes:
         if ax.name not in tnames:
-            raise ValueError(f"{what} histogram has axis {ax.name!r} that the target lacks {tnames}")
+            raise ValueError(
+                f"{what} histogram has axis {ax.name!r} that the target lacks {tnames}"
+            )
         if not _same_binning(ax, target.axes[ax.name]):
             raise ValueError(f"axis {ax.name!r} of the {what} histogram has a different binning")
     vals, vars_ = hist_arrays(src, flow=flow)
@@ -461,7 +463,9 @@ def concat_variation_axes(
     for h, a in zip(hists, axes):
         rest = [n for n in h.axes.name if n != a]
         if rest != others or not all(_same_binning(h.axes[n], ref.axes[n]) for n in rest):
-            raise ValueError(f"histogram with variation axis {a!r} has other axes {rest} != {others}")
+            raise ValueError(
+                f"histogram with variation axis {a!r} has other axes {rest} != {others}"
+            )
         v, w = _regular_bins(h, [a])
         i = axis_index(h, a)
         pieces_v.append(np.moveaxis(v, i, -1))

@@ -286,8 +286,10 @@ def build_plan(
         usable = []
         for info in good:
             missing = sorted(columns - info.branches)
-            if missing:
-                reason = f"tree {dataset.treename!r} lacks needed branch(es) {missing}"
+            reason = f"tree {dataset.treename!r} lacks needed branch(es) {missing}" if missing else None
+            if reason is None:
+                reason = _type_mismatch(info, good[0], columns)
+            if reason:
                 if not skip_bad_files:
                     raise BadInputError(info.path, f"{reason} (dataset {dataset.name!r})")
                 skipped.append({"dataset": dataset.name, "file": info.path, "reason": reason})
@@ -334,6 +336,18 @@ def build_plan(
 
 
 _META = ak.Array(ak.Array([0.0]).layout.to_typetracer(forget_length=True))
+
+
+def _type_mismatch(info: FileInfo, first: FileInfo, columns: set[str]) -> str | None:
+    """Reason why ``info`` cannot share one input layer with ``first`` (branch types differ)."""
+    for c in sorted(columns):
+        a, b = info._form.content(c), first._form.content(c)
+        if a != b:
+            return (
+                f"branch {c!r} has type {a.type}"
+                f" but {b.type} in {first.path}"
+            )
+    return None
 
 
 def _safe(name: str) -> str:
@@ -479,11 +493,16 @@ def execute(
     else:
         import distributed
 
-        report = (
-            distributed.performance_report(filename=str(performance_report))
-            if performance_report
-            else contextlib.nullcontext()
-        )
+        report: Any = contextlib.nullcontext()
+        if performance_report:
+            try:
+                import bokeh  # noqa: F401  (Dask's performance report renders with bokeh)
+            except ImportError:
+                raise ImportError(
+                    f"--performance-report {performance_report}: Dask needs bokeh>=3.1 for it "
+                    "(pip install 'bokeh>=3.1')"
+                ) from None
+            report = distributed.performance_report(filename=str(performance_report))
         with report:
             futures = client.get(graph, keys, sync=False)
             if progress:

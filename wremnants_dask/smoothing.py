@@ -133,7 +133,9 @@ def fit_log_ratio(
     _check_rows(n_used, order + 1, order, what)
     all_ok = bool(ok.all())  # common case: skip the masking passes over the full tensor
     c, d = (num, den) if all_ok else (np.where(ok, num, 1.0), np.where(ok, den, 1.0))
-    vc, vd = (num_var, den_var) if all_ok else (np.where(ok, num_var, 1.0), np.where(ok, den_var, 1.0))
+    vc, vd = (
+        (num_var, den_var) if all_ok else (np.where(ok, num_var, 1.0), np.where(ok, den_var, 1.0))
+    )
     y = np.log(c / d)
 
     def weights(vc_: np.ndarray, c_: np.ndarray, vd_: np.ndarray, d_: np.ndarray) -> np.ndarray:

@@ -24,6 +24,39 @@ import numpy as np
 
 STORAGES = ("double", "weight")
 
+try:  # optional compiled kernel: adds each event's tensor row into its bin's contiguous row
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def _rows_add(out: np.ndarray, flat: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
+        k = t.shape[1]
+        o = out.reshape(-1, k)
+        for e in range(flat.shape[0]):
+            row = o[flat[e]]
+            we = w[e]
+            for j in range(k):
+                row[j] += we * t[e, j]
+
+    @numba.njit(cache=True, nogil=True)
+    def _rows_add2(
+        out: np.ndarray, out2: np.ndarray, flat: np.ndarray, w: np.ndarray, t: np.ndarray
+    ) -> None:
+        k = t.shape[1]
+        o = out.reshape(-1, k)
+        o2 = out2.reshape(-1, k)
+        for e in range(flat.shape[0]):
+            row = o[flat[e]]
+            row2 = o2[flat[e]]
+            we = w[e]
+            for j in range(k):
+                x = we * t[e, j]
+                row[j] += x
+                row2[j] += x * x
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numpy fallback
+    HAVE_NUMBA = False
+
 # Below this ratio of entries to bins, np.add.at into the accumulator beats allocating a
 # full-size bincount result (measured in bench/bench_tensorfill.py).
 _SPARSE_RATIO = 1.0 / 16.0
@@ -191,8 +224,9 @@ class TensorHist:
         defaults to 1; ``tensor`` defaults to ones). ``tensor`` has shape
         ``(n_events, *tensor_shape)``. ``method``: ``"bincount"`` (one bincount over
         ``bin*ntensor+k``), ``"percomponent"`` (one bincount per tensor cell), ``"addat"``
-        (``np.add.at``) or ``"auto"`` (bincount, or add.at for fills much sparser than the
-        histogram). All give the same sums.
+        (``np.add.at``), ``"rows"`` (compiled loop adding each event's tensor into its bin's
+        contiguous row; needs numba) or ``"auto"`` (rows when numba is there, else bincount,
+        or add.at for fills much sparser than the histogram). All give the same sums.
         """
         flat, keep = self.bin_index(*values)
         n = len(flat)
@@ -231,6 +265,19 @@ class TensorHist:
             t = t[keep] if t is not None else None
             n = len(flat)
         if n == 0:
+            return
+        if t is not None and self.ntensor > 1 and (
+            method == "rows" or (method == "auto" and HAVE_NUMBA)
+        ):
+            if not HAVE_NUMBA:
+                raise ValueError("fill method 'rows' needs numba")
+            self._allocate()
+            wv = w if w is not None else np.ones(n)
+            tc = np.ascontiguousarray(t)
+            if self.storage == "weight":
+                _rows_add2(self._sumw, self._sumw2, flat, wv, tc)
+            else:
+                _rows_add(self._sumw, flat, wv, tc)
             return
         # Total weight per (event, tensor cell); None means all ones.
         if t is None:

@@ -83,7 +83,7 @@ def decay_tau(tab, rng, tau: kin.Vec, slot, charge, mode, valid) -> None:
     tau_rest = (np.zeros(n), np.zeros(n), np.zeros(n), np.full(n, kin.TAU_MASS))
     pi, nu_h = kin.two_body(tau_rest, tau_rest[3], kin.PI_MASS, 0.0, ch, phh)
     had = mode == T_HAD
-    vis = tuple(np.where(had, a, b) for a, b in zip(pi, kin.boost(lrest, (0, 0, 0, 1.0))))
+    vis = tuple(np.where(had, a, b) for a, b in zip(pi, lrest))
     vis = kin.boost(vis, tau)
     nu1 = kin.boost(tuple(np.where(had, a, b) for a, b in zip(nu_h, nu_a)), tau)
     nu2 = kin.boost(nu_b, tau)
@@ -158,7 +158,7 @@ def gen_drell_yan(rng, n: int, world: World, kind: str) -> HardEvent:
     if kind in ("wplus_munu", "wminus_munu"):
         q = 1 if kind == "wplus_munu" else -1
         m = kin.sample_bw(rng, n, world.mW, world.GammaW, world.w_window)
-        pt = kin.sample_boson_pt(rng, n, 8.0, 2.4, 300.0)
+        pt = kin.sample_boson_pt(rng, n, 5.5, 2.4, 300.0)
         y = kin.sample_truncnorm(rng, n, 2.2 if q > 0 else 2.0, 4.2)
         frac_plus = 0.0 if q > 0 else 1.0  # charged lepton: W+ (1-cos)^2, W- (1+cos)^2
         pdg_v = 24 * q
@@ -166,7 +166,7 @@ def gen_drell_yan(rng, n: int, world: World, kind: str) -> HardEvent:
     else:
         q = 0
         m = kin.sample_bw(rng, n, world.mZ, world.GammaZ, world.z_window)
-        pt = kin.sample_boson_pt(rng, n, 8.5, 2.4, 300.0)
+        pt = kin.sample_boson_pt(rng, n, 6.0, 2.4, 300.0)
         y = kin.sample_truncnorm(rng, n, 2.0, 4.2)
         frac_plus = 0.5 + 0.06 / 4  # 1 + cos^2 + A4 cos, A4 = 0.06 for the negative lepton
         pdg_v = 23
@@ -264,7 +264,8 @@ def _qcd_candidates(rng, n):
     eta1 = kin.sample_truncnorm(rng, n, 1.8, 4.5)
     sig = np.minimum(0.3, 3.0 / np.maximum(zh * ptq, 1.0))
     eta_mu = eta1 + rng.normal(0, 1, n) * sig
-    ok = (zmu * zh * ptq > 15.0) & (np.abs(eta_mu) < 2.5)
+    pt_mu = zmu * zh * ptq * np.cosh(eta1) / np.cosh(eta_mu)
+    ok = (pt_mu > 15.0) & (np.abs(eta_mu) < 2.5)
     return ok, dict(ptq=ptq, is_b=is_b, zh=zh, zmu=zmu, eta1=eta1, sig=sig, eta_mu=eta_mu)
 
 
@@ -292,7 +293,7 @@ def gen_qcd(rng, n: int, world: World) -> HardEvent:
     q1 = kin.from_ptetaphim(ptq, c["eta1"], phi1, mq)
     q2 = kin.from_ptetaphim(pt2, eta2, phi2, mq)
     sys = kin.add(q1, q2)
-    spt, sy_eta, _, sm = kin.to_ptetaphim(sys)
+    spt, _, _, sm = kin.to_ptetaphim(sys)
     sy = 0.5 * np.log((sys[3] + sys[2]) / np.maximum(sys[3] - sys[2], 1e-9))
     s1, _ = _incoming(tab, sm, sy, 21, 21)
     sq1 = tab.add(q1, mq, qpdg, 23, gt.HARD, s1)
@@ -314,7 +315,7 @@ def gen_qcd(rng, n: int, world: World) -> HardEvent:
         znu = (1 - zmu_j) * znu_frac
         mu = kin.from_ptetaphim(pt_mu, eta_mu, phi_mu, kin.MU_MASS)
         nu = kin.from_ptetaphim(znu * zh * pt_j, eta_j, phi_j, 0.0)
-        f_dec, f_frag = rng.beta(4.0, 1.5, n), rng.beta(2.0, 2.0, n)
+        f_dec, f_frag = rng.beta(1.5, 3.0, n), rng.beta(1.0, 4.0, n)
         cone = pt_j * (zh * (1 - zmu_j - znu) * f_dec + (1 - zh) * f_frag)
         tab.add(mu, kin.MU_MASS, -13 * sign, 1, gt.HADRON_PRODUCT, sh, semilep, flav=flav,
                 dxy=dxy, cone=cone)  # fmt: skip

@@ -66,7 +66,7 @@ PROCESSES: dict[str, ProcessInfo] = {
               _DIB_INCL, sum(DIBOSON_FRACTIONS.values()) / _DIB_INCL, 0.0, 1.0),
         _info("qcd", "QCD",
               "QCD heavy-flavour (b/c -> mu X), muon pT > 15 GeV |eta| < 2.5 enriched; "
-              "effective filtered cross section", 12000.0, 1.0, 0.0, 1.0),
+              "effective filtered cross section", 30000.0, 1.0, 0.0, 1.0),
     )
 }  # fmt: skip
 

@@ -1,0 +1,149 @@
+"""Correction payload: built from generator truth, checked against that truth and independent fits."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from wremnants_dask.corrections import build
+from wremnants_dask.corrections.payload import CorrectionError, CorrectionsPayload, load_payload
+from wremnants_dask.corrections.sf_eigen import ratio_error, smooth_and_decompose
+from wremnants_dask.synth.params import SynthParams
+
+
+@pytest.fixture(scope="module")
+def truth() -> dict:
+    return json.loads(json.dumps(SynthParams().truth()))
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory, truth) -> CorrectionsPayload:
+    out = tmp_path_factory.mktemp("corr")
+    truth_path = out / "truth.json"
+    truth_path.write_text(json.dumps(truth))
+    path = build.main(["--truth", str(truth_path), "-o", str(out)])
+    return load_payload(path)
+
+
+def _centres(edges) -> np.ndarray:
+    e = np.asarray(edges)
+    return 0.5 * (e[1:] + e[:-1])
+
+
+def test_sf_nominal_is_truth_ratio(payload, truth):
+    eff = truth["efficiency"]
+    eta_c, pt_c = np.meshgrid(_centres(eff["eta_edges"]), _centres(eff["pt_edges"]), indexing="ij")
+    for step in ("idip", "iso", "trigger"):
+        mc, data = np.asarray(eff["mc"][step]), np.asarray(eff["data"][step])
+        ok = mc > 0
+        sf = payload.muon_sf(step, eta_c.ravel(), pt_c.ravel()).reshape(mc.shape)
+        np.testing.assert_allclose((sf * mc)[ok], data[ok], rtol=1e-12)
+        np.testing.assert_allclose(payload.mc_efficiency(step, eta_c.ravel(), pt_c.ravel()), mc.ravel())
+    # the data tables differ from simulation by 0.4-4%: the SFs are not trivially 1
+    sf_trig = payload.muon_sf("trigger", np.array([2.3]), np.array([40.0]))
+    assert sf_trig[0] < 0.97
+
+
+def test_stat_eigenvariations_reproduce_fit_covariance(payload, truth):
+    """sum_k delta_k delta_k^T equals the pT-polynomial fit covariance from numpy.polyfit."""
+    eff = truth["efficiency"]
+    pt_c = _centres(eff["pt_edges"])
+    fit = pt_c >= 24.0
+    meta = payload.metadata["args"]
+    ieta = 7
+    eta = np.full(fit.sum(), _centres(eff["eta_edges"])[ieta])
+    mc = np.asarray(eff["mc"]["iso"])[ieta, fit]
+    data = np.asarray(eff["data"]["iso"])[ieta, fit]
+    err = ratio_error(data, mc, meta["n_probes_data"], meta["n_probes_mc"])
+    x = 2.0 * (pt_c[fit] - 24.0) / (eff["pt_edges"][-1] - 24.0) - 1.0
+    _, cov = np.polyfit(x, data / mc, meta["degree"], w=1.0 / err, cov="unscaled")
+    design = np.vander(x, meta["degree"] + 1)  # polyfit order: highest power first
+    expected = design @ cov @ design.T
+    nom = payload.muon_sf("iso", eta, pt_c[fit])
+    deltas = np.stack(
+        [payload.muon_sf("iso", eta, pt_c[fit], "stat_up", k) - nom for k in range(payload.n_eigen)]
+    )
+    np.testing.assert_allclose(deltas.T @ deltas, expected, rtol=1e-6, atol=1e-14)
+    downs = np.stack(
+        [payload.muon_sf("iso", eta, pt_c[fit], "stat_down", k) - nom for k in range(payload.n_eigen)]
+    )
+    np.testing.assert_allclose(downs, -deltas, atol=1e-15)
+
+
+def test_smoothing_recovers_a_polynomial():
+    rng = np.random.default_rng(3)
+    pt = np.linspace(25, 60, 30)
+    truth = 0.98 + 1e-4 * (pt - 40) - 2e-6 * (pt - 40) ** 2
+    err = np.full((4, pt.size), 2e-3)
+    vals = truth + err * rng.normal(size=err.shape)
+    res = smooth_and_decompose(vals, err, pt, 2, (25.0, 60.0))
+    pulls = (res.smooth - truth) / np.sqrt(np.sum(res.variations**2, axis=1))
+    assert np.all(np.abs(pulls) < 5)
+    assert np.mean(res.chi2) == pytest.approx(res.ndf, rel=0.5)
+
+
+def test_pileup_weights_turn_mc_profile_into_data(payload, truth):
+    pu = truth["pileup"]
+    centres = np.asarray(pu["edges"][:-1]) + 0.5
+    mc, data = np.asarray(pu["mc"]), np.asarray(pu["data"])
+    w = payload.pileup(centres)
+    np.testing.assert_allclose(w * mc / mc.sum(), data / data.sum(), atol=1e-12)
+    mean = {v: np.sum(centres * payload.pileup(centres, v) * mc) for v in ("nominal", "up", "down")}
+    # up/down scale nTrueInt by 1 +- 4.6%
+    assert mean["up"] / mean["nominal"] == pytest.approx(1.046, abs=3e-3)
+    assert mean["down"] / mean["nominal"] == pytest.approx(0.954, abs=3e-3)
+
+
+def test_scale_resolution_prefiring_models(payload, truth):
+    eta = np.array([-2.35, -0.25, 0.05, 1.65])
+    pt = np.array([30.0, 40.0, 45.0, 55.0])
+    r = truth["resolution"]
+    a = r["a0"] + r["a2"] * (eta / 2.4) ** 2
+    b = r["b0"] * (1 + r["b1"] * abs(eta))
+    np.testing.assert_allclose(payload.resolution(eta, pt), np.sqrt(a * a + (b * pt) ** 2), rtol=1e-12)
+    ie = np.searchsorted(truth["momentum_scale"]["eta_edges"], eta, side="right") - 1
+    np.testing.assert_allclose(payload.scale_data(eta), np.asarray(truth["momentum_scale"]["data"])[ie])
+    np.testing.assert_allclose(payload.prefiring_prob(eta, pt), np.asarray(truth["prefiring"]["p_mu"])[ie])
+    assert payload.scale_slices().size == 49
+
+
+def test_shipped_default_matches_generator_defaults(truth):
+    """The packaged payload is the one built from the generator's default parameters."""
+    shipped = load_payload()
+    fresh = build.build_payload(truth)
+    with gzip.open(shipped.path, "rt") as f:
+        raw = json.load(f)
+    assert [c["name"] for c in raw["corrections"]] == [c["name"] for c in fresh["corrections"]]
+    for a, b in zip(raw["corrections"], fresh["corrections"]):
+        assert a["data"] == json.loads(json.dumps(b["data"])), a["name"]
+    meta = shipped.metadata
+    assert meta["stage"] == "corrections.build" and meta["truth_params"]["mW"] == truth["params"]["mW"]
+
+
+def test_errors_name_file_and_correction(tmp_path, payload):
+    with pytest.raises(CorrectionError, match="nope.json.gz not found"):
+        CorrectionsPayload(tmp_path / "nope.json.gz")
+    with gzip.open(payload.path, "rt") as f:
+        raw = json.load(f)
+    broken = dict(raw, corrections=[c for c in raw["corrections"] if c["name"] != "muon_sf_iso"])
+    bad = tmp_path / "broken.json"
+    bad.write_text(json.dumps(broken))
+    with pytest.raises(CorrectionError, match=r"broken.json lacks correction 'muon_sf_iso'"):
+        CorrectionsPayload(bad)
+    renamed = json.loads(json.dumps(raw))
+    for c in renamed["corrections"]:
+        if c["name"] == "pileup":
+            c["inputs"][0]["name"] = "nPU"
+    bad2 = tmp_path / "renamed.json"
+    bad2.write_text(json.dumps(renamed))
+    with pytest.raises(CorrectionError, match=r"renamed.json: correction 'pileup' has inputs"):
+        CorrectionsPayload(bad2)
+    garbage = tmp_path / "garbage.json.gz"
+    garbage.write_bytes(b"not gzip")
+    with pytest.raises(CorrectionError, match="garbage.json.gz is unreadable"):
+        CorrectionsPayload(garbage)
+    with pytest.raises(CorrectionError, match="evaluating 'muon_sf_iso'"):
+        payload.muon_sf("iso", np.array([0.1]), np.array([30.0]), "bogus")

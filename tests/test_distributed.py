@@ -1,0 +1,111 @@
+"""Distributed execution: a LocalCluster and real `dask scheduler`/`dask worker` processes give
+the same histograms as the synchronous run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from engine_helpers import copy_nano_subset, dy
+
+from wremnants_dask import histmaker, runner
+from wremnants_dask.histio import HistFile
+from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    return [copy_nano_subset(d / f"f{i}.root") for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def sync_result(files):
+    return runner.run([dy(files)], MuonKinematicsProcessor(), step_size=40)
+
+
+def _same(a, b):
+    for name in ("nominal", "pdf", "scale"):
+        np.testing.assert_allclose(a.hists[name].view(flow=True).value, b.hists[name].view(flow=True).value, rtol=1e-12)
+        np.testing.assert_allclose(a.hists[name].view(flow=True).variance, b.hists[name].view(flow=True).variance, rtol=1e-12)
+    assert a.cutflows["main"].counts == b.cutflows["main"].counts
+    assert a.n_events == b.n_events and a.sumw_processed == pytest.approx(b.sumw_processed, rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers,step_size", [(1, 40), (2, 7)])
+def test_local_cluster_matches_sync(files, sync_result, n_workers, step_size, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, Client(cl) as client:
+        report = tmp_path / "report.html"
+        r = runner.run([dy(files)], MuonKinematicsProcessor(), client, step_size=step_size,
+                       split_every=3, performance_report=report)
+    _same(r["dy"], sync_result["dy"])
+    assert report.stat().st_size > 1000
+
+
+def _start(cmd, pattern, timeout=20.0):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    t0, lines = time.time(), []
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return proc, m
+    proc.kill()
+    raise RuntimeError(f"{cmd[0:3]} did not start: {''.join(lines)}")
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
+    dask_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    sched, m = _start([*dask_cli, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"],
+                      r"Scheduler at:\s+(tcp://127\.0\.0\.1:\d+)")
+    address = m.group(1)
+    worker = None
+    try:
+        worker, _ = _start([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                            "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+                           r"Starting established connection|Registered to")
+        from distributed import Client
+
+        with Client(address, timeout=20) as client:
+            client.wait_for_workers(1, timeout=20)
+            r = runner.run([dy(files)], MuonKinematicsProcessor(), client, step_size=13)
+        _same(r["dy"], sync_result["dy"])
+        assert r.info["scheduler"] == address
+        # the CLI against the same scheduler
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text("era: '2018'\nsamples:\n  - name: dy\n    group: Zmumu\n    xsec_pb: 2000.0\n"
+                       f"    files: [{', '.join(map(str, files))}]\n")
+        out = histmaker.main(["--dataset-config", str(cfg), "--analysis", "muon_kinematics",
+                              "--scheduler", address, "-o", str(tmp_path), "--no-progress"])
+        with HistFile(out) as f:
+            h = f.get("dy", "pdf")
+            np.testing.assert_allclose(h.view(flow=True).value, sync_result["dy"].hists["pdf"].view(flow=True).value, rtol=1e-12)
+            assert f.metadata["run"]["scheduler"] == address
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(sched)

@@ -1,0 +1,524 @@
+"""Turn a histmaker output into a fit input: ``python -m wremnants_dask.setup_fit INPUT.hdf5 -o DIR``.
+
+Analysis-aware (mw, mz_wlike, mz_dilepton): samples are normalised (xsec x lumi / sum of
+generator weights) and grouped into processes, the fit region is selected, the non-prompt
+background of the W analysis is predicted from data (extended ABCD, smoothed, with every prompt
+systematic propagated through the prompt subtraction), and every variation tensor the histmaker
+wrote becomes named nuisance parameters in groups. The boson mass is an unconstrained parameter
+from the mass-variation templates: ``m = m_ref + MASS_STEP_MEV * theta``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hist
+import numpy as np
+
+from wremnants_dask import abcd, histops
+from wremnants_dask.histio import HistFile
+from wremnants_dask.provenance import make_metadata
+
+#: The mass templates used as the +-1 variation of the mass parameter.
+MASS_STEP_MEV = 100
+#: Parameter name of the measured boson mass (theta = shift in units of MASS_STEP_MEV).
+MASS_PARAM = "massShift{boson}{step}MeV"
+#: Known uncertainty on the mass of the boson that is *not* measured (MeV), e.g. mZ in the W fit.
+OTHER_MASS_UNC_MEV = {"W": 15.0, "Z": 2.1}
+LUMI_UNC = 1.017
+XSEC_UNC = {"Zmumu": 1.03, "Ztautau": 1.05, "Top": 1.06, "Diboson": 1.08, "Wmunu": 1.03}
+NONPROMPT_NORM_UNC = 1.05
+
+
+class SetupError(ValueError):
+    """A histmaker output that cannot become a fit input (names the file and the histogram)."""
+
+
+@dataclass(frozen=True)
+class AnalysisSetup:
+    """How one analysis becomes a fit: which histogram, axes, region and signal."""
+
+    histogram: str
+    fit_axes: tuple[str, ...]
+    signal: str
+    boson: str
+    region: dict[str, Any] = field(default_factory=dict)
+    nonprompt: bool = False
+    channel: str = "ch0"
+
+
+SETUPS: dict[str, AnalysisSetup] = {
+    "mw": AnalysisSetup(
+        "nominal",
+        ("eta", "pt", "charge"),
+        "Wmunu",
+        "W",
+        region={"passIso": True, "passMT": True},
+        nonprompt=True,
+    ),
+    "mz_wlike": AnalysisSetup("nominal", ("eta", "pt", "charge"), "Zmumu", "Z"),
+    "mz_dilepton": AnalysisSetup("mll", ("mll",), "Zmumu", "Z"),
+}
+
+
+# ----------------------------------------------------------------------------- reading
+@dataclass
+class Samples:
+    """Normalised per-sample access to one histogram family of a histmaker file."""
+
+    hf: HistFile
+    norms: dict[str, float]
+    groups: dict[str, list[str]]
+    data: list[str]
+    lumi_pb: float
+
+    def nominal(self, sample: str, name: str) -> hist.Hist:
+        h = self.hf.get(sample, name)
+        return histops.scale(h, self.norms.get(sample, 1.0))
+
+    def group_sum(self, group: str, name: str) -> hist.Hist:
+        out = None
+        for s in self.groups[group]:
+            h = self.nominal(s, name)
+            out = h if out is None else out + h
+        return out
+
+    def variation(self, group: str, base: str, suffix: str) -> hist.Hist | None:
+        """Group sum of ``base_suffix``; samples without it count with their nominal."""
+        name = f"{base}_{suffix}"
+        have = [s for s in self.groups[group] if name in self.hf.names(s)]
+        if not have:
+            return None
+        total: hist.Hist | None = None
+        for s in have:
+            h = self.nominal(s, name)
+            total = h if total is None else total + h
+        missing = [s for s in self.groups[group] if s not in have]
+        if missing:
+            nom_v = sum(self.nominal(s, base).values(flow=True) for s in missing)
+            extra = total.ndim - nom_v.ndim
+            view = total.view(flow=True)
+            view[...] = view + nom_v.reshape(nom_v.shape + (1,) * extra)
+        return total
+
+
+def open_samples(hf: HistFile, lumi_scale: float = 1.0) -> Samples:
+    """Normalise every simulated sample to the data luminosity of the file."""
+    groups: dict[str, list[str]] = {}
+    data, lumi = [], 0.0
+    infos = {ds: hf.info(ds) for ds in hf.datasets}
+    for ds, info in infos.items():
+        if info["is_data"]:
+            data.append(ds)
+            if not info.get("lumi_pb"):
+                raise SetupError(f"{hf.path}: data dataset {ds!r} has no luminosity (lumi_pb)")
+            lumi += float(info["lumi_pb"])
+    if not data:
+        raise SetupError(
+            f"{hf.path}: no data dataset; use --asimov with --lumi to fit without data"
+        )
+    norms = {}
+    for ds, info in infos.items():
+        group = "Data" if info["is_data"] else info["group"]
+        groups.setdefault(group, []).append(ds)
+        if info["is_data"]:
+            norms[ds] = lumi_scale
+            continue
+        sumw = info.get("gen_sumw") or info.get("sumw_processed")
+        if not sumw or not info.get("xsec_pb"):
+            raise SetupError(f"{hf.path}: dataset {ds!r} lacks xsec_pb or a sum of weights")
+        norms[ds] = histops.mc_norm_factor(info["xsec_pb"], lumi, sumw) * lumi_scale
+    return Samples(hf, norms, groups, data, lumi * lumi_scale)
+
+
+# ----------------------------------------------------------------------------- variations
+@dataclass(frozen=True)
+class Variation:
+    """How a histmaker variation tensor maps onto fit parameters."""
+
+    suffix: str
+    group: str
+    transform: Callable[[hist.Hist, hist.Hist, AnalysisSetup], list[dict[str, Any]]]
+
+
+def _fit_region(h: hist.Hist, setup: AnalysisSetup) -> hist.Hist:
+    return histops.select(h, setup.region) if setup.region else h
+
+
+def _updown(name: str, axis: str = "downUp", **kw: Any) -> Callable[..., list[dict[str, Any]]]:
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        return [dict(name=name, variations=var, updown_axis=axis, **kw)]
+
+    return f
+
+
+def _decorrelated(name: str, axis: str) -> Callable[..., list[dict[str, Any]]]:
+    """Efficiency stat eigen-variations are local in eta: one parameter per eta bin."""
+
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        dec = histops.decorrelate(var, nominal, axis, new_name=f"{axis}Bin")
+        return [dict(name=name, variations=dec, updown_axis="downUp")]
+
+    return f
+
+
+def _mass(boson: str) -> Callable[..., list[dict[str, Any]]]:
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        ax = var.axes["massShift"]
+        up = var[{"massShift": ax.index(f"massShift{MASS_STEP_MEV}MeV")}]
+        down = var[{"massShift": ax.index(f"massShift-{MASS_STEP_MEV}MeV")}]
+        name = MASS_PARAM.format(boson=boson, step=MASS_STEP_MEV)
+        if boson == setup.boson:
+            return [dict(name=name, up=up, down=down, constrained=False)]
+        scale = OTHER_MASS_UNC_MEV[boson] / MASS_STEP_MEV
+        return [dict(name=f"mass{boson}", up=up, down=down, scale=scale)]
+
+    return f
+
+
+def _pdf(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+    """Hessian eigenvectors 1..N-3 as mirrored one-sided shifts; the last two are alphaS."""
+    n = len(var.axes["pdfVar"])
+    eig = var[{"pdfVar": slice(1, n - 2)}]
+    out = [dict(name="pdf", variations=eig)]
+    if n >= 3:
+        a_dn = var[{"pdfVar": n - 2}]
+        a_up = var[{"pdfVar": n - 1}]
+        out.append(dict(name="pdfAlphaS", up=a_up, down=a_dn))
+    return out
+
+
+def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        r, fa = var.axes["muRfact"], var.axes["muFfact"]
+
+        def pick(mur: str, muf: str) -> hist.Hist:
+            return var[{"muRfact": r.index(mur), "muFfact": fa.index(muf)}]
+
+        return [
+            dict(name=f"QCDscale{group}_muR", up=pick("2.0", "1.0"), down=pick("0.5", "1.0")),
+            dict(name=f"QCDscale{group}_muF", up=pick("1.0", "2.0"), down=pick("1.0", "0.5")),
+        ]
+
+    return f
+
+
+def variation_map(group: str) -> list[Variation]:
+    """Every histmaker variation tensor a process group may carry, with its parameter group."""
+    return [
+        Variation("massWeightW", "massW", _mass("W")),
+        Variation("massWeightZ", "massZ", _mass("Z")),
+        Variation("widthWeightW", "widthW", _updown("widthW")),
+        Variation("widthWeightZ", "widthZ", _updown("widthZ")),
+        Variation("pdf", "pdf", _pdf),
+        Variation("qcdScale", "QCDscale", _qcd_scale(group)),
+        Variation("effStat", "muon_eff_stat", _decorrelated("effStat", "eta")),
+        Variation("effSyst", "muon_eff_syst", _updown("effSyst")),
+        Variation("muonScale", "muon_scale", _updown("muonScale")),
+        Variation("pileup", "pileup", _updown("pileup")),
+        Variation("prefire", "prefire", _updown("prefire")),
+    ]
+
+
+# ----------------------------------------------------------------------------- building
+def _project(h: hist.Hist, axes: Sequence[str]) -> hist.Hist:
+    keep = list(axes) + [a.name for a in h.axes if a.name not in axes and _is_variation(h, a.name)]
+    return h.project(*keep)
+
+
+def _is_variation(h: hist.Hist, name: str) -> bool:
+    """Tensor axes come after the ordinary ones and are not analysis axes."""
+    return name not in {"eta", "pt", "charge", "passIso", "passMT", "mll", "ptll", "yll"}
+
+
+def build_fit_input(
+    hf: HistFile,
+    analysis: str,
+    *,
+    asimov: bool = False,
+    exclude_groups: Sequence[str] = (),
+    lumi_scale: float = 1.0,
+    sparse: bool = False,
+    nonprompt_from_data: bool = True,
+    nonprompt_eta_merge: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Build the FitInputWriter for ``analysis``; returns (writer, summary)."""
+    from wremnants_dask.fitting.writer import FitInputWriter
+
+    if analysis not in SETUPS:
+        raise SetupError(f"unknown analysis {analysis!r}; known: {sorted(SETUPS)}")
+    setup = SETUPS[analysis]
+    samples = open_samples(hf, lumi_scale)
+    base = setup.histogram
+    for ds in hf.datasets:
+        if base not in hf.names(ds):
+            raise SetupError(f"{hf.path}: dataset {ds!r} has no histogram {base!r}")
+
+    prompt = [g for g in ("Wmunu", "Zmumu", "Ztautau", "Top", "Diboson") if g in samples.groups]
+    if setup.signal not in prompt:
+        raise SetupError(f"{hf.path}: no sample of the signal process {setup.signal!r}")
+    full = {g: samples.group_sum(g, base) for g in prompt}
+    data_full = samples.group_sum("Data", base)
+
+    procs: dict[str, hist.Hist] = {
+        g: _project(_fit_region(full[g], setup), setup.fit_axes) for g in prompt
+    }
+    np_pred = None
+    np_merge: dict[str, int] = {}
+    if setup.nonprompt and nonprompt_from_data:
+        total_prompt = _sum(list(full.values()))
+        np_merge = _nonprompt_merge(data_full, total_prompt, nonprompt_eta_merge)
+        np_pred = abcd.predict_nonprompt(
+            data_full,
+            total_prompt,
+            eigen_axis="nonpromptEig",
+            clip_negative=True,
+            rate_merge=np_merge,
+        )
+        procs["Nonprompt"] = np_pred.hist.project(*setup.fit_axes)
+
+    data = _project(_fit_region(data_full, setup), setup.fit_axes)
+    if asimov:
+        data = _asimov(procs)
+
+    w = FitInputWriter(sparse=sparse)
+    ch = setup.channel
+    w.add_channel(ch, data.axes)
+    w.add_data(data, ch)
+    n_clipped = {}
+    for g, h in procs.items():
+        h, n_clipped[g] = _clip_negative(h)
+        w.add_process(h, g, ch, signal=(g == setup.signal))
+
+    params_by_group: dict[str, set[str]] = {}
+
+    def add(group: str, proc: str, spec: dict[str, Any]) -> None:
+        if group in exclude_groups:
+            return
+        spec = dict(spec)
+        for key in ("variations", "up", "down"):
+            if spec.get(key) is not None:
+                spec[key] = _project(spec[key], setup.fit_axes)
+        created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=[group], **spec)
+        params_by_group.setdefault(group, set()).update(created)
+
+    for g in prompt:
+        for v in variation_map(g):
+            var = samples.variation(g, base, v.suffix)
+            if var is None:
+                continue
+            nominal_full = full[g]
+            for spec in v.transform(
+                _fit_region(var, setup), _fit_region(nominal_full, setup), setup
+            ):
+                add(v.group, g, spec)
+
+    # Prompt systematics move the non-prompt prediction through the prompt subtraction.
+    if np_pred is not None:
+        for v in variation_map("nonprompt"):
+            if v.suffix.startswith(("massWeight", "widthWeight", "qcdScale")):
+                continue  # theory of the signal: absorbed by the non-prompt normalisation
+            var_total = _prompt_variation_total(samples, prompt, base, v.suffix, full)
+            if var_total is None:
+                continue
+            pred = abcd.predict_nonprompt(
+                data_full, var_total, clip_negative=True, rate_merge=np_merge
+            ).hist
+            nom_np = np_pred.hist
+            for spec in v.transform(pred, nom_np, setup):
+                add(v.group, "Nonprompt", spec)
+        if np_pred.eigen is not None and "nonprompt" not in exclude_groups:
+            created = w.add_shape_systematic(
+                "nonpromptSmooth",
+                "Nonprompt",
+                ch,
+                variations=np_pred.eigen.project(*setup.fit_axes, "nonpromptEig"),
+                groups=["nonprompt"],
+            )
+            params_by_group.setdefault("nonprompt", set()).update(created)
+        if "nonprompt" not in exclude_groups:
+            w.add_norm_systematic(
+                "nonpromptNorm", "Nonprompt", NONPROMPT_NORM_UNC, groups=["nonprompt"]
+            )
+
+    if "luminosity" not in exclude_groups:
+        w.add_norm_systematic("lumi", prompt, LUMI_UNC, groups=["luminosity"])
+    if "xsec" not in exclude_groups:
+        for g in prompt:
+            if g != setup.signal and g in XSEC_UNC:
+                w.add_norm_systematic(f"xsec{g}", g, XSEC_UNC[g], groups=["xsec"])
+
+    mass_param = MASS_PARAM.format(boson=setup.boson, step=MASS_STEP_MEV)
+    summary = {
+        "analysis": analysis,
+        "channel": ch,
+        "fit_axes": list(setup.fit_axes),
+        "processes": list(procs),
+        "signal": setup.signal,
+        "lumi_pb": samples.lumi_pb,
+        "asimov": asimov,
+        "mass_param": mass_param,
+        "mass_step_mev": MASS_STEP_MEV,
+        "n_params_by_group": {g: len(p) for g, p in params_by_group.items()},
+        "nonprompt_rate_merge": np_merge if np_pred is not None else None,
+        "yields": {g: float(h.values().sum()) for g, h in procs.items()},
+        "data_yield": float(data.values().sum()),
+        "negative_bins_clipped": n_clipped,
+    }
+    return w, summary
+
+
+def _nonprompt_merge(data: hist.Hist, prompt: hist.Hist, factor: int | None) -> dict[str, int]:
+    """Eta bins merged for the fake-rate fit: ``factor``, or the finest that the data supports.
+
+    With little data the per-eta-bin sidebands are too sparse for a smooth fit in pT; merging
+    neighbouring eta bins for the rate (not for the application region) keeps it stable.
+    """
+    if factor is not None:
+        return {"eta": factor}
+    n = len(data.axes["eta"])
+    candidates = [f for f in (1, 2, 3, 4, 6, 8, 12, 16, 24, 48) if n % f == 0]
+    for f in candidates:
+        try:
+            abcd.predict_nonprompt(data, prompt, rate_merge={"eta": f}, clip_negative=True)
+        except ValueError:
+            continue
+        return {"eta": f}
+    raise SetupError("non-prompt fake rate cannot be fitted even with all eta bins merged")
+
+
+def _clip_negative(h: hist.Hist) -> tuple[hist.Hist, int]:
+    """Bins with a negative sum of weights (negative generator weights, few events) become 0.
+
+    A Poisson expectation cannot be negative; the bin keeps its MC-stat variance so the fit
+    still knows how poorly it is predicted. Returns the histogram and the number of bins set.
+    """
+    view = h.view(flow=True)
+    vals = view.value if hasattr(view, "value") else view
+    neg = vals < 0
+    n = int(np.count_nonzero(neg))
+    if n:
+        h = h.copy()
+        view = h.view(flow=True)
+        if hasattr(view, "value"):
+            view.value[neg] = 0.0
+        else:
+            view[neg] = 0.0
+    return h, n
+
+
+def _sum(hs: list[hist.Hist]) -> hist.Hist:
+    out = hs[0]
+    for h in hs[1:]:
+        out = out + h
+    return out
+
+
+def _prompt_variation_total(
+    samples: Samples, prompt: list[str], base: str, suffix: str, full: dict[str, hist.Hist]
+) -> hist.Hist | None:
+    """Sum over prompt groups of one variation; groups without it count with their nominal."""
+    parts = {g: samples.variation(g, base, suffix) for g in prompt}
+    have = [g for g, h in parts.items() if h is not None]
+    if not have:
+        return None
+    total = _sum([parts[g] for g in have])
+    rest = [g for g in prompt if g not in have]
+    if rest:
+        nom = sum(full[g].values(flow=True) for g in rest)
+        extra = total.ndim - nom.ndim
+        view = total.view(flow=True)
+        view[...] = view + nom.reshape(nom.shape + (1,) * extra)
+    return total
+
+
+def _asimov(procs: dict[str, hist.Hist]) -> hist.Hist:
+    total = _sum(list(procs.values()))
+    return hist.Hist(*total.axes, storage=hist.storage.Double(), data=total.values(flow=True))
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m wremnants_dask.setup_fit",
+        description="Write the fit input (HDF5) from a histmaker output.",
+    )
+    p.add_argument("input", help="histmaker output (HDF5)")
+    p.add_argument("-o", "--outfolder", default="fitinput", help="output folder")
+    p.add_argument(
+        "--analysis", default=None, help="mw, mz_wlike or mz_dilepton (default: from the file)"
+    )
+    p.add_argument("--asimov", action="store_true", help="fit the expectation instead of the data")
+    p.add_argument("--exclude-groups", nargs="*", default=[], help="systematic groups to leave out")
+    p.add_argument(
+        "--lumiScale",
+        type=float,
+        default=1.0,
+        help="scale data and simulation to emulate more luminosity",
+    )
+    p.add_argument("--sparse", action="store_true", help="store the systematics tensor sparse")
+    p.add_argument(
+        "--no-nonprompt-from-data", action="store_true", help="skip the ABCD non-prompt estimate"
+    )
+    p.add_argument(
+        "--nonprompt-eta-merge",
+        type=int,
+        default=None,
+        help="eta bins merged for the fake-rate fit (default: the finest the data supports)",
+    )
+    p.add_argument("-p", "--postfix", default="", help="suffix of the output file name")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = Path(args.input)
+    if not path.exists():
+        print(f"error: input file {path} does not exist", file=sys.stderr)
+        return 2
+    from wremnants_dask.fitting.fitinput import write_fit_input
+
+    with HistFile(path) as hf:
+        meta = hf.metadata
+        analysis = args.analysis or meta.get("analysis") or meta.get("args", {}).get("analysis")
+        if analysis is None:
+            print(f"error: {path} does not say its analysis; pass --analysis", file=sys.stderr)
+            return 2
+        writer, summary = build_fit_input(
+            hf,
+            analysis,
+            asimov=args.asimov,
+            exclude_groups=args.exclude_groups,
+            lumi_scale=args.lumiScale,
+            sparse=args.sparse,
+            nonprompt_from_data=not args.no_nonprompt_from_data,
+            nonprompt_eta_merge=args.nonprompt_eta_merge,
+        )
+    name = f"fitinput_{analysis}{'_' + args.postfix if args.postfix else ''}.hdf5"
+    out = Path(args.outfolder) / name
+    fi = writer.build()
+    meta_out = make_metadata(
+        vars(args),
+        input_files=[str(path)],
+        inputs_metadata=[meta],
+        stage="setup_fit",
+        nbins=fi.nbins,
+        nproc=fi.nproc,
+        nparams=fi.npar,
+        setup=summary,
+    )
+    write_fit_input(fi, out, meta_out)
+    n = sum(summary["n_params_by_group"].values())
+    print(f"wrote {out}: {len(summary['processes'])} processes, {n} shape parameters")
+    for g, k in sorted(summary["n_params_by_group"].items()):
+        print(f"  {g:20s} {k}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
