@@ -33,14 +33,17 @@ def kinematic_axes() -> list[Any]:
     ]
 
 
-def _vector_size(path: str, treename: str, branch: str) -> int | None:
-    """Entries per event of a fixed-size jagged branch, from the first event of a file."""
+def _vector_sizes(path: str, treename: str, branches: tuple[str, ...]) -> dict[str, int | None]:
+    """Entries per event of fixed-size jagged branches, from the first event of a file."""
+    out: dict[str, int | None] = dict.fromkeys(branches)
     with uproot.open(path) as fh:
         tree = fh[treename]
-        counter = "n" + branch
-        if branch not in tree or counter not in tree or tree.num_entries == 0:
-            return None
-        return int(tree[counter].array(library="np", entry_stop=1)[0])
+        if tree.num_entries == 0:
+            return out
+        for b in branches:
+            if b in tree and "n" + b in tree:
+                out[b] = int(tree["n" + b].array(library="np", entry_stop=1)[0])
+    return out
 
 
 class MuonKinematicsProcessor(Processor):
@@ -74,10 +77,14 @@ class MuonKinematicsProcessor(Processor):
 
     def _tensor_sizes(self, dataset: Any) -> dict[str, int | None]:
         if dataset.name not in self._sizes:
-            first = str(dataset.files[0])
-            pdf = self.n_pdf or _vector_size(first, dataset.treename, "LHEPdfWeight")
-            scale = self.n_scale or _vector_size(first, dataset.treename, "LHEScaleWeight")
-            self._sizes[dataset.name] = {"pdf": pdf, "scale": scale}
+            sizes = {"pdf": self.n_pdf, "scale": self.n_scale}
+            if sizes["pdf"] is None or sizes["scale"] is None:
+                found = _vector_sizes(
+                    str(dataset.files[0]), dataset.treename, ("LHEPdfWeight", "LHEScaleWeight")
+                )
+                sizes["pdf"] = sizes["pdf"] or found["LHEPdfWeight"]
+                sizes["scale"] = sizes["scale"] or found["LHEScaleWeight"]
+            self._sizes[dataset.name] = sizes
         return self._sizes[dataset.name]
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:

@@ -83,6 +83,7 @@ class FileInfo:
 
 
 _FILE_CACHE: dict[tuple[str, str, float, int], FileInfo] = {}
+_GEN_SUMS_CACHE: dict[int, Any] = {}  # id-keyed by the cached FileInfo objects
 
 
 def inspect_file(path: str, treename: str) -> FileInfo:
@@ -229,10 +230,13 @@ def _check_files(
             if info.entries == 0:
                 raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
             if not dataset.is_data:
-                try:
-                    s = normalization.read_gen_sums([info.path])
-                except normalization.NormalizationError as err:
-                    raise BadInputError(str(path), str(err)) from None
+                s = _GEN_SUMS_CACHE.get(id(info))
+                if s is None:
+                    try:
+                        s = normalization.read_gen_sums([info.path])
+                    except normalization.NormalizationError as err:
+                        raise BadInputError(str(path), str(err)) from None
+                    _GEN_SUMS_CACHE[id(info)] = s
                 sums = s if sums is None else sums + s
         except BadInputError as err:
             if not skip_bad_files:

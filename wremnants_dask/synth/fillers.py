@@ -23,6 +23,13 @@ _MEAN = {"Jet": 4.0, "Electron": 0.4, "Tau": 1.5, "Photon": 0.8, "FatJet": 0.4, 
          "SubGenJetAK8": 1.0, "GenVisTau": 0.2, "GenDressedLepton": 1.0,
          "SoftActivityJet": 6.0, "OtherPV": 3.0, "FsrPhoton": 0.1}  # fmt: skip
 _FLAG_RATES = np.array([0.0, 0.0005, 0.002, 0.01, 0.03, 0.1, 0.3, 0.6])
+#: Trigger/flag bits kept: uproot declares a tree in O(n_branches^2), so the ~1000 HLT/L1 bits
+#: of real NanoAOD are thinned to keep ~1000 branches in all (still wide enough that reading
+#: only the needed columns matters).
+N_FLAGS = 480
+_FLAGS = tuple(f for f in FLAGS if f[0].startswith("Flag_")) + tuple(
+    f for f in FLAGS if not f[0].startswith("Flag_")
+)[: N_FLAGS - sum(f[0].startswith("Flag_") for f in FLAGS)]
 
 
 def _truncate(x: np.ndarray) -> np.ndarray:
@@ -57,7 +64,7 @@ def _values(rng: np.random.Generator, name: str, code: str, size: int) -> np.nda
 
 
 def add_fillers(chunk: EventChunk, rng: np.random.Generator, is_data: bool) -> None:
-    """Add ~1400 filler branches to ``chunk`` (data: only branches real data have)."""
+    """Add ~900 filler branches to ``chunk`` (data: only branches real data have)."""
     n = chunk.n
     npv = chunk.scalars.get("PV_npvsGood", np.full(n, 20)).astype(np.float64)
     for coll, fields in COLLECTIONS.items():
@@ -76,7 +83,7 @@ def add_fillers(chunk: EventChunk, rng: np.random.Generator, is_data: bool) -> N
             chunk.scalars[name] = _values(rng, name, code, n)
     protos = [rng.random(n, dtype=np.float32) < r for r in _FLAG_RATES]
     always = rng.random(n, dtype=np.float32) < 0.999
-    for name, in_data in FLAGS:
+    for name, in_data in _FLAGS:
         if not in_data and is_data:
             continue
         if name.startswith("Flag_") or name.endswith("_step") or "Trigger" in name:

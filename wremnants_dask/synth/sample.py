@@ -83,8 +83,9 @@ def generate_sample(
     for ifile, n_file in enumerate(_split(n_events, n_files)):
         path = outdir / f"{process}_{ifile}.root"
         sums = _RunSums()
-        with NanoAODWriter(path) as out:
-            for ichunk, m in enumerate(_split(n_file, max(1, -(-n_file // chunk_size)))):
+        n_chunks = max(1, -(-n_file // chunk_size))
+        with NanoAODWriter(path, n_chunks=n_chunks) as out:
+            for ichunk, m in enumerate(_split(n_file, n_chunks)):
                 rng = _rng(seed, _key(process), _MC, ifile, ichunk)
                 chunk, _ = make_events(info, m, world, rng, params.neg_weight_fraction)
                 idx = first + np.arange(m, dtype=np.uint64)
@@ -192,7 +193,7 @@ def generate_pseudodata(
         n_file = sum(per_file[p][ifile] for p in procs)
         n_rounds = max(1, -(-n_file // chunk_size))
         runs_seen: set[int] = set()
-        with NanoAODWriter(path) as out:
+        with NanoAODWriter(path, n_chunks=n_rounds) as out:
             for r in range(n_rounds):
                 parts = []
                 for p in procs:

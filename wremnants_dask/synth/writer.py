@@ -68,8 +68,12 @@ def _types(data: dict[str, Any]) -> dict[str, Any]:
 class NanoAODWriter:
     """Context manager writing one NanoAOD file atomically: ``extend`` Events, ``runs``."""
 
-    def __init__(self, path: str | os.PathLike, compression: Any = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, compression: Any = None, n_chunks: int = 1
+    ) -> None:
         self.path = Path(path)
+        # room for one basket per chunk: uproot re-declares the tree when it runs out
+        self._capacity = max(10, n_chunks + 1)
         self.compression = compression if compression is not None else uproot.ZLIB(1)
         self._events = None
         self.n_events = 0
@@ -82,7 +86,9 @@ class NanoAODWriter:
 
     def _tree(self, name: str, data: dict[str, Any]):
         with _uint32_counters():
-            return self._file.mktree(name, _types(data))
+            return self._file.mktree(
+                name, _types(data), initial_basket_capacity=self._capacity
+            )
 
     def extend(self, chunk: EventChunk) -> None:
         """Append a chunk to the Events tree (declared from the first chunk)."""
