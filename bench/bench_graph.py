@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import NANOAOD_DY  # noqa: E402
-from engine_helpers import copy_nano_subset, dy  # noqa: E402
+from conftest import NANOAOD_DY
+from engine_helpers import copy_nano_subset, dy
 
-from wremnants_dask import runner  # noqa: E402
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor  # noqa: E402
+from wremnants_dask import runner
+from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
 
 
 def _time(files: list, label: str) -> None:
@@ -32,9 +32,11 @@ def _time(files: list, label: str) -> None:
     g = runner.optimize_graph(plan.graph, plan.keys)
     n_tasks = len(dict(g))
     t_opt = time.perf_counter() - t0
-    print(f"{label}: {len(files)} files, {sum(len(s) for s in plan.datasets['dy'].steps.values())} chunks: "
-          f"build {t_build:.2f} s, optimise+materialise {t_opt:.2f} s ({n_tasks} tasks, "
-          f"{len(plan.graph.layers)} layers)")
+    print(
+        f"{label}: {len(files)} files, {sum(len(s) for s in plan.datasets['dy'].steps.values())} chunks: "
+        f"build {t_build:.2f} s, optimise+materialise {t_opt:.2f} s ({n_tasks} tasks, "
+        f"{len(plan.graph.layers)} layers)"
+    )
 
 
 def main() -> None:

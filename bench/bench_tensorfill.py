@@ -34,8 +34,13 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     n = args.events
-    vals = (rng.uniform(-2.5, 2.5, n), rng.uniform(20, 60, n), rng.choice([-1.0, 1.0], n),
-            rng.random(n) > 0.3, rng.random(n) > 0.5)
+    vals = (
+        rng.uniform(-2.5, 2.5, n),
+        rng.uniform(20, 60, n),
+        rng.choice([-1.0, 1.0], n),
+        rng.random(n) > 0.3,
+        rng.random(n) > 0.5,
+    )
     w = rng.normal(1, 0.1, n)
     pdf = (w[:, None] * rng.normal(1, 0.02, (n, args.npdf))).astype(np.float32)
 
@@ -44,18 +49,22 @@ def main() -> None:
         h.fill(*vals, weight=w)
 
     t_nom = _best(nominal, args.repeat)
-    print(f"{n} events, 5D histogram ({TensorHist(kinematic_axes()).nbins} bins incl. flow), weight storage")
+    print(
+        f"{n} events, 5D histogram ({TensorHist(kinematic_axes()).nbins} bins incl. flow), weight storage"
+    )
     print(f"nominal fill:                    {t_nom:8.3f} s   1.00x")
     from wremnants_dask.tensorhist import HAVE_NUMBA
 
     methods = ("rows",) * HAVE_NUMBA + ("bincount", "percomponent", "addat")
     for storage in ("double", "weight"):
+
         def nominal_s(storage=storage):
             h = TensorHist(kinematic_axes(), storage=storage)
             h.fill(*vals, weight=w)
 
         t_nom_s = _best(nominal_s, args.repeat)
         for method in methods[:1]:
+
             def both_s(storage=storage, method=method):
                 h = TensorHist(kinematic_axes(), storage=storage)
                 h.fill(*vals, weight=w)
@@ -63,8 +72,10 @@ def main() -> None:
                 t.fill(*vals, tensor=pdf, method=method)
 
             tb = _best(both_s, args.repeat)
-            print(f"[{storage:6s}] nominal {t_nom_s:.3f} s; nominal + {args.npdf} tensor ({method}): "
-                  f"{tb:.3f} s = {tb / t_nom_s:.2f}x")
+            print(
+                f"[{storage:6s}] nominal {t_nom_s:.3f} s; nominal + {args.npdf} tensor ({method}): "
+                f"{tb:.3f} s = {tb / t_nom_s:.2f}x"
+            )
     for method in methods:
         if method == "addat" and n > 200_000:
             sub = 200_000
@@ -78,8 +89,10 @@ def main() -> None:
             t.fill(*(v[:sub] for v in vals), tensor=pdf[:sub], method=method)
 
         t = _best(both, 1 if method != "bincount" else args.repeat) * n / sub
-        print(f"nominal + {args.npdf} tensor ({method:12s}): {t:8.3f} s  {t / t_nom:5.2f}x"
-              + ("  (extrapolated from 200k events)" if sub != n else ""))
+        print(
+            f"nominal + {args.npdf} tensor ({method:12s}): {t:8.3f} s  {t / t_nom:5.2f}x"
+            + ("  (extrapolated from 200k events)" if sub != n else "")
+        )
 
     def separate():
         h = TensorHist(kinematic_axes(), storage="weight")

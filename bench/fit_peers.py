@@ -94,9 +94,7 @@ def run_limited(
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                rss = sum(
-                    p.memory_info().rss for p in [ps, *ps.children(recursive=True)]
-                ) / 1024**3
+                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]) / 1024**3
             except psutil.Error:
                 rss = 0.0
             peak = max(peak, rss)
@@ -409,7 +407,6 @@ def _ours_worker(ns: argparse.Namespace) -> None:
         return
     import jax
     import jax.numpy as jnp
-
     from wremnants_dask.fitting.minimizer import make_minimizer
     from wremnants_dask.fitting.model import FitModel
 

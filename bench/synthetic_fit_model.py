@@ -140,13 +140,13 @@ def _pt_shape(kind: str, mass: float = MW) -> np.ndarray:
         s = 0.7 * jacobian_pt(PT_EDGES, mass) + 0.3 * jacobian_pt(PT_EDGES, mass, smear=9.0)
     elif kind == "jacobian_z":
         s = 0.7 * jacobian_pt(PT_EDGES, MZ) + 0.3 * jacobian_pt(PT_EDGES, MZ, smear=9.0)
-    elif kind == "soft":
-        s = jacobian_pt(PT_EDGES, 0.6 * mass, smear=5.0)
+    elif kind == "soft":  # tau decays: a softened Jacobian edge plus a falling tail
+        s = 0.6 * jacobian_pt(PT_EDGES, 0.6 * mass, smear=5.0) + 0.4 * np.exp(-(pc - 26.0) / 7.0)
     elif kind == "falling":
         s = np.exp(-(pc - 26.0) / 8.0)
     else:
         s = 1.0 + 0.005 * (pc - 26.0)
-    return s / s.sum()
+    return s / s.sum()  # unit yield in the acceptance: the mass templates move shape only
 
 
 def _eta_shape(kind: str, charge: int, asym: float) -> np.ndarray:
@@ -317,6 +317,9 @@ def build_model(
     mlu[:, still] = 0.0
     mld[:, still] = 0.0
     names, kinds, slu, sld = _make_systematics(nsyst, rng, nom4)
+    empty = nominal <= 0  # no variation of an empty bin (both writers would zero it anyway)
+    slu[empty] = 0.0
+    sld[empty] = 0.0
     nnames, nlu, nld = _make_norms(rng, len(procs))
     m = SyntheticFitModel(
         processes=procs,

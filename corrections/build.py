@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from wremnants_dask.atomic import atomic_path
 from wremnants_dask.corrections import muon_models
 from wremnants_dask.corrections.sf_eigen import ratio_error, scaled_pt, smooth_and_decompose
+
+from wremnants_dask.atomic import atomic_path
 from wremnants_dask.provenance import make_metadata
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"
@@ -43,9 +43,7 @@ SCHEMA_VERSION = 2
 FORMAT_VERSION = 1
 
 
-def _multibinning(
-    inputs: list[str], edges: list, content: np.ndarray, flow: str = "clamp"
-) -> dict:
+def _multibinning(inputs: list[str], edges: list, content: np.ndarray, flow: str = "clamp") -> dict:
     return {
         "nodetype": "multibinning",
         "inputs": inputs,
@@ -73,7 +71,9 @@ def _category(inp: str, items: dict) -> dict:
     }
 
 
-def _correction(name: str, description: str, inputs: list[tuple[str, str, str]], data: dict, output: str) -> dict:
+def _correction(
+    name: str, description: str, inputs: list[tuple[str, str, str]], data: dict, output: str
+) -> dict:
     return {
         "name": name,
         "description": description,
@@ -208,7 +208,11 @@ def mc_eff_correction(truth: dict) -> dict:
     return _correction(
         "muon_eff_mc",
         "muon efficiency of simulation per step (conditional: iso|idip, trigger|iso)",
-        [("step", "string", "|".join(SF_STEPS)), ("eta", "real", "muon eta"), ("pt", "real", "muon pT (GeV)")],
+        [
+            ("step", "string", "|".join(SF_STEPS)),
+            ("eta", "real", "muon eta"),
+            ("pt", "real", "muon pT (GeV)"),
+        ],
         _category("step", items),
         "eff",
     )

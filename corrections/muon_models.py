@@ -41,7 +41,9 @@ def resolution_correction(truth: dict) -> dict:
     k = r.get("k", {}).get("mc", 1.0) if isinstance(r.get("k"), dict) else float(r.get("k", 1.0))
     for key in ("a0", "a2", "b0", "b1"):
         if key not in r:
-            raise ValueError(f"truth resolution lacks parameter '{key}' (formula: {r.get('formula')})")
+            raise ValueError(
+                f"truth resolution lacks parameter '{key}' (formula: {r.get('formula')})"
+            )
     expr = "[4]*sqrt(([0]+[1]*(x/2.4)*(x/2.4))*([0]+[1]*(x/2.4)*(x/2.4))+([2]*(1+[3]*abs(x))*y)*([2]*(1+[3]*abs(x))*y))"
     return _corr(
         "muon_resolution",
@@ -52,7 +54,13 @@ def resolution_correction(truth: dict) -> dict:
             "expression": expr,
             "parser": "TFormula",
             "variables": ["eta", "pt"],
-            "parameters": [float(r["a0"]), float(r["a2"]), float(r["b0"]), float(r["b1"]), float(k)],
+            "parameters": [
+                float(r["a0"]),
+                float(r["a2"]),
+                float(r["b0"]),
+                float(r["b1"]),
+                float(k),
+            ],
         },
         "sigma_rel",
     )
@@ -104,8 +112,11 @@ def prefiring_correction(truth: dict) -> dict:
         "prefiring",
         f"per-muon L1 prefiring probability (pT independent); p_event = {pf.get('p_event', 0.0)}; "
         f"up/down: p x (1 +- {syst}); {pf.get('formula', '')}",
-        [("eta", "real", "muon eta"), ("pt", "real", "muon pT (unused)"),
-         ("variation", "string", "nominal|up|down")],
+        [
+            ("eta", "real", "muon eta"),
+            ("pt", "real", "muon pT (unused)"),
+            ("variation", "string", "nominal|up|down"),
+        ],
         {"nodetype": "category", "input": "variation", "content": items},
         "prob",
     )
@@ -116,4 +127,8 @@ def model_corrections(truth: dict, scale_var: float) -> list[dict]:
     for key in ("resolution", "momentum_scale", "prefiring"):
         if key not in truth:
             raise ValueError(f"truth record lacks the '{key}' section")
-    return [resolution_correction(truth), *scale_corrections(truth, scale_var), prefiring_correction(truth)]
+    return [
+        resolution_correction(truth),
+        *scale_corrections(truth, scale_var),
+        prefiring_correction(truth),
+    ]

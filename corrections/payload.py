@@ -13,7 +13,6 @@ import functools
 import gzip
 import json
 import os
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,9 @@ def _load(path: str, mtime_ns: int) -> tuple[Any, dict[str, Any], dict[str, Any]
     try:
         cset = correctionlib.CorrectionSet.from_string(json.dumps(raw))
     except Exception as exc:
-        raise CorrectionError(f"correction payload {p} fails correctionlib validation: {exc}") from exc
+        raise CorrectionError(
+            f"correction payload {p} fails correctionlib validation: {exc}"
+        ) from exc
     try:
         meta = json.loads(raw.get("description") or "{}")
     except json.JSONDecodeError:
@@ -181,7 +182,9 @@ class CorrectionsPayload:
             out = out * self.muon_sf(step, eta, pt)
         return out
 
-    def prefiring_prob(self, eta: np.ndarray, pt: np.ndarray, variation: str = "nominal") -> np.ndarray:
+    def prefiring_prob(
+        self, eta: np.ndarray, pt: np.ndarray, variation: str = "nominal"
+    ) -> np.ndarray:
         return self.evaluate("prefiring", eta, pt, variation)
 
     def resolution(self, eta: np.ndarray, pt: np.ndarray) -> np.ndarray:
@@ -204,5 +207,3 @@ class CorrectionsPayload:
 def load_payload(path: str | os.PathLike | None = None) -> CorrectionsPayload:
     """Open and validate a payload (``None``: the shipped default)."""
     return CorrectionsPayload(path)
-
-

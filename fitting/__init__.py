@@ -9,6 +9,17 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .fitinput import FitInput, FitInputError, read_fit_input, write_fit_input  # noqa: E402
+from .fitter import FitError, Fitter, FitResult, fit  # noqa: E402
 from .writer import FitInputWriter  # noqa: E402
 
-__all__ = ["FitInput", "FitInputError", "FitInputWriter", "read_fit_input", "write_fit_input"]
+__all__ = [
+    "FitError",
+    "FitInput",
+    "FitInputError",
+    "FitInputWriter",
+    "FitResult",
+    "Fitter",
+    "fit",
+    "read_fit_input",
+    "write_fit_input",
+]

@@ -30,8 +30,8 @@ def make_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
     cs = chunk_size(model, mem_bytes)
 
     @jax.jit
-    def block(x, obs, V):
-        lin = jax.linearize(jax.grad(lambda y: model.nll(y, obs)), x)[1]
+    def block(x, obs, V, arrays):
+        lin = jax.linearize(jax.grad(lambda y: model.nll(y, obs, arrays)), x)[1]
         return jax.vmap(lin)(V)
 
     def hessian(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> np.ndarray:
@@ -40,7 +40,7 @@ def make_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
             stop = min(npar, start + cs)
             V = np.zeros((cs, npar))
             V[np.arange(stop - start), np.arange(start, stop)] = 1.0
-            H[start:stop] = np.asarray(block(x, obs, jnp.asarray(V)))[: stop - start]
+            H[start:stop] = np.asarray(block(x, obs, jnp.asarray(V), model.arrays))[: stop - start]
         return 0.5 * (H + H.T)
 
     return hessian

@@ -94,7 +94,8 @@ def steihaug(hs, g, delta, tol, maxcg):
 
 
 def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions()) -> Any:
-    """A jitted ``minimize(x0, obs, free) -> dict`` for this model (vmap-able).
+    """A ``minimize(x0, obs, free) -> dict`` for this model (vmap-able; jit-compiled with the
+    model arrays as arguments, not constants).
 
     ``free`` is a float mask (1 = floating, 0 = frozen at its value in ``x0``)."""
     if opts.mode not in ("gn", "exact"):
@@ -106,8 +107,8 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
     upper = jnp.asarray(model.upper)
     bounded = bool(jnp.any(jnp.isfinite(lower)) | jnp.any(jnp.isfinite(upper)))
 
-    def minimize(x0, obs, free):
-        fun = lambda x: model.nll(x, obs)  # noqa: E731
+    def minimize_a(x0, obs, free, arrays):
+        fun = lambda x: model.nll(x, obs, arrays)  # noqa: E731
         vg = jax.value_and_grad(fun)
         grad = jax.grad(fun)
 
@@ -115,8 +116,8 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             at_lo = (x <= lower) & (g > 0)
             at_hi = (x >= upper) & (g < 0)
             act = free * (~at_lo & ~at_hi)
-            J = model.jacobian_totals(x)
-            w, c = model.gn_weights(x, obs)
+            J = model.jacobian_totals(x, arrays)
+            w, c = model.gn_weights(x, obs, arrays)
             diag = (w[:, None] * J * J).sum(0) + c
             scale = act / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
             if mode == "gn":
@@ -203,4 +204,10 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "status": status,
         }
 
-    return jax.jit(minimize)
+    jitted = jax.jit(minimize_a)
+
+    def minimize(x0, obs, free):
+        return jitted(x0, obs, free, model.arrays)
+
+    minimize.raw = minimize_a  # for vmap with the arrays unbatched
+    return minimize

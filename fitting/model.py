@@ -178,9 +178,9 @@ class FitModel:
             base = base * jnp.prod(fac, axis=1)
         return base, lognorm
 
-    def yields(self, x: jnp.ndarray) -> jnp.ndarray:
+    def yields(self, x: jnp.ndarray, a: dict[str, Any] | None = None) -> jnp.ndarray:
         """Expected yields per bin and process [nbins, nproc] (before BB gammas)."""
-        return self._yields(x, self.arrays)
+        return self._yields(x, self.arrays if a is None else a)
 
     def _yields(self, x: jnp.ndarray, a: dict[str, Any]) -> jnp.ndarray:
         s = self.static
@@ -234,26 +234,34 @@ class FitModel:
         ).sum(1)
         return _pois(n, (g * nu).sum(1)) + cons
 
-    def constraint_terms(self, x: jnp.ndarray, aux: jnp.ndarray) -> jnp.ndarray:
-        c, w = self.arrays["constraint"], self.arrays["width"]
+    def constraint_terms(
+        self, x: jnp.ndarray, aux: jnp.ndarray, a: dict[str, Any] | None = None
+    ) -> jnp.ndarray:
+        a = self.arrays if a is None else a
+        c, w = a["constraint"], a["width"]
         gauss = 0.5 * ((x - aux) / w) ** 2
         isp = c == POISSON  # safe inputs so the unselected branch has no NaN gradient
         pois = _pois(jnp.where(isp, aux, 1.0), jnp.where(isp, x, 1.0) * w)
         return jnp.where(c == GAUSS, gauss, jnp.where(c == POISSON, pois, 0.0))
 
-    def nll(self, x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> jnp.ndarray:
-        """-log L up to ``nll_constant(obs)``."""
-        a = self.arrays
+    def nll(
+        self, x: jnp.ndarray, obs: dict[str, jnp.ndarray], a: dict[str, Any] | None = None
+    ) -> jnp.ndarray:
+        """-log L up to ``nll_constant(obs)``; ``a``: the model arrays (pass them as jit
+        arguments so large tensors are not baked into compiled programs as constants)."""
+        a = self.arrays if a is None else a
         nu = self._yields(x, a)
         if self.static.bb_mode == "full":
             data = self._bb_full(nu, obs["data"], a["kinv"])
         else:
             data = self.bin_loss(nu.sum(1), obs["data"], a["kinv"])
-        return jnp.sum(a["mask"] * data) + jnp.sum(self.constraint_terms(x, obs["aux"]))
+        return jnp.sum(a["mask"] * data) + jnp.sum(self.constraint_terms(x, obs["aux"], a))
 
-    def nll_constant(self, obs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+    def nll_constant(
+        self, obs: dict[str, jnp.ndarray], a: dict[str, Any] | None = None
+    ) -> jnp.ndarray:
         """Constant making ``nll + constant`` equal pyhf's ``-logpdf`` (and rabbit's BB terms)."""
-        a = self.arrays
+        a = self.arrays if a is None else a
         c, w, aux = a["constraint"], a["width"], obs["aux"]
         cons = jnp.where(
             c == GAUSS,
@@ -267,9 +275,9 @@ class FitModel:
         return jnp.sum(a["mask"] * (_pois_const(obs["data"]) + bb)) + cons
 
     # ------------------------------------------------------------------ Gauss-Newton pieces
-    def jacobian_totals(self, x: jnp.ndarray) -> jnp.ndarray:
+    def jacobian_totals(self, x: jnp.ndarray, a: dict[str, Any] | None = None) -> jnp.ndarray:
         """d(bin totals)/dx [nbins, npar], using the linear structure of the shape tensor."""
-        s, a = self.static, self.arrays
+        s, a = self.static, (self.arrays if a is None else a)
         nu = self._yields(x, a)
         J = jnp.zeros((s.nbins, s.npar))
         if s.nT:
@@ -304,10 +312,10 @@ class FitModel:
         return J
 
     def gn_weights(
-        self, x: jnp.ndarray, obs: dict[str, jnp.ndarray]
+        self, x: jnp.ndarray, obs: dict[str, jnp.ndarray], a: dict[str, Any] | None = None
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(per-bin curvature of the data term in its total, per-parameter constraint curvature)."""
-        a = self.arrays
+        a = self.arrays if a is None else a
         nu = self._yields(x, a).sum(1)
         kinv = a["kinv"] if self.static.bb_mode == "lite" else jnp.zeros_like(nu)
         d2 = jax.vmap(jax.grad(jax.grad(self.bin_loss)))(nu, obs["data"], kinv)

@@ -314,6 +314,7 @@ def to_pyhf(
                         if t == "lumi":
                             pconf[n] = {"name": n, "auxdata": [float(fi.param_center[idx[0]])],
                                         "sigmas": [float(fi.param_width[idx[0]])],
+                                        "inits": [float(fi.param_init[idx[0]])],
                                         "bounds": [[float(fi.param_lower[idx[0]]), float(fi.param_upper[idx[0]])]]}
                         else:
                             lo, hi = fi.param_lower[idx[0]], fi.param_upper[idx[0]]
@@ -328,7 +329,12 @@ def to_pyhf(
                         mods.append({"name": base(names[idx[0]]), "type": "shapesys",
                                      "data": list(np.where(fi.param_fixed[idx], 0.0, nom / np.sqrt(tau)))})
                     elif t == "staterror":
-                        members = [q for q in range(npr) if fi.mult_proc[m, q]]
+                        members = [
+                            q
+                            for m2 in range(fi.mult_index.shape[1])
+                            for q in range(npr)
+                            if fi.mult_proc[m2, q] and np.array_equal(fi.mult_index[sl, m2], idx)
+                        ]
                         tot = fi.nominal[sl][:, members].sum(1)
                         rms = np.sqrt((fi.nominal[sl][:, members] ** 2).sum(1))
                         sig = np.where(fi.param_fixed[idx], 0.0, fi.param_width[idx])

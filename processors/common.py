@@ -18,13 +18,13 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
-
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
-from wremnants_dask.processor import ChunkOutput, Events, Processor, ProcessorError, touch
 from wremnants_dask.processors import theory
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
-from wremnants_dask.processors.tensors import bin_index, product_per_event, scatter_slots
+from wremnants_dask.processors.tensors import bin_index, scatter_slots
+
+from wremnants_dask.processor import ChunkOutput, Events, Processor, ProcessorError, touch
 from wremnants_dask.tensorhist import TensorHist, tensor_axis
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def sample_info(dataset: Any) -> SampleInfo:
 
 # ------------------------------------------------------------------------------ axes
 def down_up_axis() -> Any:
-    return tensor_axis("downUp", labels=DOWN_UP)
+    """The team's up/down axis (histops.DOWN_UP_AXIS): ``downUpVar``, bin 0 down, bin 1 up."""
+    return hist.axis.Regular(2, -2.0, 2.0, underflow=False, overflow=False, name="downUpVar")
 
 
 def mass_axis() -> Any:
@@ -383,9 +384,7 @@ def fill_all(
         step = max(1, FILL_CELLS // max(1, h.ntensor))
         for start in range(0, n, step):
             s = slice(start, min(n, start + step))
-            out.fill(
-                name, *(v[s] for v in values), weight=weights.nominal[s], tensor=tensor_of(s)
-            )
+            out.fill(name, *(v[s] for v in values), weight=weights.nominal[s], tensor=tensor_of(s))
 
 
 class MuonAnalysis(Processor):
@@ -423,7 +422,45 @@ def eta_pt_charge_axes(payload: CorrectionsPayload) -> list[Any]:
     """eta (the scale-factor eta bins, 48 in [-2.4, 2.4]), pT (30 in [26, 56]), charge (2)."""
     eta_edges = payload.sf_eta_edges()
     return [
-        hist.axis.Variable(eta_edges, name="eta", label="muon eta", underflow=False, overflow=False),
-        hist.axis.Regular(30, 26.0, 56.0, name="pt", label="muon pT (GeV)", underflow=False, overflow=False),
-        hist.axis.Regular(2, -2.0, 2.0, name="charge", label="muon charge", underflow=False, overflow=False),
+        hist.axis.Variable(
+            eta_edges, name="eta", label="muon eta", underflow=False, overflow=False
+        ),
+        hist.axis.Regular(
+            30, 26.0, 56.0, name="pt", label="muon pT (GeV)", underflow=False, overflow=False
+        ),
+        hist.axis.Regular(
+            2, -2.0, 2.0, name="charge", label="muon charge", underflow=False, overflow=False
+        ),
     ]
+
+
+def expand_eff_stat(diag: hist.Hist, nominal: hist.Hist, eta_axis: str = "eta") -> hist.Hist:
+    """Full efficiency-stat tensor from the diagonal one written by ``mw``.
+
+    ``diag`` has axes (ordinary..., effStep, effStatEig, downUpVar) and holds, in eta bin i,
+    the yield with the scale factors of eta bin i varied. The result adds an ``effStatEta``
+    axis after ``effStep``: entry j equals ``diag`` in eta bin j and ``nominal`` elsewhere.
+    Only for single-muon histograms whose ``eta_axis`` is the scale-factor eta binning.
+    """
+    names = [a.name for a in diag.axes]
+    n_ord = len(nominal.axes)
+    ieta = names.index(eta_axis)
+    n_eta = diag.axes[eta_axis].size
+    dv = diag.values()  # (*ord, step, eig, 2)
+    nv = nominal.values()
+    extra = dv.ndim - n_ord
+    nv_b = nv.reshape(nv.shape + (1,) * extra)
+    # (*ord, step, eta_j, eig, 2): nominal, with the diagonal eta_i == eta_j replaced
+    full = np.broadcast_to(
+        np.expand_dims(nv_b, n_ord + 1), dv.shape[: n_ord + 1] + (n_eta,) + dv.shape[n_ord + 1 :]
+    ).copy()
+    idx = np.arange(n_eta)
+    sel: list[Any] = [slice(None)] * full.ndim
+    sel[ieta] = idx
+    sel[n_ord + 1] = idx
+    # two separated index arrays put the diagonal dimension first
+    full[tuple(sel)] = np.moveaxis(dv, ieta, 0)
+    axes = [*diag.axes[: n_ord + 1], tensor_axis("effStatEta", n_eta), *diag.axes[n_ord + 1 :]]
+    out = hist.Hist(*axes, storage=hist.storage.Double())
+    out.view(flow=False)[...] = full
+    return out

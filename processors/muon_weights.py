@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
 from wremnants_dask.processors.tensors import bin_index, product_per_event, scatter_slots
 
@@ -120,10 +119,17 @@ def muon_sf_weights(
 def prefiring_weights(
     payload: CorrectionsPayload, eta: np.ndarray, pt: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Muon prefiring non-prefire probability: nominal prod(1 - p) and (n, 2) [down, up] ratios."""
+    """Muon non-prefiring weight prod(1 - p) and its (n, 2) [down, up] ratios.
+
+    As for L1PreFiringWeight_Up/Dn, the weight "up" is the one with the lower prefiring
+    probability (payload variation "down"), the weight "down" the higher one.
+    """
     nom = product_per_event(1.0 - payload.prefiring_prob(eta, pt, "nominal"), counts)
     var = np.stack(
-        [product_per_event(1.0 - payload.prefiring_prob(eta, pt, v), counts) for v in ("down", "up")],
+        [
+            product_per_event(1.0 - payload.prefiring_prob(eta, pt, v), counts)
+            for v in ("up", "down")
+        ],
         axis=-1,
     )
     with np.errstate(divide="ignore", invalid="ignore"):

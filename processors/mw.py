@@ -14,20 +14,20 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
-
-from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
     SelectedMuons,
-    event_weights,
     eta_pt_charge_axes,
+    event_weights,
     fill_all,
     gen_pt_of,
     mc_columns,
     np1,
     read_columns,
 )
+
+from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.tensorhist import TensorHist
 
 MUON_BRANCHES = [
@@ -104,10 +104,14 @@ class WMassProcessor(MuonAnalysis):
         genw = np1(cols["genWeight"]).astype(np.float64) if "genWeight" in cols else None
         mask = cf.start(np.ones(n_good.shape, dtype=bool), genw)
         if info.is_data:
-            mask = cf.cut("golden json", S.golden_mask(
-                out.dataset.golden_json, cols.get("run", np.zeros_like(n_good)),
-                cols.get("luminosityBlock", np.zeros_like(n_good)),
-            ))
+            mask = cf.cut(
+                "golden json",
+                S.golden_mask(
+                    out.dataset.golden_json,
+                    cols.get("run", np.zeros_like(n_good)),
+                    cols.get("luminosityBlock", np.zeros_like(n_good)),
+                ),
+            )
         mask = cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
         mask = cf.cut("one good muon", n_good == 1)
         mask = cf.cut("loose muon veto", n_loose == 1)
@@ -126,9 +130,7 @@ class WMassProcessor(MuonAnalysis):
         mu_phi = S.first_true(cols["Muon_phi"], good)[sel]
         mu_charge = S.first_true(cols["Muon_charge"], good)[sel]
         mu_iso = S.first_true(cols["Muon_pfRelIso04_all"], good)[sel]
-        mt = S.transverse_mass(
-            mu_pt, mu_phi, np1(cols["MET_pt"])[sel], np1(cols["MET_phi"])[sel]
-        )
+        mt = S.transverse_mass(mu_pt, mu_phi, np1(cols["MET_pt"])[sel], np1(cols["MET_phi"])[sel])
         n = int(sel.sum())
         if info.is_data or "Muon_genPartIdx" not in cols:
             gen_pt = np.full(n, np.nan)
@@ -140,8 +142,14 @@ class WMassProcessor(MuonAnalysis):
             mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
         weights = event_weights(
-            cols, sel, muons, info, self.payload,
-            systematics=self.systematics, eff_stat_diagonal=True, bw_window=self.bw_window,
+            cols,
+            sel,
+            muons,
+            info,
+            self.payload,
+            systematics=self.systematics,
+            eff_stat_diagonal=self.eff_stat_diagonal,
+            bw_window=self.bw_window,
         )
         values = [mu_eta, mu_pt, mu_charge, mu_iso < S.ISO_CUT, mt > S.MT_CUT]
         fill_all(out, "nominal", values, weights)

@@ -83,7 +83,9 @@ def golden_mask(golden_json: str | None, run: Any, lumi: Any) -> np.ndarray:
     return np.asarray(mask.contains(run, lumi), dtype=bool)
 
 
-def transverse_mass(pt: np.ndarray, phi: np.ndarray, met: np.ndarray, met_phi: np.ndarray) -> np.ndarray:
+def transverse_mass(
+    pt: np.ndarray, phi: np.ndarray, met: np.ndarray, met_phi: np.ndarray
+) -> np.ndarray:
     """mT = sqrt(2 pT MET (1 - cos dphi)) in GeV."""
     return np.sqrt(np.maximum(2.0 * pt * met * (1.0 - np.cos(phi - met_phi)), 0.0))
 
@@ -94,10 +96,16 @@ def first_true(values: ak.Array, mask: ak.Array) -> np.ndarray:
 
 
 def dimuon_kinematics(
-    pt1: np.ndarray, eta1: np.ndarray, phi1: np.ndarray, pt2: np.ndarray, eta2: np.ndarray, phi2: np.ndarray,
+    pt1: np.ndarray,
+    eta1: np.ndarray,
+    phi1: np.ndarray,
+    pt2: np.ndarray,
+    eta2: np.ndarray,
+    phi2: np.ndarray,
     mass: float = 0.1056583755,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mll, pTll, yll) of two muons from their (pT, eta, phi)."""
+
     def four(pt, eta, phi):
         px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
         return np.sqrt(px * px + py * py + pz * pz + mass * mass), px, py, pz

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
-    event_weights,
     eta_pt_charge_axes,
+    event_weights,
     fill_all,
     mc_columns,
     np1,
@@ -26,6 +24,8 @@ from wremnants_dask.processors.common import (
 from wremnants_dask.processors.dimuon import MUON_BRANCHES, select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 from wremnants_dask.processors.zdilepton import dimuon_sf_inputs
+
+from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.tensorhist import TensorHist
 
 
@@ -60,7 +60,9 @@ class ZWlikeProcessor(MuonAnalysis):
         met_phi = np1(cols["MET_phi"])[dm.mask].astype(np.float64)
         px = met * np.cos(met_phi) + dm.pt[rows, other] * np.cos(dm.phi[rows, other])
         py = met * np.sin(met_phi) + dm.pt[rows, other] * np.sin(dm.phi[rows, other])
-        mt = S.transverse_mass(dm.pt[rows, keep], dm.phi[rows, keep], np.hypot(px, py), np.arctan2(py, px))
+        mt = S.transverse_mass(
+            dm.pt[rows, keep], dm.phi[rows, keep], np.hypot(px, py), np.arctan2(py, px)
+        )
         pass_mt = mt > S.MT_CUT
         out.cutflow("main").cut("mT (W-like)", _expand(dm.mask, pass_mt))
         mask = dm.mask.copy()
@@ -70,8 +72,14 @@ class ZWlikeProcessor(MuonAnalysis):
             dm.eta[sub], dm.pt[sub], dm.gen_pt[sub], None if dm.matched is None else dm.matched[sub]
         )
         weights = event_weights(
-            cols, mask, muons, info, self.payload,
-            systematics=self.systematics, eff_stat_diagonal=False, bw_window=self.bw_window,
+            cols,
+            mask,
+            muons,
+            info,
+            self.payload,
+            systematics=self.systematics,
+            eff_stat_diagonal=False,
+            bw_window=self.bw_window,
         )
         k = keep[sub]
         r = np.arange(k.size)

@@ -11,8 +11,6 @@ from typing import Any
 
 import hist
 import numpy as np
-
-from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -24,6 +22,8 @@ from wremnants_dask.processors.common import (
 )
 from wremnants_dask.processors.dimuon import MUON_BRANCHES, select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
+
+from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.tensorhist import TensorHist
 
 PTLL_EDGES = (0, 2, 4, 6, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 80, 100)
@@ -69,7 +69,9 @@ class ZDileptonProcessor(MuonAnalysis):
         info = self.sample_info(out.dataset)
         required = MUON_BRANCHES + ["HLT_IsoMu24"]
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
-        cols = read_columns(events, info, required + (["run", "luminosityBlock"] if info.is_data else []), optional)
+        cols = read_columns(
+            events, info, required + (["run", "luminosityBlock"] if info.is_data else []), optional
+        )
         if events.tracing:
             return
         pt = calibrated_pt(self.payload, cols, info.is_data, self.options)
@@ -79,8 +81,14 @@ class ZDileptonProcessor(MuonAnalysis):
         )
         muons = dimuon_sf_inputs(dm.eta, dm.pt, dm.gen_pt, dm.matched)
         weights = event_weights(
-            cols, dm.mask, muons, info, self.payload,
-            systematics=self.systematics, eff_stat_diagonal=False, bw_window=self.bw_window,
+            cols,
+            dm.mask,
+            muons,
+            info,
+            self.payload,
+            systematics=self.systematics,
+            eff_stat_diagonal=False,
+            bw_window=self.bw_window,
         )
         fill_all(out, "mll", [mll], weights)
         fill_all(out, "ptll_yll", [ptll, yll], weights)

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-
 from wremnants_dask.corrections import build
 from wremnants_dask.corrections.payload import CorrectionError, CorrectionsPayload, load_payload
 from wremnants_dask.corrections.sf_eigen import ratio_error, smooth_and_decompose
+
 from wremnants_dask.synth.params import SynthParams
 
 
@@ -41,7 +41,9 @@ def test_sf_nominal_is_truth_ratio(payload, truth):
         ok = mc > 0
         sf = payload.muon_sf(step, eta_c.ravel(), pt_c.ravel()).reshape(mc.shape)
         np.testing.assert_allclose((sf * mc)[ok], data[ok], rtol=1e-12)
-        np.testing.assert_allclose(payload.mc_efficiency(step, eta_c.ravel(), pt_c.ravel()), mc.ravel())
+        np.testing.assert_allclose(
+            payload.mc_efficiency(step, eta_c.ravel(), pt_c.ravel()), mc.ravel()
+        )
     # the data tables differ from simulation by 0.4-4%: the SFs are not trivially 1
     sf_trig = payload.muon_sf("trigger", np.array([2.3]), np.array([40.0]))
     assert sf_trig[0] < 0.97
@@ -68,7 +70,10 @@ def test_stat_eigenvariations_reproduce_fit_covariance(payload, truth):
     )
     np.testing.assert_allclose(deltas.T @ deltas, expected, rtol=1e-6, atol=1e-14)
     downs = np.stack(
-        [payload.muon_sf("iso", eta, pt_c[fit], "stat_down", k) - nom for k in range(payload.n_eigen)]
+        [
+            payload.muon_sf("iso", eta, pt_c[fit], "stat_down", k) - nom
+            for k in range(payload.n_eigen)
+        ]
     )
     np.testing.assert_allclose(downs, -deltas, atol=1e-15)
 
@@ -103,10 +108,16 @@ def test_scale_resolution_prefiring_models(payload, truth):
     r = truth["resolution"]
     a = r["a0"] + r["a2"] * (eta / 2.4) ** 2
     b = r["b0"] * (1 + r["b1"] * abs(eta))
-    np.testing.assert_allclose(payload.resolution(eta, pt), np.sqrt(a * a + (b * pt) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(
+        payload.resolution(eta, pt), np.sqrt(a * a + (b * pt) ** 2), rtol=1e-12
+    )
     ie = np.searchsorted(truth["momentum_scale"]["eta_edges"], eta, side="right") - 1
-    np.testing.assert_allclose(payload.scale_data(eta), np.asarray(truth["momentum_scale"]["data"])[ie])
-    np.testing.assert_allclose(payload.prefiring_prob(eta, pt), np.asarray(truth["prefiring"]["p_mu"])[ie])
+    np.testing.assert_allclose(
+        payload.scale_data(eta), np.asarray(truth["momentum_scale"]["data"])[ie]
+    )
+    np.testing.assert_allclose(
+        payload.prefiring_prob(eta, pt), np.asarray(truth["prefiring"]["p_mu"])[ie]
+    )
     assert payload.scale_slices().size == 49
 
 
@@ -120,7 +131,9 @@ def test_shipped_default_matches_generator_defaults(truth):
     for a, b in zip(raw["corrections"], fresh["corrections"]):
         assert a["data"] == json.loads(json.dumps(b["data"])), a["name"]
     meta = shipped.metadata
-    assert meta["stage"] == "corrections.build" and meta["truth_params"]["mW"] == truth["params"]["mW"]
+    assert (
+        meta["stage"] == "corrections.build" and meta["truth_params"]["mW"] == truth["params"]["mW"]
+    )
 
 
 def test_errors_name_file_and_correction(tmp_path, payload):
@@ -147,3 +160,29 @@ def test_errors_name_file_and_correction(tmp_path, payload):
         CorrectionsPayload(garbage)
     with pytest.raises(CorrectionError, match="evaluating 'muon_sf_iso'"):
         payload.muon_sf("iso", np.array([0.1]), np.array([30.0]), "bogus")
+
+
+def test_prefiring_map_matches_generator_branches(tmp_path, payload, truth):
+    """1 - (1 - p_event) prod_mu (1 - p_mu(eta)) from the payload == L1PreFiringWeight_Nom."""
+    import awkward as ak
+    import uproot
+    from wremnants_dask.processors.muon_weights import prefiring_weights
+
+    from wremnants_dask.synth import generate_sample
+
+    (f,) = generate_sample("zmumu", 4000, tmp_path, seed=5)
+    ev = uproot.open(f)["Events"].arrays(
+        ["Muon_eta", "Muon_pt", "L1PreFiringWeight_Nom", "L1PreFiringWeight_Up"]
+    )
+    counts = ak.to_numpy(ak.num(ev.Muon_eta))
+    eta = ak.to_numpy(ak.flatten(ev.Muon_eta)).astype(np.float64)
+    pt = ak.to_numpy(ak.flatten(ev.Muon_pt)).astype(np.float64)
+    nom, rel = prefiring_weights(payload, eta, pt, counts)
+    expected = (1.0 - truth["prefiring"]["p_event"]) * nom
+    branch = ak.to_numpy(ev.L1PreFiringWeight_Nom)
+    # the payload is binned in eta (48 bins), the generator evaluates p_mu(eta) exactly
+    assert np.max(np.abs(expected - branch)) < 1.5e-3
+    assert np.mean(1 - expected) == pytest.approx(np.mean(1 - branch), rel=0.02)
+    up = 1 - (1 - truth["prefiring"]["syst"]) * (1 - branch)
+    np.testing.assert_allclose(ak.to_numpy(ev.L1PreFiringWeight_Up), up, atol=1e-6)
+    assert np.all(rel[:, 0] <= 1.0 + 1e-12) and np.all(rel[:, 1] >= 1.0 - 1e-12)

@@ -32,28 +32,48 @@ def sync_result(files):
 
 def _same(a, b):
     for name in ("nominal", "pdf", "scale"):
-        np.testing.assert_allclose(a.hists[name].view(flow=True).value, b.hists[name].view(flow=True).value, rtol=1e-12)
-        np.testing.assert_allclose(a.hists[name].view(flow=True).variance, b.hists[name].view(flow=True).variance, rtol=1e-12)
+        np.testing.assert_allclose(
+            a.hists[name].view(flow=True).value, b.hists[name].view(flow=True).value, rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            a.hists[name].view(flow=True).variance,
+            b.hists[name].view(flow=True).variance,
+            rtol=1e-12,
+        )
     assert a.cutflows["main"].counts == b.cutflows["main"].counts
-    assert a.n_events == b.n_events and a.sumw_processed == pytest.approx(b.sumw_processed, rel=1e-12)
+    assert a.n_events == b.n_events and a.sumw_processed == pytest.approx(
+        b.sumw_processed, rel=1e-12
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_workers,step_size", [(1, 40), (2, 7)])
-def test_local_cluster_matches_sync(files, sync_result, n_workers, step_size, tmp_path):
+def test_local_cluster_matches_sync(files, sync_result, tmp_path):
+    n_workers, step_size = 2, 7  # 1 worker: see the real-scheduler test
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, Client(cl) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cl,
+        Client(cl) as client,
+    ):
         report = tmp_path / "report.html"
-        r = runner.run([dy(files)], MuonKinematicsProcessor(), client, step_size=step_size,
-                       split_every=3, performance_report=report)
+        r = runner.run(
+            [dy(files)],
+            MuonKinematicsProcessor(),
+            client,
+            step_size=step_size,
+            split_every=3,
+            performance_report=report,
+        )
     _same(r["dy"], sync_result["dy"])
     assert report.stat().st_size > 1000
 
 
 def _start(cmd, pattern, timeout=20.0):
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     t0, lines = time.time(), []
     while time.time() - t0 < timeout:
         line = proc.stdout.readline()
@@ -80,14 +100,27 @@ def _stop(proc):
 @pytest.mark.slow
 def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
     dask_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    sched, m = _start([*dask_cli, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"],
-                      r"Scheduler at:\s+(tcp://127\.0\.0\.1:\d+)")
+    sched, m = _start(
+        [*dask_cli, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"],
+        r"Scheduler at:\s+(tcp://127\.0\.0\.1:\d+)",
+    )
     address = m.group(1)
     worker = None
     try:
-        worker, _ = _start([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                            "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
-                           r"Starting established connection|Registered to")
+        worker, _ = _start(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            r"Starting established connection|Registered to",
+        )
         from distributed import Client
 
         with Client(address, timeout=20) as client:
@@ -97,13 +130,30 @@ def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
         assert r.info["scheduler"] == address
         # the CLI against the same scheduler
         cfg = tmp_path / "cfg.yaml"
-        cfg.write_text("era: '2018'\nsamples:\n  - name: dy\n    group: Zmumu\n    xsec_pb: 2000.0\n"
-                       f"    files: [{', '.join(map(str, files))}]\n")
-        out = histmaker.main(["--dataset-config", str(cfg), "--analysis", "muon_kinematics",
-                              "--scheduler", address, "-o", str(tmp_path), "--no-progress"])
+        cfg.write_text(
+            "era: '2018'\nsamples:\n  - name: dy\n    group: Zmumu\n    xsec_pb: 2000.0\n"
+            f"    files: [{', '.join(map(str, files))}]\n"
+        )
+        out = histmaker.main(
+            [
+                "--dataset-config",
+                str(cfg),
+                "--analysis",
+                "muon_kinematics",
+                "--scheduler",
+                address,
+                "-o",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
         with HistFile(out) as f:
             h = f.get("dy", "pdf")
-            np.testing.assert_allclose(h.view(flow=True).value, sync_result["dy"].hists["pdf"].view(flow=True).value, rtol=1e-12)
+            np.testing.assert_allclose(
+                h.view(flow=True).value,
+                sync_result["dy"].hists["pdf"].view(flow=True).value,
+                rtol=1e-12,
+            )
             assert f.metadata["run"]["scheduler"] == address
     finally:
         if worker is not None:

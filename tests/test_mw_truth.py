@@ -18,10 +18,10 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
+from wremnants_dask.corrections import build
 
 from wremnants_dask import runner
 from wremnants_dask.analyses import get_processor
-from wremnants_dask.corrections import build
 from wremnants_dask.datasets import Dataset
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_pseudodata, generate_sample
 
@@ -95,13 +95,19 @@ def test_w_mass_weights_match_shifted_sample(samples):
     assert s_nom > threshold(nb) and s_wrong > 3 * threshold(nb), (s_rw, s_nom, s_wrong)
     # width variations change the spectrum; the nominal sum rule of every tensor
     r = res[names_n[0]]
-    for name, idx in (("nominal_pdf", (0,)), ("nominal_qcdScale", (1, 1)), ("nominal_massWeightW", (10,))):
+    for name, idx in (
+        ("nominal_pdf", (0,)),
+        ("nominal_qcdScale", (1, 1)),
+        ("nominal_massWeightW", (10,)),
+    ):
         h = r.hists[name]
         np.testing.assert_allclose(h.values()[(..., *idx)], r.hists["nominal"].values(), rtol=1e-6)
     assert r.hists["nominal_pdf"].axes["pdfVar"].size == 103
     assert [a.name for a in r.hists["nominal_qcdScale"].axes][-2:] == ["muRfact", "muFfact"]
     assert list(r.hists["nominal_massWeightW"].axes["massShift"])[0] == "massShift-100MeV"
-    assert not np.allclose(r.hists["nominal_widthWeightW"].values()[..., 1], r.hists["nominal"].values())
+    assert not np.allclose(
+        r.hists["nominal_widthWeightW"].values()[..., 1], r.hists["nominal"].values()
+    )
 
 
 def test_z_mass_weights_match_shifted_sample(samples):
@@ -131,7 +137,9 @@ def test_scale_weights_match_direct_shift(samples, tmp_path):
     payload = build.write_payload(build.build_payload(truth, scale_var=0.01), tmp_path)
     nom = _datasets(samples["w_nom"], "wnom", "Wmunu", "wplus_munu")
     res_w = runner.run(nom, get_processor("mw", corrections=str(payload)))
-    res_d = runner.run(nom, get_processor("mw", corrections=str(payload), systematics=False, mc_pt_shift=0.01))
+    res_d = runner.run(
+        nom, get_processor("mw", corrections=str(payload), systematics=False, mc_pt_shift=0.01)
+    )
 
     def pt_proj(h):
         v = h.values()
@@ -139,7 +147,7 @@ def test_scale_weights_match_direct_shift(samples, tmp_path):
 
     names = [d.name for d in nom]
     nominal = _per_file(res_w, names, "nominal", pt_proj)
-    scale = _per_file(res_w, names, "nominal_muonScale", pt_proj)  # (k, pt, slice, downUp)
+    scale = _per_file(res_w, names, "nominal_muonScale", pt_proj)  # (k, pt, slice, downUpVar)
     # one muon per event: shifting every slice = nominal + sum over slices of (up - nominal)
     predicted = nominal + (scale[..., 1] - nominal[..., None]).sum(axis=-1)
     direct = _per_file(res_d, names, "nominal", pt_proj)
@@ -180,7 +188,9 @@ def test_scale_factors_reproduce_pseudodata(samples, tmp_path):
     for key, r in (("sf", res), ("nosf", res_nosf)):
         p, pv = proj(r["wplus"].hists["nominal"])
         chi2[key] = float(np.sum((d - p * norm) ** 2 / (d + pv * norm**2)))
-        chi2[key + "_total"] = float((d.sum() - p.sum() * norm) ** 2 / (d.sum() + pv.sum() * norm**2))
+        chi2[key + "_total"] = float(
+            (d.sum() - p.sum() * norm) ** 2 / (d.sum() + pv.sum() * norm**2)
+        )
     assert stats.chi2.sf(chi2["sf"], 16) > 1e-3 and chi2["sf_total"] < 9, chi2
     # without scale factors the prediction is off (the data efficiencies are 1-4% lower)
     assert stats.chi2.sf(chi2["nosf"], 16) < 1e-5 and chi2["nosf_total"] > 9, chi2

@@ -7,9 +7,9 @@ import hist
 import numpy as np
 import pytest
 import uproot
+from conftest import NANOAOD_DY
 from engine_helpers import dy
 
-from conftest import NANOAOD_DY
 from wremnants_dask import runner
 from wremnants_dask.cutflow import CutFlow
 from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
@@ -42,9 +42,9 @@ def test_events_view_maps_nanoaod_names(arrays):
     z = mu2.zip("pt", "eta")
     assert z.fields == ["pt", "eta"] and ak.all(z.pt == expect)
     with pytest.raises(AttributeError, match="Electron_nope|no field 'nope'"):
-        ev.Muon.nope
+        _ = ev.Muon.nope
     with pytest.raises(AttributeError, match="no branch or collection"):
-        ev.NotThere
+        _ = ev.NotThere
 
 
 def test_cutflow_and_weights_against_numpy(arrays):
@@ -54,7 +54,11 @@ def test_cutflow_and_weights_against_numpy(arrays):
     cf.start(np.ones(len(gw), bool), gw)
     m1 = cf.cut("met", met > 20)
     m2 = cf.cut("mu", ak.to_numpy(arrays["nMuon"]) >= 1)
-    assert cf.counts == [40, int((met > 20).sum()), int(((met > 20) & (ak.to_numpy(arrays["nMuon"]) >= 1)).sum())]
+    assert cf.counts == [
+        40,
+        int((met > 20).sum()),
+        int(((met > 20) & (ak.to_numpy(arrays["nMuon"]) >= 1)).sum()),
+    ]
     assert cf.sumw[2] == pytest.approx(gw[m2].sum()) and np.array_equal(m1 & m2, m2)
     w = Weights()
     sf = np.linspace(0.9, 1.1, 40)
@@ -63,7 +67,9 @@ def test_cutflow_and_weights_against_numpy(arrays):
     pdf = as_tensor(arrays["LHEPdfWeight"], 33)
     w.add_variation("pdf", pdf)
     np.testing.assert_allclose(w.weight(), gw * sf, rtol=1e-6)
-    np.testing.assert_allclose(w.variation("sf"), np.stack([gw * sf * 0.8, gw * sf * 1.1], axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        w.variation("sf"), np.stack([gw * sf * 0.8, gw * sf * 1.1], axis=1), rtol=1e-6
+    )
     np.testing.assert_allclose(w.variation("pdf"), (gw * sf)[:, None] * pdf, rtol=1e-6)
     with pytest.raises(ValueError, match="expected 103 entries"):
         as_tensor(arrays["LHEPdfWeight"], 103)
@@ -74,9 +80,19 @@ def test_columns_read_are_exactly_those_used():
     assert len(uproot.open(NANOAOD_DY)["Events"].keys()) > 1400
     plan = runner.build_plan([dy()], MuonKinematicsProcessor(), step_size=40)
     used = {
-        "nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_mediumId",
-        "Muon_pfRelIso04_all", "MET_pt", "MET_phi", "HLT_IsoMu24", "genWeight",
-        "LHEPdfWeight", "LHEScaleWeight",
+        "nMuon",
+        "Muon_pt",
+        "Muon_eta",
+        "Muon_phi",
+        "Muon_charge",
+        "Muon_mediumId",
+        "Muon_pfRelIso04_all",
+        "MET_pt",
+        "MET_phi",
+        "HLT_IsoMu24",
+        "genWeight",
+        "LHEPdfWeight",
+        "LHEScaleWeight",
     }
     assert set(plan.datasets["dy"].columns) == used
     (inp,) = [layer for name, layer in plan.graph.layers.items() if name.startswith("from-uproot")]
@@ -113,7 +129,12 @@ class ManyCuts(Processor):
         w = Weights()
         w.add("gen", events.genWeight[sel])
         for i in range(self.n_syst):
-            w.add_variation(f"s{i}", ak.concatenate([met[:, None] * 0 + 1 - 0.01 * i, met[:, None] * 0 + 1 + 0.01 * i], axis=1))
+            w.add_variation(
+                f"s{i}",
+                ak.concatenate(
+                    [met[:, None] * 0 + 1 - 0.01 * i, met[:, None] * 0 + 1 + 0.01 * i], axis=1
+                ),
+            )
             out.fill(f"syst{i}", met, tensor=w.variation(f"s{i}"))
 
 

@@ -9,13 +9,13 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-
 from conftest import GOLDEN_JSON, NANOAOD_DATA, NANOAOD_DY
+from wremnants_dask.corrections.payload import CorrectionError
+from wremnants_dask.processors.common import _WARNED
+
 from wremnants_dask import runner
 from wremnants_dask.analyses import get_processor
-from wremnants_dask.corrections.payload import CorrectionError
 from wremnants_dask.datasets import Dataset
-from wremnants_dask.processors.common import _WARNED
 
 DY = Dataset("dy_m50", "Zmumu", (str(NANOAOD_DY),), False, 6077.22, "2018")
 DATA = Dataset(
@@ -38,10 +38,25 @@ def test_mw_on_real_simulation(results):
     assert [a.name for a in h.axes] == ["eta", "pt", "charge", "passIso", "passMT"]
     # independent count: HLT_IsoMu24, one good muon, no extra loose muon, trigger-matched, prompt
     ev = uproot.open(NANOAOD_DY)["Events"].arrays(
-        ["HLT_IsoMu24", "Muon_pt", "Muon_eta", "Muon_mediumId", "Muon_dxy", "Muon_looseId",
-         "Muon_genPartFlav", "LHEPdfWeight", "LHEScaleWeight"]
+        [
+            "HLT_IsoMu24",
+            "Muon_pt",
+            "Muon_eta",
+            "Muon_mediumId",
+            "Muon_dxy",
+            "Muon_looseId",
+            "Muon_genPartFlav",
+            "LHEPdfWeight",
+            "LHEScaleWeight",
+        ]
     )
-    good = ev.Muon_mediumId & (ev.Muon_pt > 26) & (ev.Muon_pt < 56) & (abs(ev.Muon_eta) < 2.4) & (abs(ev.Muon_dxy) < 0.05)
+    good = (
+        ev.Muon_mediumId
+        & (ev.Muon_pt > 26)
+        & (ev.Muon_pt < 56)
+        & (abs(ev.Muon_eta) < 2.4)
+        & (abs(ev.Muon_dxy) < 0.05)
+    )
     loose = ev.Muon_looseId & (ev.Muon_pt > 15) & (abs(ev.Muon_eta) < 2.4)
     sel = ev.HLT_IsoMu24 & (ak.sum(good, axis=1) == 1) & (ak.sum(loose | good, axis=1) == 1)
     prompt = ak.fill_none(ak.firsts(ev.Muon_genPartFlav[good]), 0) == 1
@@ -53,10 +68,14 @@ def test_mw_on_real_simulation(results):
     pdf = r.hists["nominal_pdf"]
     assert pdf.axes["pdfVar"].size == 33
     one = ak.to_numpy(ak.flatten(ev.LHEPdfWeight[sel & prompt]))
-    np.testing.assert_allclose(pdf.values().sum(axis=(0, 1, 2, 3, 4)), h.values().sum() * one, rtol=1e-5)
+    np.testing.assert_allclose(
+        pdf.values().sum(axis=(0, 1, 2, 3, 4)), h.values().sum() * one, rtol=1e-5
+    )
     qcd = r.hists["nominal_qcdScale"]
     scale = ak.to_numpy(ak.flatten(ev.LHEScaleWeight[sel & prompt])).reshape(3, 3)
-    np.testing.assert_allclose(qcd.values().sum(axis=(0, 1, 2, 3, 4)), h.values().sum() * scale, rtol=1e-5)
+    np.testing.assert_allclose(
+        qcd.values().sum(axis=(0, 1, 2, 3, 4)), h.values().sum() * scale, rtol=1e-5
+    )
     mass = r.hists["nominal_massWeightZ"]
     np.testing.assert_allclose(mass[..., "massShift0MeV"].values(), h.values(), rtol=1e-12)
     assert "nominal_prefire" not in r.hists  # this file has no L1PreFiringWeight branches
@@ -77,8 +96,10 @@ def test_z_modes_on_real_simulation(results):
     assert [a.name for a in dl.hists["mll"].axes] == ["mll"]
     assert [a.name for a in dl.hists["ptll_yll"].axes] == ["ptll", "yll"]
     eff = dl.hists["mll_effStat"]
-    assert [a.name for a in eff.axes][1:] == ["effStep", "effStatEta", "effStatEig", "downUp"]
-    np.testing.assert_allclose(dl.hists["mll_massWeightZ"].values()[..., 10], dl.hists["mll"].values())
+    assert [a.name for a in eff.axes][1:] == ["effStep", "effStatEta", "effStatEig", "downUpVar"]
+    np.testing.assert_allclose(
+        dl.hists["mll_massWeightZ"].values()[..., 10], dl.hists["mll"].values()
+    )
     assert dl.cutflows["main"].counts[-1] == 3
     wl = results["mz_wlike"]["dy_m50"]
     assert [a.name for a in wl.hists["nominal"].axes] == ["eta", "pt", "charge"]

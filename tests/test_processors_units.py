@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
-
 from wremnants_dask.corrections.payload import load_payload
 from wremnants_dask.processors.muon_scale import scale_weight
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import product_per_event, scatter_slots
+
 from wremnants_dask.synth.params import SynthParams
 
 
@@ -35,7 +35,9 @@ def test_scale_weight_matches_direct_shift():
     chi2_nom = np.sum((h_nom - h_direct) ** 2 / (h_nom + h_direct))
     assert stats.chi2.sf(chi2_nom, edges.size - 1) < 1e-6  # the shift itself is resolved
     # unmatched muons (no generator pT) are not reweighted
-    np.testing.assert_array_equal(scale_weight(np.array([30.0]), np.array([np.nan]), np.array([1.0]), 0.01), 1.0)
+    np.testing.assert_array_equal(
+        scale_weight(np.array([30.0]), np.array([np.nan]), np.array([1.0]), 0.01), 1.0
+    )
 
 
 def test_scatter_slots_against_loop():
@@ -65,7 +67,10 @@ def test_sf_tensors_and_antiisolation():
     w = muon_sf_weights(payload, eta, pt, counts, fail={"iso": fail})
     ie = np.searchsorted(eff["eta_edges"], eta, side="right") - 1
     ip = np.searchsorted(eff["pt_edges"], pt, side="right") - 1
-    sf = {s: np.asarray(eff["data"][s])[ie, ip] / np.asarray(eff["mc"][s])[ie, ip] for s in eff["steps"]}
+    sf = {
+        s: np.asarray(eff["data"][s])[ie, ip] / np.asarray(eff["mc"][s])[ie, ip]
+        for s in eff["steps"]
+    }
     e_mc, e_d = np.asarray(eff["mc"]["iso"])[ie, ip], np.asarray(eff["data"]["iso"])[ie, ip]
     iso = np.where(fail, (1 - e_d) / (1 - e_mc), sf["iso"])
     per_mu = sf["idip"] * iso * sf["trigger"]
@@ -80,3 +85,33 @@ def test_sf_tensors_and_antiisolation():
     assert w.syst.shape == (2, 3, 2)
     with pytest.raises(ValueError, match="at most one muon"):
         w.stat_diagonal()
+
+
+def test_diagonal_eff_stat_expands_to_full_tensor(tmp_path):
+    """mw's diagonal effStat histogram, expanded, equals filling the full (eta x eig) tensor."""
+    import uproot
+    from wremnants_dask.processors.common import expand_eff_stat
+    from wremnants_dask.processors.mw import WMassProcessor
+
+    from wremnants_dask.datasets import Dataset
+    from wremnants_dask.processor import ChunkOutput, Events
+    from wremnants_dask.synth import generate_sample
+
+    class FullTensorMW(WMassProcessor):
+        eff_stat_diagonal = False
+
+    (f,) = generate_sample("wminus_munu", 6000, tmp_path, seed=3)
+    ds = Dataset("wminus", "Wmunu", (str(f),), False, 8700.0, "2018")
+    arrays = uproot.open(f)["Events"].arrays()
+    hists = {}
+    for proc in (WMassProcessor(), FullTensorMW()):
+        out = ChunkOutput(ds, proc.declared(ds))
+        proc.process(Events(arrays), out)
+        hists[type(proc).__name__] = {k: h.to_hist() for k, h in out.hists.items()}
+    diag = hists["WMassProcessor"]
+    full = hists["FullTensorMW"]["nominal_effStat"]
+    expanded = expand_eff_stat(diag["nominal_effStat"], diag["nominal"])
+    assert [a.name for a in expanded.axes] == [a.name for a in full.axes]
+    assert diag["nominal"].sum().value > 1000
+    np.testing.assert_allclose(expanded.values(), full.values(), rtol=1e-10, atol=1e-6)
+    assert not np.allclose(full.values()[..., 0, :, :, 1], full.values()[..., 0, :, :, 0])

@@ -7,6 +7,7 @@ import tracemalloc
 import hist
 import numpy as np
 import pytest
+from conftest import NANOAOD_DATA, NANOAOD_DY
 from engine_helpers import copy_nano_subset, data, dy, reference_muon_kinematics, write_tree
 
 from wremnants_dask import runner
@@ -14,8 +15,6 @@ from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
 from wremnants_dask.processor import Processor
 from wremnants_dask.runner import BadInputError
 from wremnants_dask.tensorhist import TensorHist, tensor_axis
-
-from conftest import NANOAOD_DATA, NANOAOD_DY
 
 
 def _close(h: hist.Hist, ref: hist.Hist) -> None:
@@ -72,7 +71,9 @@ def subset(tmp_path_factory):
 
 @pytest.mark.parametrize("step_size,split_every", [(1, 2), (7, 3), (40, 8)])
 def test_result_independent_of_chunking(full_run, subset, step_size, split_every):
-    r = runner.run([dy([subset])], MuonKinematicsProcessor(), step_size=step_size, split_every=split_every)
+    r = runner.run(
+        [dy([subset])], MuonKinematicsProcessor(), step_size=step_size, split_every=split_every
+    )
     assert r.info["graph_layers"] == 3
     for name in ("nominal", "pdf", "scale"):
         np.testing.assert_allclose(
@@ -109,7 +110,9 @@ class BigHist(Processor):
     """One histogram of ~4 MB filled in every chunk: to measure the reduction's memory."""
 
     def histograms(self, dataset):
-        return {"h": TensorHist([hist.axis.Regular(50, 0, 200, name="pt")], [tensor_axis("k", 10000)])}
+        return {
+            "h": TensorHist([hist.axis.Regular(50, 0, 200, name="pt")], [tensor_axis("k", 10000)])
+        }
 
     def process(self, events, out):
         pt = events.MET.pt

@@ -44,7 +44,9 @@ def test_tensor_fill_matches_per_component_hist_fills(storage, method):
     vals = _events(rng, n)
     w = rng.normal(1.0, 0.5, n)
     tensor = rng.normal(1.0, 0.1, (n, 2, 3))
-    th = TensorHist(_axes(), [tensor_axis("a", 2), tensor_axis("b", labels=["x", "y", "z"])], storage=storage)
+    th = TensorHist(
+        _axes(), [tensor_axis("a", 2), tensor_axis("b", labels=["x", "y", "z"])], storage=storage
+    )
     th.fill(*vals, weight=w, tensor=tensor, method=method)
     h = th.to_hist()
     assert [ax.name for ax in h.axes] == ["eta", "pt", "q", "cat", "pass", "a", "b"]
@@ -56,10 +58,19 @@ def test_tensor_fill_matches_per_component_hist_fills(storage, method):
             ref.fill(*vals, weight=w * tensor[:, i, j])
             got = h[..., i, j]
             if storage == "weight":
-                np.testing.assert_allclose(got.view(flow=True).value, ref.view(flow=True).value, rtol=1e-12, atol=1e-12)
-                np.testing.assert_allclose(got.view(flow=True).variance, ref.view(flow=True).variance, rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(
+                    got.view(flow=True).value, ref.view(flow=True).value, rtol=1e-12, atol=1e-12
+                )
+                np.testing.assert_allclose(
+                    got.view(flow=True).variance,
+                    ref.view(flow=True).variance,
+                    rtol=1e-12,
+                    atol=1e-12,
+                )
             else:
-                np.testing.assert_allclose(got.view(flow=True), ref.view(flow=True), rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(
+                    got.view(flow=True), ref.view(flow=True), rtol=1e-12, atol=1e-12
+                )
 
 
 def test_nominal_fill_without_weights_counts_events():

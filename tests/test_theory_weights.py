@@ -6,9 +6,8 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from scipy import integrate, stats
-
 from conftest import NANOAOD_DY
+from scipy import integrate, stats
 from wremnants_dask.processors import theory
 
 
@@ -16,7 +15,9 @@ def test_bw_density_normalised_on_window():
     for lo, hi in ((60.0, 120.0), (50.0, 110.0), (None, None)):
         a = 1.0 if lo is None else lo
         b = 400.0 if hi is None else hi
-        val, _ = integrate.quad(theory.bw_density, a, b, args=(91.1876, 2.4952, lo, hi), points=[91.2])
+        val, _ = integrate.quad(
+            theory.bw_density, a, b, args=(91.1876, 2.4952, lo, hi), points=[91.2]
+        )
         # the open window misses only the far tails (m < 1, m > 400): < 1e-3
         assert val == pytest.approx(1.0, abs=1e-3 if lo is None else 1e-9)
 
@@ -69,7 +70,9 @@ def test_boson_mass_from_real_nanoaod():
     )
     m = theory.last_copy_boson_mass(ev.GenPart_pdgId, ev.GenPart_statusFlags, ev.GenPart_mass, [23])
     assert m.shape == (40,) and np.all((m > 50) & (m < 150))
-    none = theory.last_copy_boson_mass(ev.GenPart_pdgId, ev.GenPart_statusFlags, ev.GenPart_mass, [24])
+    none = theory.last_copy_boson_mass(
+        ev.GenPart_pdgId, ev.GenPart_statusFlags, ev.GenPart_mass, [24]
+    )
     assert np.all(np.isnan(none))
     assert np.all(theory.mass_weights(none, 80.4, 2.1) == 1.0)
 

@@ -74,9 +74,19 @@ def axis_to_dict(ax: Any) -> dict[str, Any]:
             circular=t.circular,
         )
     elif isinstance(ax, hist.axis.IntCategory):
-        d.update(type="IntCategory", categories=[int(c) for c in ax], growth=t.growth, overflow=t.overflow)
+        d.update(
+            type="IntCategory",
+            categories=[int(c) for c in ax],
+            growth=t.growth,
+            overflow=t.overflow,
+        )
     elif isinstance(ax, hist.axis.StrCategory):
-        d.update(type="StrCategory", categories=[str(c) for c in ax], growth=t.growth, overflow=t.overflow)
+        d.update(
+            type="StrCategory",
+            categories=[str(c) for c in ax],
+            growth=t.growth,
+            overflow=t.overflow,
+        )
     else:
         raise ValueError(f"axis {ax.name!r}: unsupported axis type {type(ax).__name__}")
     return d
@@ -103,9 +113,13 @@ def axis_from_dict(d: Mapping[str, Any]) -> Any:
             growth=d["growth"], circular=d["circular"], **common,
         )  # fmt: skip
     if kind == "IntCategory":
-        return hist.axis.IntCategory(d["categories"], growth=d["growth"], overflow=d["overflow"], **common)
+        return hist.axis.IntCategory(
+            d["categories"], growth=d["growth"], overflow=d["overflow"], **common
+        )
     if kind == "StrCategory":
-        return hist.axis.StrCategory(d["categories"], growth=d["growth"], overflow=d["overflow"], **common)
+        return hist.axis.StrCategory(
+            d["categories"], growth=d["growth"], overflow=d["overflow"], **common
+        )
     if kind == "Boolean":
         return hist.axis.Boolean(**common)
     raise ValueError(f"unknown axis type {kind!r} in {dict(d)}")
@@ -161,9 +175,7 @@ def write_hists(
     return Path(path)
 
 
-def write_run(
-    path: str | os.PathLike, result: Any, metadata: Mapping[str, Any], **kw: Any
-) -> Path:
+def write_run(path: str | os.PathLike, result: Any, metadata: Mapping[str, Any], **kw: Any) -> Path:
     """Write a ``runner.RunResult`` with the run ``metadata`` (its ``info`` is added)."""
     meta = dict(metadata)
     meta.setdefault("run", result.info)
@@ -184,7 +196,9 @@ class HistFile:
         fmt = self._f.attrs.get("format")
         if fmt != FORMAT:
             self._f.close()
-            raise ValueError(f"{self.path}: not a histogram file of format {FORMAT} (found {fmt!r})")
+            raise ValueError(
+                f"{self.path}: not a histogram file of format {FORMAT} (found {fmt!r})"
+            )
 
     def __enter__(self) -> HistFile:
         return self
@@ -220,7 +234,9 @@ class HistFile:
         """Read one histogram as a ``hist.Hist`` (only this one is loaded)."""
         hists = self._group(dataset)["hists"]
         if name not in hists:
-            raise KeyError(f"{self.path}: dataset {dataset!r} has no histogram {name!r}; found {list(hists)}")
+            raise KeyError(
+                f"{self.path}: dataset {dataset!r} has no histogram {name!r}; found {list(hists)}"
+            )
         g = hists[name]
         axes = [axis_from_dict(d) for d in json.loads(g.attrs["axes"])]
         storage = {

@@ -26,37 +26,91 @@ def make_parser() -> argparse.ArgumentParser:
         prog="python -m wremnants_dask.histmaker",
         description="Fill the analysis histograms of the datasets with Dask and write one HDF5 file.",
     )
-    p.add_argument("-a", "--analysis", default=DEFAULT_ANALYSIS,
-                   help=f"analysis name ({', '.join(sorted(ANALYSES))}) or module:Class")
-    p.add_argument("--dataset-config", default=None,
-                   help="dataset YAML config (default: the synthetic datasets)")
-    p.add_argument("--datasets", "--filterProcs", dest="filter_procs", nargs="+", default=None,
-                   help="only these datasets/groups (names or glob patterns)")
-    p.add_argument("--excludeProcs", dest="exclude_procs", nargs="+", default=None,
-                   help="skip these datasets/groups")
-    p.add_argument("--maxFiles", dest="max_files", type=int, default=None,
-                   help="at most this many files per dataset")
-    p.add_argument("--max-events", "--maxEvents", dest="max_events", type=int, default=None,
-                   help="at most this many events per dataset")
-    p.add_argument("-j", "--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
-                   help="local cluster worker processes")
+    p.add_argument(
+        "-a",
+        "--analysis",
+        default=DEFAULT_ANALYSIS,
+        help=f"analysis name ({', '.join(sorted(ANALYSES))}) or module:Class",
+    )
+    p.add_argument(
+        "--dataset-config",
+        default=None,
+        help="dataset YAML config (default: the synthetic datasets)",
+    )
+    p.add_argument(
+        "--datasets",
+        "--filterProcs",
+        dest="filter_procs",
+        nargs="+",
+        default=None,
+        help="only these datasets/groups (names or glob patterns)",
+    )
+    p.add_argument(
+        "--excludeProcs",
+        dest="exclude_procs",
+        nargs="+",
+        default=None,
+        help="skip these datasets/groups",
+    )
+    p.add_argument(
+        "--maxFiles",
+        dest="max_files",
+        type=int,
+        default=None,
+        help="at most this many files per dataset",
+    )
+    p.add_argument(
+        "--max-events",
+        "--maxEvents",
+        dest="max_events",
+        type=int,
+        default=None,
+        help="at most this many events per dataset",
+    )
+    p.add_argument(
+        "-j",
+        "--workers",
+        type=int,
+        default=max(1, min(os.cpu_count() or 1, 8)),
+        help="local cluster worker processes",
+    )
     p.add_argument("--threads-per-worker", type=int, default=1)
-    p.add_argument("--step-size", type=int, default=runner.DEFAULT_STEP_SIZE,
-                   help="events per chunk (task)")
-    p.add_argument("--split-every", type=int, default=runner.DEFAULT_SPLIT_EVERY,
-                   help="fan-in of the tree reduction of partial histograms")
-    p.add_argument("--executor", choices=("local", "sync"), default="local",
-                   help="local: distributed LocalCluster; sync: one process, no Dask scheduler")
-    p.add_argument("--scheduler", default=None,
-                   help="address of an existing Dask scheduler (tcp://host:port)")
+    p.add_argument(
+        "--step-size", type=int, default=runner.DEFAULT_STEP_SIZE, help="events per chunk (task)"
+    )
+    p.add_argument(
+        "--split-every",
+        type=int,
+        default=runner.DEFAULT_SPLIT_EVERY,
+        help="fan-in of the tree reduction of partial histograms",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "sync"),
+        default="local",
+        help="local: distributed LocalCluster; sync: one process, no Dask scheduler",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:port)"
+    )
     p.add_argument("-o", "--outfolder", default=".", help="output folder")
     p.add_argument("-p", "--postfix", default=None, help="appended to the output file name")
-    p.add_argument("--no-systematics", action="store_true",
-                   help="nominal histograms only (passed to the processor)")
-    p.add_argument("--skip-bad-files", action="store_true",
-                   help="skip unreadable/corrupt/empty files and record them in the output")
-    p.add_argument("--performance-report", default=None, metavar="FILE.html",
-                   help="save Dask's performance report (distributed executors)")
+    p.add_argument(
+        "--no-systematics",
+        action="store_true",
+        help="nominal histograms only (passed to the processor)",
+    )
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable/corrupt/empty files and record them in the output",
+    )
+    p.add_argument(
+        "--performance-report",
+        default=None,
+        metavar="FILE.html",
+        help="save Dask's performance report (distributed executors)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -75,7 +129,9 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
         from distributed import Client
 
         with Client(args.scheduler) as client:
-            print(f"connected to Dask scheduler {args.scheduler}; dashboard: {client.dashboard_link}")
+            print(
+                f"connected to Dask scheduler {args.scheduler}; dashboard: {client.dashboard_link}"
+            )
             yield client
         return
     if args.executor == "sync":
@@ -83,14 +139,19 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
         return
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=args.threads_per_worker,
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as client:
-        print(f"local Dask cluster: {args.workers} workers x {args.threads_per_worker} threads; "
-              f"dashboard: {client.dashboard_link}")
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        print(
+            f"local Dask cluster: {args.workers} workers x {args.threads_per_worker} threads; "
+            f"dashboard: {client.dashboard_link}"
+        )
         yield client
 
 
@@ -108,8 +169,10 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("no datasets selected")
     processor = get_processor(args.analysis, systematics=not args.no_systematics)
     out = output_path(args)
-    print(f"analysis {args.analysis}: {len(datasets)} datasets "
-          f"({', '.join(d.name for d in datasets)}) -> {out}")
+    print(
+        f"analysis {args.analysis}: {len(datasets)} datasets "
+        f"({', '.join(d.name for d in datasets)}) -> {out}"
+    )
     t0 = time.perf_counter()
     plan = runner.build_plan(
         datasets,
@@ -120,7 +183,9 @@ def main(argv: list[str] | None = None) -> Path:
         skip_bad_files=args.skip_bad_files,
     )
     n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
-    print(f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, built in {plan.build_seconds:.2f} s")
+    print(
+        f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, built in {plan.build_seconds:.2f} s"
+    )
     for s in plan.skipped_files:
         print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
     with make_client(args) as client:
@@ -131,8 +196,10 @@ def main(argv: list[str] | None = None) -> Path:
             performance_report=args.performance_report,
         )
     info = result.info
-    print(f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
-          f"({info['events_per_second'] or 0:.0f} events/s)")
+    print(
+        f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
+        f"({info['events_per_second'] or 0:.0f} events/s)"
+    )
     input_files = [f for p in plan.datasets.values() for f in p.files]
     meta = make_metadata(
         vars(args),

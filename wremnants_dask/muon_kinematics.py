@@ -94,7 +94,9 @@ class MuonKinematicsProcessor(Processor):
             sizes = self._tensor_sizes(dataset)
             if sizes["pdf"]:
                 out["pdf"] = TensorHist(
-                    axes, [tensor_axis("pdfVar", sizes["pdf"], label="PDF replica")], storage="weight"
+                    axes,
+                    [tensor_axis("pdfVar", sizes["pdf"], label="PDF replica")],
+                    storage="weight",
                 )
             if sizes["scale"]:
                 out["scale"] = TensorHist(

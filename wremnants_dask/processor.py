@@ -287,7 +287,9 @@ class Processor:
                 if not h.name:
                     raise ProcessorError(f"{type(self).__name__}: every histogram needs a name")
                 if h.name in out:
-                    raise ProcessorError(f"{type(self).__name__}: histogram {h.name!r} declared twice")
+                    raise ProcessorError(
+                        f"{type(self).__name__}: histogram {h.name!r} declared twice"
+                    )
                 out[h.name] = h
         for name, h in out.items():
             if not isinstance(h, TensorHist):

@@ -32,6 +32,7 @@ import awkward as ak
 import dask
 import dask_awkward as dak
 import hist
+import numpy as np
 import uproot
 from dask.highlevelgraph import HighLevelGraph
 
@@ -80,10 +81,36 @@ class FileInfo:
     entries: int
     branches: frozenset[str]
     _form: Any = None
+    gen_sums: Any = None  # normalization.GenSums from the Runs tree, if readable
+    runs_error: str | None = None
+
+
+def _runs_sums(fh: Any) -> tuple[Any, str | None]:
+    """Generator sums from the ``Runs`` tree of an open file (same rules as normalization)."""
+    from wremnants_dask import normalization
+
+    if "Runs" not in fh:
+        return None, "no 'Runs' tree: cannot read the generator sums (needed for simulation)"
+    try:
+        tree = fh["Runs"]
+        keys = set(tree.keys())
+        chosen = {}
+        for key, names in normalization._BRANCHES.items():
+            name = next((n for n in names if n in keys), None)
+            if name is None:
+                return None, f"Runs tree has none of the branches {list(names)}"
+            chosen[key] = name
+        arrs = tree.arrays(list(chosen.values()), library="np")
+    except Exception as err:
+        return None, f"cannot read the Runs tree ({type(err).__name__}: {err})"
+    return normalization.GenSums(
+        sumw=float(np.sum(arrs[chosen["sumw"]], dtype=np.float64)),
+        sumw2=float(np.sum(arrs[chosen["sumw2"]], dtype=np.float64)),
+        count=int(np.sum(arrs[chosen["count"]], dtype=np.int64)),
+    ), None
 
 
 _FILE_CACHE: dict[tuple[str, str, float, int], FileInfo] = {}
-_GEN_SUMS_CACHE: dict[int, Any] = {}  # id-keyed by the cached FileInfo objects
 
 
 def inspect_file(path: str, treename: str) -> FileInfo:
@@ -101,7 +128,9 @@ def inspect_file(path: str, treename: str) -> FileInfo:
     try:
         fh = uproot.open(path)
     except Exception as err:  # uproot raises many types for corrupt input
-        raise BadInputError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
+        raise BadInputError(
+            path, f"not a readable ROOT file ({type(err).__name__}: {err})"
+        ) from None
     try:
         try:
             tree = fh[treename]
@@ -115,6 +144,7 @@ def inspect_file(path: str, treename: str) -> FileInfo:
         branches = frozenset(tree.keys(recursive=False))
         info = FileInfo(os.path.abspath(path), treename, entries, branches)
         info._form = _tree_form(tree)
+        info.gen_sums, info.runs_error = _runs_sums(fh)
     finally:
         fh.close()
     _FILE_CACHE[key] = info
@@ -176,7 +206,16 @@ def _key_form(form: ak.forms.Form, field_name: str) -> ak.forms.Form:
             return f.copy(content=rekey(f.content), form_key=key)
         if isinstance(f, ak.forms.RecordForm):
             return f.copy(contents=[rekey(c) for c in f.contents], form_key=key)
-        if isinstance(f, (ak.forms.IndexedOptionForm, ak.forms.IndexedForm, ak.forms.ByteMaskedForm, ak.forms.BitMaskedForm, ak.forms.UnmaskedForm)):
+        if isinstance(
+            f,
+            (
+                ak.forms.IndexedOptionForm,
+                ak.forms.IndexedForm,
+                ak.forms.ByteMaskedForm,
+                ak.forms.BitMaskedForm,
+                ak.forms.UnmaskedForm,
+            ),
+        ):
             return f.copy(content=rekey(f.content), form_key=key)
         raise TypeError(f"branch {field_name!r}: unsupported awkward form {type(f).__name__}")
 
@@ -221,8 +260,6 @@ def _check_files(
     dataset: Any, skip_bad_files: bool
 ) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
     """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
-    from wremnants_dask import normalization
-
     good, skipped, sums = [], [], None
     for path in dataset.files:
         try:
@@ -230,13 +267,9 @@ def _check_files(
             if info.entries == 0:
                 raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
             if not dataset.is_data:
-                s = _GEN_SUMS_CACHE.get(id(info))
-                if s is None:
-                    try:
-                        s = normalization.read_gen_sums([info.path])
-                    except normalization.NormalizationError as err:
-                        raise BadInputError(str(path), str(err)) from None
-                    _GEN_SUMS_CACHE[id(info)] = s
+                if info.gen_sums is None:
+                    raise BadInputError(str(path), str(info.runs_error))
+                s = info.gen_sums
                 sums = s if sums is None else sums + s
         except BadInputError as err:
             if not skip_bad_files:
@@ -290,7 +323,9 @@ def build_plan(
         usable = []
         for info in good:
             missing = sorted(columns - info.branches)
-            reason = f"tree {dataset.treename!r} lacks needed branch(es) {missing}" if missing else None
+            reason = (
+                f"tree {dataset.treename!r} lacks needed branch(es) {missing}" if missing else None
+            )
             if reason is None:
                 reason = _type_mismatch(info, good[0], columns)
             if reason:
@@ -301,7 +336,9 @@ def build_plan(
             usable.append(info)
         steps, n_entries = _steps(usable, step_size, max_events)
         if not steps:
-            raise BadInputError(str(dataset.files[:1]), f"dataset {dataset.name!r}: no entries to process")
+            raise BadInputError(
+                str(dataset.files[:1]), f"dataset {dataset.name!r}: no entries to process"
+            )
         cols = sorted(columns)
         form = _sub_form(good[0]._form, cols)
         files_arg = {p: {"object_path": dataset.treename, "steps": s} for p, s in steps.items()}
@@ -311,7 +348,9 @@ def build_plan(
             open_files=False,
             known_base_form=form,
         )
-        token = dask.base.tokenize(dataset.name, files_arg, cols, type(processor).__name__, id(processor))
+        token = dask.base.tokenize(
+            dataset.name, files_arg, cols, type(processor).__name__, id(processor)
+        )
         mapped = dak.map_partitions(
             task,
             events,
@@ -347,10 +386,7 @@ def _type_mismatch(info: FileInfo, first: FileInfo, columns: set[str]) -> str | 
     for c in sorted(columns):
         a, b = info._form.content(c), first._form.content(c)
         if a != b:
-            return (
-                f"branch {c!r} has type {a.type}"
-                f" but {b.type} in {first.path}"
-            )
+            return f"branch {c!r} has type {a.type} but {b.type} in {first.path}"
     return None
 
 

@@ -150,7 +150,7 @@ def _fit_region(h: hist.Hist, setup: AnalysisSetup) -> hist.Hist:
     return histops.select(h, setup.region) if setup.region else h
 
 
-def _updown(name: str, axis: str = "downUp", **kw: Any) -> Callable[..., list[dict[str, Any]]]:
+def _updown(name: str, axis: str = "downUpVar", **kw: Any) -> Callable[..., list[dict[str, Any]]]:
     def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
         return [dict(name=name, variations=var, updown_axis=axis, **kw)]
 
@@ -161,8 +161,11 @@ def _decorrelated(name: str, axis: str) -> Callable[..., list[dict[str, Any]]]:
     """Efficiency stat eigen-variations are local in eta: one parameter per eta bin."""
 
     def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        if "effStatEta" in var.axes.name:  # stored with its own eta axis: already decorrelated
+            return [dict(name=name, variations=var, updown_axis="downUpVar")]
+        # mw stores it diagonally: entry (eta bin i) = that bin's scale factor varied
         dec = histops.decorrelate(var, nominal, axis, new_name=f"{axis}Bin")
-        return [dict(name=name, variations=dec, updown_axis="downUp")]
+        return [dict(name=name, variations=dec, updown_axis="downUpVar")]
 
     return f
 
@@ -194,15 +197,20 @@ def _pdf(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[
 
 
 def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
-    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
-        r, fa = var.axes["muRfact"], var.axes["muFfact"]
+    """muR and muF varied by 2 and 1/2 one at a time (axes ordered 0.5, 1, 2)."""
 
-        def pick(mur: str, muf: str) -> hist.Hist:
-            return var[{"muRfact": r.index(mur), "muFfact": fa.index(muf)}]
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        for name in ("muRfact", "muFfact"):
+            factors = [float(x) for x in var.axes[name]]
+            if factors != [0.5, 1.0, 2.0]:
+                raise SetupError(f"axis {name!r} of the QCD-scale tensor is {factors}, not 0.5/1/2")
+
+        def pick(r: int, f: int) -> hist.Hist:
+            return var[{"muRfact": r, "muFfact": f}]
 
         return [
-            dict(name=f"QCDscale{group}_muR", up=pick("2.0", "1.0"), down=pick("0.5", "1.0")),
-            dict(name=f"QCDscale{group}_muF", up=pick("1.0", "2.0"), down=pick("1.0", "0.5")),
+            dict(name=f"QCDscale{group}_muR", up=pick(2, 1), down=pick(0, 1)),
+            dict(name=f"QCDscale{group}_muF", up=pick(1, 2), down=pick(1, 0)),
         ]
 
     return f
@@ -231,9 +239,12 @@ def _project(h: hist.Hist, axes: Sequence[str]) -> hist.Hist:
     return h.project(*keep)
 
 
+ANALYSIS_AXES = frozenset({"eta", "pt", "charge", "passIso", "passMT", "mll", "ptll", "yll"})
+
+
 def _is_variation(h: hist.Hist, name: str) -> bool:
-    """Tensor axes come after the ordinary ones and are not analysis axes."""
-    return name not in {"eta", "pt", "charge", "passIso", "passMT", "mll", "ptll", "yll"}
+    """Variation (tensor) axes are every axis that is not an analysis axis."""
+    return name not in ANALYSIS_AXES
 
 
 def build_fit_input(

@@ -97,7 +97,9 @@ def _flow_offset(ax: Any) -> int:
 def _to_numpy_1d(x: Any, what: str) -> np.ndarray:
     if isinstance(x, ak.Array):
         if x.ndim != 1:
-            raise ValueError(f"{what}: expected a flat (1D) array, got type {x.type}; flatten first")
+            raise ValueError(
+                f"{what}: expected a flat (1D) array, got type {x.type}; flatten first"
+            )
         x = ak.to_numpy(x)
     x = np.asarray(x)
     if x.ndim != 1:
@@ -239,9 +241,7 @@ class TensorHist:
                     np.float64, copy=False
                 )
                 if len(w) != n:
-                    raise ValueError(
-                        f"histogram {self.name!r}: {len(w)} weights for {n} events"
-                    )
+                    raise ValueError(f"histogram {self.name!r}: {len(w)} weights for {n} events")
         t = None
         if tensor is not None:
             t = tensor
@@ -266,8 +266,10 @@ class TensorHist:
             n = len(flat)
         if n == 0:
             return
-        if t is not None and self.ntensor > 1 and (
-            method == "rows" or (method == "auto" and HAVE_NUMBA)
+        if (
+            t is not None
+            and self.ntensor > 1
+            and (method == "rows" or (method == "auto" and HAVE_NUMBA))
         ):
             if not HAVE_NUMBA:
                 raise ValueError("fill method 'rows' needs numba")
@@ -309,7 +311,9 @@ class TensorHist:
         else:
             self._sumw += sumw
         if self.storage == "weight":
-            sumw2 = np.bincount(idx, weights=tw * tw if tw is not None else None, minlength=self.size)
+            sumw2 = np.bincount(
+                idx, weights=tw * tw if tw is not None else None, minlength=self.size
+            )
             if self._sumw2 is None:
                 self._sumw2 = sumw2
             else:
@@ -349,7 +353,9 @@ class TensorHist:
 
     def __iadd__(self, other: TensorHist) -> TensorHist:
         if not isinstance(other, TensorHist) or not self.compatible(other):
-            raise ValueError(f"cannot add histograms with different axes or storage ({self.name!r})")
+            raise ValueError(
+                f"cannot add histograms with different axes or storage ({self.name!r})"
+            )
         if other._sumw is not None:
             if self._sumw is None:
                 self._sumw = other._sumw.copy()
@@ -386,7 +392,9 @@ class TensorHist:
     def to_hist(self) -> hist.Hist:
         """The final ``hist.Hist``: ordinary axes then tensor axes, Double or Weight storage."""
         storage = hist.storage.Weight() if self.storage == "weight" else hist.storage.Double()
-        h = hist.Hist(*self.axes, *self.tensor_axes, storage=storage, name=self.name, label=self.label)
+        h = hist.Hist(
+            *self.axes, *self.tensor_axes, storage=storage, name=self.name, label=self.label
+        )
         view = h.view(flow=True)
         if self.storage == "weight":
             view.value[...] = self.values()

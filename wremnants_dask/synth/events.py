@@ -35,9 +35,7 @@ def make_events(
     counts = valid.sum(axis=1)
     mother = tbl.mother.astype(np.int64)
     cidx = tbl.compact_index()
-    mother_c = np.where(
-        mother >= 0, np.take_along_axis(cidx, np.clip(mother, 0, None), axis=1), -1
-    )
+    mother_c = np.where(mother >= 0, np.take_along_axis(cidx, np.clip(mother, 0, None), axis=1), -1)
     chunk.add_collection(
         "GenPart",
         counts,

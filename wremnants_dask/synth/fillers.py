@@ -27,9 +27,12 @@ _FLAG_RATES = np.array([0.0, 0.0005, 0.002, 0.01, 0.03, 0.1, 0.3, 0.6])
 #: of real NanoAOD are thinned to keep ~1000 branches in all (still wide enough that reading
 #: only the needed columns matters).
 N_FLAGS = 480
-_FLAGS = tuple(f for f in FLAGS if f[0].startswith("Flag_")) + tuple(
-    f for f in FLAGS if not f[0].startswith("Flag_")
-)[: N_FLAGS - sum(f[0].startswith("Flag_") for f in FLAGS)]
+_FLAGS = (
+    tuple(f for f in FLAGS if f[0].startswith("Flag_"))
+    + tuple(f for f in FLAGS if not f[0].startswith("Flag_"))[
+        : N_FLAGS - sum(f[0].startswith("Flag_") for f in FLAGS)
+    ]
+)
 
 
 def _truncate(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ ETA_EDGES = np.round(np.linspace(-2.4, 2.4, 49), 6)
 PT_EDGES = np.array([*range(15, 61), 65, 70, 80], dtype=np.float64)
 PILEUP_EDGES = np.arange(0.0, 101.0)
 STEPS = ("idip", "iso", "trigger")
+EFF_FLOOR = 1e-3  # tables never reach 0 (far below the trigger threshold), so SFs exist
 
 #: Selection definitions the efficiency steps stand for (documented in docs/DESIGN.md).
 DXY_CUT = 0.05  # cm: idip = Muon_mediumId & |Muon_dxy| < DXY_CUT
@@ -205,7 +206,7 @@ def efficiency_tables(p: SynthParams, is_data: bool) -> dict[str, np.ndarray]:
     out = {}
     for s, t in tabs.items():
         full = np.broadcast_to(t, (eta.shape[0], pt.shape[1]))
-        out[s] = np.round(np.clip(full, 0.0, 1.0), 6)
+        out[s] = np.round(np.clip(full, EFF_FLOOR, 1.0), 6)
     return out
 
 

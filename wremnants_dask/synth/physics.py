@@ -106,7 +106,9 @@ def decay_v(tab, rng, v: kin.Vec, m, slot, charge, mode, valid, cos_t=None) -> N
         cos_t, _ = kin.isotropic(rng, n)
     phi = _uniform_phi(rng, n)
     is_lep = mode <= TAU
-    mlep = np.select([mode == MU, mode == E, mode == TAU], [kin.MU_MASS, kin.E_MASS, kin.TAU_MASS], 0)
+    mlep = np.select(
+        [mode == MU, mode == E, mode == TAU], [kin.MU_MASS, kin.E_MASS, kin.TAU_MASS], 0
+    )
     lpdg = np.select([mode == MU, mode == E, mode == TAU], [13, 11, 15], 0)
     is_z = charge == 0
     # daughter 1: the (negative for Z/W-) charged lepton; daughter 2: partner.
@@ -296,13 +298,16 @@ def gen_qcd(rng, n: int, world: World) -> HardEvent:
     spt, _, _, sm = kin.to_ptetaphim(sys)
     sy = 0.5 * np.log((sys[3] + sys[2]) / np.maximum(sys[3] - sys[2], 1e-9))
     s1, _ = _incoming(tab, sm, sy, 21, 21)
-    sq1 = tab.add(q1, mq, qpdg, 23, gt.HARD, s1)
-    sq2 = tab.add(q2, mq, -qpdg, 23, gt.HARD, s1)
+    # The muon-filtered jet is the quark or the antiquark with equal odds: the non-prompt
+    # muons of QCD are charge symmetric.
+    q_sign = np.where(rng.uniform(size=n) < 0.5, 1, -1)
+    sq1 = tab.add(q1, mq, q_sign * qpdg, 23, gt.HARD, s1)
+    sq2 = tab.add(q2, mq, -q_sign * qpdg, 23, gt.HARD, s1)
     znu_frac = rng.uniform(0.2, 0.6, n)
     for jet, (sq, pt_j, eta_j, phi_j, sign, semilep) in enumerate(
         (
-            (sq1, ptq, c["eta1"], phi1, 1, np.ones(n, bool)),
-            (sq2, pt2, eta2, phi2, -1, rng.uniform(size=n) < 0.2),
+            (sq1, ptq, c["eta1"], phi1, q_sign, np.ones(n, bool)),
+            (sq2, pt2, eta2, phi2, -q_sign, rng.uniform(size=n) < 0.2),
         )
     ):
         zmu_j = zmu if jet == 0 else rng.beta(1.6, 3.0, n)

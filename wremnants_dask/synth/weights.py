@@ -25,7 +25,13 @@ def pdf_weights(y: np.ndarray, pt: np.ndarray, charge: np.ndarray) -> np.ndarray
     t = np.clip(y / 4.2, -1.0, 1.0)
     lpt = np.log1p(pt / 20.0) / np.log1p(15.0)
     basis = np.stack(
-        [t * t, 0.5 * (3 * t**4 - 1), lpt, np.sign(charge) * t, t * lpt * np.sign(charge) + lpt * t * t],
+        [
+            t * t,
+            0.5 * (3 * t**4 - 1),
+            lpt,
+            np.sign(charge) * t,
+            t * lpt * np.sign(charge) + lpt * t * t,
+        ],
         axis=1,
     )  # (n, 5)
     var = 1.0 + (basis @ _C.T) * _AMP[None, :]

@@ -68,9 +68,7 @@ def _types(data: dict[str, Any]) -> dict[str, Any]:
 class NanoAODWriter:
     """Context manager writing one NanoAOD file atomically: ``extend`` Events, ``runs``."""
 
-    def __init__(
-        self, path: str | os.PathLike, compression: Any = None, n_chunks: int = 1
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, compression: Any = None, n_chunks: int = 1) -> None:
         self.path = Path(path)
         # room for one basket per chunk: uproot re-declares the tree when it runs out
         self._capacity = max(10, n_chunks + 1)
@@ -86,9 +84,7 @@ class NanoAODWriter:
 
     def _tree(self, name: str, data: dict[str, Any]):
         with _uint32_counters():
-            return self._file.mktree(
-                name, _types(data), initial_basket_capacity=self._capacity
-            )
+            return self._file.mktree(name, _types(data), initial_basket_capacity=self._capacity)
 
     def extend(self, chunk: EventChunk) -> None:
         """Append a chunk to the Events tree (declared from the first chunk)."""

@@ -1,0 +1,411 @@
+"""The fit: minimisation, covariance, and everything derived from a fitted model.
+
+``Fitter(fit_input).fit()`` returns a ``FitResult``; the other methods (impacts, scans, GOF,
+toys, post-fit yields) take that result. Batched refits (impacts, scans, toys) are ``vmap``-ed
+calls of the same jitted minimiser with per-fit starting points, frozen-parameter masks and
+observations.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from .fitinput import GAUSS, POISSON, FitInput, FitInputError
+from .hessian import make_hessian
+from .minimizer import CONVERGED, STATUS_TEXT, MinimizerOptions, make_minimizer
+from .model import FitModel
+
+
+class FitError(RuntimeError):
+    """The minimiser did not converge or the Hessian is not positive definite."""
+
+
+@dataclass
+class FitResult:
+    x: np.ndarray
+    nll: float  # offset -log L (0 for a perfect fit with constraints at their centres)
+    nll_full: float  # pyhf convention -logpdf
+    edm: float
+    niter: int
+    ncg: int
+    status: str
+    free: np.ndarray  # bool mask of floating parameters
+    obs: dict[str, Any]
+    hessian: np.ndarray | None = None
+    cov: np.ndarray | None = None  # [npar, npar], zero rows/cols for frozen parameters
+    time_fit: float = 0.0
+    time_hessian: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> np.ndarray:
+        if self.cov is None:
+            raise FitError("no covariance: the fit was run without the Hessian")
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+    @property
+    def correlation(self) -> np.ndarray:
+        e = self.errors
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = self.cov / np.outer(e, e)
+        return np.nan_to_num(c)
+
+
+class Fitter:
+    """Fits a ``FitInput``; see the module docstring."""
+
+    def __init__(
+        self,
+        fi: FitInput,
+        *,
+        bb_mode: str | None = None,
+        mode: str = "gn",
+        tol_edm: float = 1e-8,
+        maxiter: int = 200,
+        freeze: tuple[str, ...] | list[str] = (),
+        pois: list[str] | None = None,
+        hessian_mem: float = 1.0e9,
+    ) -> None:
+        self.fi = fi
+        self.model = FitModel(fi, bb_mode=bb_mode)
+        self.opts = MinimizerOptions(mode=mode, tol_edm=tol_edm, maxiter=maxiter)
+        self._minimize = make_minimizer(self.model, self.opts)
+        self._exact = (
+            make_minimizer(self.model, MinimizerOptions(mode="exact", tol_edm=tol_edm, maxiter=50))
+            if mode != "exact"
+            else self._minimize
+        )
+        self._hessian = make_hessian(self.model, hessian_mem)
+        self.names = list(fi.param_names)
+        self.pois = list(fi.pois if pois is None else pois)
+        for p in self.pois:
+            fi.param_index(p)
+        free = ~fi.param_fixed.copy()
+        for n in freeze:
+            free[fi.param_index(n)] = False
+        self.free = free
+        a = self.model.arrays
+        nll_j = jax.jit(self.model.nll)
+        grad_j = jax.jit(jax.grad(self.model.nll))
+        const_j = jax.jit(self.model.nll_constant)
+        yields_j = jax.jit(self.model.yields)
+        self._nll = lambda x, obs: nll_j(x, obs, a)
+        self._grad = lambda x, obs: grad_j(x, obs, a)
+        self._const = lambda obs: const_j(obs, a)
+        self._yields = lambda x: yields_j(x, a)
+        self._vmin = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, None, 0, None)))
+        self._vmin_obs = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, 0, 0, None)))
+
+    # ------------------------------------------------------------------ observations
+    @property
+    def obs(self) -> dict[str, jnp.ndarray]:
+        return self.model.obs
+
+    def asimov_obs(self, x: np.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """Expected data at ``x`` (default: the initial values) with matching auxiliary data."""
+        x = self.model.x0 if x is None else np.asarray(x)
+        data = np.asarray(self._yields(jnp.asarray(x))).sum(1) * self.fi.unmasked_bins()
+        return {"data": jnp.asarray(data), "aux": jnp.asarray(self._aux_at(x))}
+
+    def _aux_at(self, x: np.ndarray) -> np.ndarray:
+        c = self.fi.param_constraint
+        aux = np.asarray(self.fi.param_center, np.float64).copy()
+        aux[c == GAUSS] = x[c == GAUSS]
+        aux[c == POISSON] = (x * self.fi.param_width)[c == POISSON]
+        return aux
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        obs: dict[str, jnp.ndarray] | None = None,
+        x0: np.ndarray | None = None,
+        free: np.ndarray | None = None,
+        hessian: bool = True,
+    ) -> FitResult:
+        """Minimise; with ``hessian`` also the exact Hessian, covariance and an exact EDM."""
+        obs = self.obs if obs is None else obs
+        x0 = self.model.x0 if x0 is None else np.asarray(x0, np.float64)
+        free = self.free if free is None else np.asarray(free, bool)
+        fmask = jnp.asarray(free.astype(np.float64))
+        t0 = time.perf_counter()
+        r = self._minimize(jnp.asarray(x0), obs, fmask)
+        r = {k: np.asarray(v) for k, v in r.items()}
+        t1 = time.perf_counter()
+        if int(r["status"]) != CONVERGED:
+            raise FitError(
+                f"fit did not converge: {STATUS_TEXT[int(r['status'])]} after {int(r['niter'])} "
+                f"iterations (edm {float(r['edm']):.3g}, |grad|max {np.abs(r['grad']).max():.3g} "
+                f"for parameter {self.names[int(np.argmax(np.abs(r['grad'])))]!r})"
+            )
+        res = FitResult(
+            x=r["x"],
+            nll=float(r["nll"]),
+            nll_full=float(r["nll"] + self._const(obs)),
+            edm=float(r["edm"]),
+            niter=int(r["niter"]),
+            ncg=int(r["ncg"]),
+            status=STATUS_TEXT[CONVERGED],
+            free=free,
+            obs=obs,
+            time_fit=t1 - t0,
+        )
+        if hessian:
+            self._covariance(res)
+        return res
+
+    def _covariance(self, res: FitResult, polish: int = 3) -> None:
+        t0 = time.perf_counter()
+        H = self._hessian(jnp.asarray(res.x), res.obs)
+        idx = np.nonzero(res.free)[0]
+        # parameters at an active bound are not part of the Gaussian approximation
+        g = np.asarray(self._grad(jnp.asarray(res.x), res.obs))
+        Hf = H[np.ix_(idx, idx)]
+        try:
+            L = np.linalg.cholesky(Hf)
+        except np.linalg.LinAlgError:
+            w, v = np.linalg.eigh(Hf)
+            k = int(np.argmin(w))
+            worst = self.names[idx[int(np.argmax(np.abs(v[:, k])))]]
+            raise FitError(
+                f"Hessian at the minimum is not positive definite (eigenvalue {w[k]:.3g}, "
+                f"dominated by parameter {worst!r})"
+            ) from None
+        gi = np.linalg.solve(L, g[idx])
+        res.edm = 0.5 * float(gi @ gi)
+        if res.edm > self.opts.tol_edm:
+            if polish <= 0:
+                raise FitError(f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}")
+            # Newton step with the exact Hessian (the minimiser's EDM was Gauss-Newton based)
+            x = res.x.copy()
+            x[idx] -= np.linalg.solve(L.T, gi)
+            x = np.clip(x, self.model.lower, self.model.upper)
+            nll = float(self._nll(jnp.asarray(x), res.obs))
+            if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
+                raise FitError(f"exact EDM {res.edm:.3g} above tolerance and Newton polish failed")
+            res.x, res.nll = x, nll
+            res.nll_full = float(nll + self._const(res.obs))
+            return self._covariance(res, polish - 1)
+        Linv = np.linalg.solve(L, np.eye(len(idx)))
+        cov = np.zeros_like(H)
+        cov[np.ix_(idx, idx)] = Linv.T @ Linv
+        res.hessian, res.cov = H, cov
+        res.time_hessian = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ batched refits
+    def batch_fit(
+        self,
+        x0: np.ndarray,
+        free: np.ndarray,
+        obs: dict[str, jnp.ndarray] | None = None,
+        batch: int = 64,
+    ) -> dict[str, np.ndarray]:
+        """Fit many starting points/frozen masks (and optionally many observations) with vmap."""
+        n = len(x0)
+        batched_obs = obs is not None and obs["data"].ndim == 2
+        fn = self._vmin_obs if batched_obs else self._vmin
+        outs = []
+        for s in range(0, n, batch):
+            e = min(n, s + batch)
+            pad = batch - (e - s) if n > batch else 0
+            sel = np.r_[np.arange(s, e), np.full(pad, e - 1)].astype(int)
+            o = obs if obs is not None else self.obs
+            if batched_obs:
+                o = {k: v[sel] for k, v in obs.items()}
+            r = fn(jnp.asarray(x0[sel]), o, jnp.asarray(free[sel].astype(np.float64)), self.model.arrays)
+            outs.append({k: np.asarray(v)[: e - s] for k, v in r.items()})
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    # ------------------------------------------------------------------ impacts
+    def impacts_covariance(self, res: FitResult) -> dict[str, Any]:
+        """Impacts from the covariance: cov(poi, k)/sigma_k per parameter, and per group
+        sqrt(C_pG C_GG^-1 C_Gp); 'stat' is the POI uncertainty with all nuisances fixed."""
+        cov = res.cov
+        e = res.errors
+        pi = [self.fi.param_index(p) for p in self.pois]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = np.nan_to_num(cov[pi, :] / e[None, :])
+        groups = dict(self.fi.groups)
+        grouped = np.zeros((len(pi), len(groups)))
+        for j, (_, members) in enumerate(groups.items()):
+            gi = [self.fi.param_index(m) for m in members if res.free[self.fi.param_index(m)]]
+            if not gi:
+                continue
+            Cgg = cov[np.ix_(gi, gi)]
+            Cpg = cov[np.ix_(pi, gi)]
+            grouped[:, j] = np.sqrt(np.clip(np.einsum("ij,ij->i", Cpg @ np.linalg.pinv(Cgg), Cpg), 0, None))
+        H = res.hessian
+        free_poi = [i for i in pi if res.free[i]]
+        stat = np.zeros(len(pi))
+        if free_poi:
+            covp = np.linalg.inv(H[np.ix_(free_poi, free_poi)])
+            for k, i in enumerate(pi):
+                if i in free_poi:
+                    stat[k] = np.sqrt(covp[free_poi.index(i), free_poi.index(i)])
+        return {
+            "pois": self.pois,
+            "params": self.names,
+            "impacts": per,
+            "groups": list(groups),
+            "grouped": grouped,
+            "stat": stat,
+            "total": e[pi],
+        }
+
+    def impacts_refit(
+        self, res: FitResult, params: list[str] | None = None, batch: int = 64
+    ) -> dict[str, Any]:
+        """Impacts by refitting with each parameter fixed at its post-fit value +- sigma."""
+        names = params or [n for i, n in enumerate(self.names) if res.free[i] and n not in self.pois]
+        idx = np.array([self.fi.param_index(n) for n in names], int)
+        e = res.errors
+        x0 = np.repeat(res.x[None, :], 2 * len(idx), axis=0)
+        free = np.repeat(res.free[None, :], 2 * len(idx), axis=0)
+        rows = np.arange(len(idx))
+        x0[2 * rows, idx] += e[idx]
+        x0[2 * rows + 1, idx] -= e[idx]
+        free[2 * rows, idx] = False
+        free[2 * rows + 1, idx] = False
+        out = self.batch_fit(x0, free, res.obs, batch)
+        bad = np.nonzero(out["status"] != CONVERGED)[0]
+        if len(bad):
+            raise FitError(f"refit for impact of {names[bad[0] // 2]!r} did not converge")
+        pi = [self.fi.param_index(p) for p in self.pois]
+        shift = out["x"][:, pi] - res.x[pi][None, :]
+        return {
+            "pois": self.pois,
+            "params": names,
+            "up": shift[0::2].T,
+            "down": shift[1::2].T,
+        }
+
+    # ------------------------------------------------------------------ GOF and scans
+    def gof_saturated(self, res: FitResult) -> dict[str, float]:
+        """Saturated-model test: q = 2 (NLL - NLL_sat), ndf = bins - free unconstrained params."""
+        q = 2.0 * res.nll  # the offset NLL is 0 for the saturated model
+        c = self.fi.param_constraint
+        nfree_unc = int(np.sum(res.free & (c == 0)))
+        ndf = int(self.fi.unmasked_bins().sum()) - nfree_unc
+        return {"q": q, "ndf": ndf, "p_value": float(scipy.stats.chi2.sf(q, ndf)) if ndf > 0 else np.nan}
+
+    def scan(self, res: FitResult, names: list[str], grid: np.ndarray, batch: int = 64) -> np.ndarray:
+        """2 Delta NLL at each row of ``grid`` [npoints, len(names)] (1D or 2D scans)."""
+        grid = np.atleast_2d(np.asarray(grid, np.float64))
+        if grid.shape[1] != len(names):
+            grid = grid.T
+        idx = [self.fi.param_index(n) for n in names]
+        x0 = np.repeat(res.x[None, :], len(grid), axis=0)
+        free = np.repeat(res.free[None, :], len(grid), axis=0)
+        for j, i in enumerate(idx):
+            x0[:, i] = grid[:, j]
+            free[:, i] = False
+        out = self.batch_fit(x0, free, res.obs, batch)
+        bad = np.nonzero(out["status"] != CONVERGED)[0]
+        if len(bad):
+            raise FitError(f"scan point {grid[bad[0]]} of {names} did not converge")
+        return 2.0 * (out["nll"] - res.nll)
+
+    # ------------------------------------------------------------------ toys
+    def toys(
+        self,
+        ntoys: int,
+        x_true: np.ndarray | None = None,
+        seed: int = 0,
+        data: bool = True,
+        constraints: bool = True,
+        batch: int = 100,
+        errors: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Pseudo-experiments at ``x_true``: Poisson data and/or randomised auxiliary data
+        (frequentist constraint randomisation), fitted in vmapped batches. With ``errors`` the
+        per-toy POI uncertainties come from each toy's exact Hessian (dense; small models)."""
+        x_true = self.model.x0 if x_true is None else np.asarray(x_true)
+        rng = np.random.default_rng(seed)
+        asi = self.asimov_obs(x_true)
+        mu = np.asarray(asi["data"])
+        d = rng.poisson(np.broadcast_to(mu, (ntoys, len(mu)))).astype(float) if data else np.tile(mu, (ntoys, 1))
+        aux = np.tile(np.asarray(asi["aux"]), (ntoys, 1))
+        if constraints:
+            c, w = self.fi.param_constraint, self.fi.param_width
+            g = c == GAUSS
+            aux[:, g] = rng.normal(x_true[g], w[g], size=(ntoys, int(g.sum())))
+            p = c == POISSON
+            aux[:, p] = rng.poisson((x_true * w)[p], size=(ntoys, int(p.sum())))
+        obs = {"data": jnp.asarray(d), "aux": jnp.asarray(aux)}
+        x0 = np.tile(self.model.x0, (ntoys, 1))
+        free = np.tile(self.free, (ntoys, 1))
+        out = self.batch_fit(x0, free, obs, batch)
+        out["data"], out["aux"] = d, aux
+        if errors:
+            pi = [self.fi.param_index(p) for p in self.pois]
+            fidx = np.nonzero(self.free)[0]
+            hfn_a = jax.jit(jax.vmap(jax.hessian(self.model.nll), in_axes=(0, 0, None)))
+            hfn = lambda x, o: hfn_a(x, o, self.model.arrays)  # noqa: E731
+            errs = []
+            for s in range(0, ntoys, batch):
+                sl = slice(s, min(ntoys, s + batch))
+                H = np.asarray(hfn(jnp.asarray(out["x"][sl]), {k: v[sl] for k, v in obs.items()}))
+                Hf = H[:, fidx][:, :, fidx]
+                C = np.linalg.inv(Hf)
+                pos = [int(np.nonzero(fidx == i)[0][0]) for i in pi]
+                errs.append(np.sqrt(np.stack([C[:, j, j] for j in pos], axis=1)))
+            out["poi_errors"] = np.concatenate(errs)
+        return out
+
+    # ------------------------------------------------------------------ yields
+    def postfit_yields(self, res: FitResult | None, batch: int = 256) -> dict[str, np.ndarray]:
+        """Yields per bin and process, and bin totals, with uncertainties propagated through
+        the covariance (sigma^2 = diag(J C J^T), computed as |J L|^2 with C = L L^T).
+        ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
+        if res is None:
+            x = self.model.x0
+            c = self.fi.param_constraint
+            sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
+            with np.errstate(divide="ignore"):
+                sig = np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
+            sig = sig * self.free
+            Lc = np.diag(sig)
+        else:
+            x = res.x
+            w, v = np.linalg.eigh(res.cov)
+            Lc = v * np.sqrt(np.clip(w, 0, None))[None, :]
+        xj = jnp.asarray(x)
+        nu = np.asarray(self._yields(xj))
+
+        @jax.jit
+        def tang_a(V, a):
+            f = lambda y: self.model.yields(y, a)  # noqa: E731
+            return jax.vmap(lambda v: jax.jvp(f, (xj,), (v,))[1])(V)
+
+        def tang(V):
+            return tang_a(V, self.model.arrays)
+
+        var = np.zeros_like(nu)
+        var_tot = np.zeros(nu.shape[0])
+        cols = [i for i in range(Lc.shape[1]) if np.any(Lc[:, i] != 0)]
+        for s in range(0, len(cols), batch):
+            V = Lc[:, cols[s : s + batch]].T
+            pad = batch - len(V)
+            Vp = np.vstack([V, np.zeros((pad, V.shape[1]))]) if pad > 0 else V
+            T = np.asarray(tang(jnp.asarray(Vp)))[: len(V)]
+            var += (T**2).sum(0)
+            var_tot += (T.sum(2) ** 2).sum(0)
+        return {"values": nu, "errors": np.sqrt(var), "total": nu.sum(1), "total_errors": np.sqrt(var_tot)}
+
+
+def check_names(fi: FitInput, names: list[str]) -> None:
+    """Raise a clear error for unknown parameter names (CLI options)."""
+    for n in names:
+        if n not in fi.param_names:
+            raise FitInputError(f"unknown parameter {n!r}")
+
+
+def fit(fi: FitInput, covariance: bool = True, **kwargs: Any) -> FitResult:
+    """One-call API: ``Fitter(fi, **kwargs).fit(hessian=covariance)``."""
+    return Fitter(fi, **kwargs).fit(hessian=covariance)
