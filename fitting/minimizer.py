@@ -86,7 +86,7 @@ def steihaug(hs, g, delta, tol, maxcg):
         "r": g,
         "d": -g,
         "j": jnp.asarray(0),
-        "done": jnp.sqrt(g @ g) < tol,
+        "done": jnp.sqrt(g @ g) <= tol,
         "interior": jnp.asarray(True),
     }
     st = jax.lax.while_loop(cond, body, st0)

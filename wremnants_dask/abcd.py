@@ -34,7 +34,7 @@ gives the prediction for all variations as one tensor operation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import hist
@@ -101,39 +101,6 @@ def _region_axes(h: hist.Hist, iso_axis: str, mt_axis: str) -> tuple[int, int]:
     return iso, mt
 
 
-def _row_merges(
-    rows: Sequence[str], rate_merge: Mapping[str, int] | None, target: hist.Hist
-) -> list[tuple[int, int]]:
-    """(row position, factor) for each merged row axis; the factor must divide its bins."""
-    out = []
-    for name, factor in (rate_merge or {}).items():
-        if name not in rows:
-            raise ValueError(f"rate_merge: {name!r} is not a row axis of the prediction ({rows})")
-        n = len(target.axes[name])
-        if factor < 1 or n % factor:
-            raise ValueError(f"rate_merge: factor {factor} does not divide the {n} bins of {name!r}")
-        if factor > 1:
-            out.append((rows.index(name), int(factor)))
-    return out
-
-
-def _merge_rows(a: np.ndarray, merge: list[tuple[int, int]]) -> np.ndarray:
-    """Sum groups of ``factor`` neighbouring entries along each merged row axis."""
-    for j, f in merge:
-        if a.shape[j] == 1:  # broadcast row (e.g. data without variation axes)
-            continue
-        a = a.reshape(a.shape[:j] + (a.shape[j] // f, f) + a.shape[j + 1 :]).sum(axis=j + 1)
-    return a
-
-
-def _expand_rows(a: np.ndarray, merge: list[tuple[int, int]]) -> np.ndarray:
-    """Inverse of ``_merge_rows`` for fit results: every fine row gets its group's value."""
-    for j, f in merge:
-        if a.shape[j] != 1:
-            a = np.repeat(a, f, axis=j)
-    return a
-
-
 def predict_nonprompt(
     data: hist.Hist,
     prompt: hist.Hist | Sequence[hist.Hist] | None,
@@ -151,7 +118,6 @@ def predict_nonprompt(
     eigen_axis: str | None = None,
     decorrelate: Sequence[str] = (),
     clip_negative: bool = False,
-    rate_merge: Mapping[str, int] | None = None,
 ) -> NonPromptPrediction:
     """Non-prompt yield in (iso pass, mT signal bin) from data minus prompt MC in the sidebands.
 
@@ -162,9 +128,6 @@ def predict_nonprompt(
     Double storage is taken as Poisson (variance = value). Unsmoothed, a bin where any sideband
     yield is <= 0 gets prediction 0 (counted in ``n_invalid``); smoothed, such points are left
     out of the fit. ``fit_iterations``: reweighting passes of ``smoothing.fit_log_ratio``.
-    ``rate_merge`` ({axis: factor}) fits the smoothed fake rate in groups of ``factor``
-    neighbouring bins of a row axis (e.g. eta) when the sidebands are too sparse per bin; the
-    fitted rate is then applied to every fine bin of the application region.
     See the module docstring.
     """
     prompt_h = _sum_prompt(prompt)
@@ -192,7 +155,7 @@ def predict_nonprompt(
     perm = [names.index(n) for n in rows] + [pt_i, iso_i, mt_i]
     dv, dw = histops._aligned(data, target, flow=False, what="data")
     dw = dv if dw is None else dw
-    pv = pw = np.zeros((1,) * len(names))
+    pv = pw = np.zeros_like(dv)  # no prompt subtraction (e.g. a closure test on simulation)
     if prompt_h is not None:
         pv, pw = histops.hist_arrays(prompt_h, flow=False)
         pw = np.zeros_like(pv) if pw is None else pw
@@ -215,19 +178,21 @@ def predict_nonprompt(
     n_invalid = 0
     if smoothing_order is not None:
         pt_edges = target.axes[pt_axis].edges
-        merge = _row_merges(rows, rate_merge, target)
         side_fit = fit_log_ratio(
             np.asarray(target.axes[pt_axis].centers, dtype=float),
-            *(_merge_rows(a, merge) for a in (c_v, c_w, d_v, d_w)),
+            c_v,
+            c_w,
+            d_v,
+            d_w,
             smoothing_order,
             iterations=fit_iterations,
             x_range=(float(pt_edges[0]), float(pt_edges[-1])),
             what=f"fake rate vs {pt_axis!r}",
         )
-        params = _expand_rows(np.einsum("k,...ki->...i", weights, side_fit.params), merge)
-        cov = _expand_rows(np.einsum("k,...kij->...ij", weights**2, side_fit.cov), merge)
-        chi2 = _expand_rows(side_fit.chi2.sum(axis=-1), merge)
-        ndf = _expand_rows(side_fit.ndf.sum(axis=-1), merge)
+        params = np.einsum("k,...ki->...i", weights, side_fit.params)
+        cov = np.einsum("k,...kij->...ij", weights**2, side_fit.cov)
+        chi2 = side_fit.chi2.sum(axis=-1)
+        ndf = side_fit.ndf.sum(axis=-1)
         fit = LogPolyFit(params=params, cov=cov, basis=side_fit.basis, chi2=chi2, ndf=ndf)
         fr_sig = np.broadcast_to(fit.ratio(), shape)
         pred_v = b_v * fr_sig

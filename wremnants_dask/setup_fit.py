@@ -279,19 +279,13 @@ def build_fit_input(
     procs: dict[str, hist.Hist] = {
         g: _project(_fit_region(full[g], setup), setup.fit_axes) for g in prompt
     }
-    np_pred = None
-    np_merge: dict[str, int] = {}
+    np_est = None
     if setup.nonprompt and nonprompt_from_data:
-        total_prompt = _sum(list(full.values()))
-        np_merge = _nonprompt_merge(data_full, total_prompt, nonprompt_eta_merge)
-        np_pred = abcd.predict_nonprompt(
-            data_full,
-            total_prompt,
-            eigen_axis="nonpromptEig",
-            clip_negative=True,
-            rate_merge=np_merge,
+        qcd_mc = samples.group_sum("QCD", base) if "QCD" in samples.groups else None
+        np_est = estimate_nonprompt(
+            data_full, _sum(list(full.values())), qcd_mc, nonprompt_eta_merge
         )
-        procs["Nonprompt"] = np_pred.hist.project(*setup.fit_axes)
+        procs["Nonprompt"] = np_est.nominal.project(*setup.fit_axes)
 
     data = _project(_fit_region(data_full, setup), setup.fit_axes)
     if asimov:
@@ -330,32 +324,30 @@ def build_fit_input(
                 add(v.group, g, spec)
 
     # Prompt systematics move the non-prompt prediction through the prompt subtraction.
-    if np_pred is not None:
+    if np_est is not None:
         for v in variation_map("nonprompt"):
             if v.suffix.startswith(("massWeight", "widthWeight", "qcdScale")):
-                continue  # theory of the signal: absorbed by the non-prompt normalisation
+                continue  # signal theory: absorbed by the non-prompt normalisation
             var_total = _prompt_variation_total(samples, prompt, base, v.suffix, full)
             if var_total is None:
                 continue
-            pred = abcd.predict_nonprompt(
-                data_full, var_total, clip_negative=True, rate_merge=np_merge
-            ).hist
-            nom_np = np_pred.hist
-            for spec in v.transform(pred, nom_np, setup):
+            for spec in v.transform(np_est.varied(data_full, var_total), np_est.nominal, setup):
                 add(v.group, "Nonprompt", spec)
-        if np_pred.eigen is not None and "nonprompt" not in exclude_groups:
-            created = w.add_shape_systematic(
-                "nonpromptSmooth",
-                "Nonprompt",
-                ch,
-                variations=np_pred.eigen.project(*setup.fit_axes, "nonpromptEig"),
-                groups=["nonprompt"],
-            )
-            params_by_group.setdefault("nonprompt", set()).update(created)
         if "nonprompt" not in exclude_groups:
-            w.add_norm_systematic(
-                "nonpromptNorm", "Nonprompt", NONPROMPT_NORM_UNC, groups=["nonprompt"]
-            )
+            if np_est.eigen is not None:
+                created = w.add_shape_systematic(
+                    "nonpromptSmooth",
+                    "Nonprompt",
+                    ch,
+                    variations=np_est.eigen.project(*setup.fit_axes, "nonpromptEig"),
+                    groups=["nonprompt"],
+                )
+                params_by_group.setdefault("nonprompt", set()).update(created)
+            kappa = NONPROMPT_NORM_UNC
+            if np_est.closure is not None:
+                kappa = max(kappa, np.exp(abs(np.log(np_est.closure))))
+            w.add_norm_systematic("nonpromptNorm", "Nonprompt", kappa, groups=["nonprompt"])
+            params_by_group.setdefault("nonprompt", set()).add("nonpromptNorm")
 
     if "luminosity" not in exclude_groups:
         w.add_norm_systematic("lumi", prompt, LUMI_UNC, groups=["luminosity"])
@@ -376,7 +368,8 @@ def build_fit_input(
         "mass_param": mass_param,
         "mass_step_mev": MASS_STEP_MEV,
         "n_params_by_group": {g: len(p) for g, p in params_by_group.items()},
-        "nonprompt_rate_merge": np_merge if np_pred is not None else None,
+        "nonprompt_eta_merge": None if np_est is None else np_est.merge,
+        "nonprompt_closure_mc": None if np_est is None else np_est.closure,
         "yields": {g: float(h.values().sum()) for g, h in procs.items()},
         "data_yield": float(data.values().sum()),
         "negative_bins_clipped": n_clipped,
@@ -384,23 +377,88 @@ def build_fit_input(
     return w, summary
 
 
-def _nonprompt_merge(data: hist.Hist, prompt: hist.Hist, factor: int | None) -> dict[str, int]:
-    """Eta bins merged for the fake-rate fit: ``factor``, or the finest that the data supports.
+#: Mean data count per (merged) bin that each ABCD sideband must reach.
+MIN_SIDEBAND_COUNT = 20.0
 
-    With little data the per-eta-bin sidebands are too sparse for a smooth fit in pT; merging
-    neighbouring eta bins for the rate (not for the application region) keeps it stable.
+
+def choose_eta_merge(data: hist.Hist, requested: int | None = None) -> int:
+    """Eta bins merged for the non-prompt estimate: ``requested``, or the finest merge for which
+    every sideband holds on average MIN_SIDEBAND_COUNT data events per bin.
+
+    Per-bin sidebands that are too sparse make the smoothed fake rate extrapolate wildly and
+    the application region fluctuate below zero; merging eta (not pT) keeps the pT shape, which
+    is what the mass fit is sensitive to.
     """
-    if factor is not None:
-        return {"eta": factor}
     n = len(data.axes["eta"])
-    candidates = [f for f in (1, 2, 3, 4, 6, 8, 12, 16, 24, 48) if n % f == 0]
-    for f in candidates:
-        try:
-            abcd.predict_nonprompt(data, prompt, rate_merge={"eta": f}, clip_negative=True)
-        except ValueError:
-            continue
-        return {"eta": f}
-    raise SetupError("non-prompt fake rate cannot be fitted even with all eta bins merged")
+    if requested is not None:
+        if requested < 1 or n % requested:
+            raise SetupError(f"--nonprompt-eta-merge {requested} does not divide {n} eta bins")
+        return requested
+    regions = data.project("passIso", "passMT").values()
+    sideband = min(regions[0, 1], regions[1, 0], regions[0, 0])
+    other = data.values().size / (n * regions.size)  # bins per eta slice and region
+    for m in (f for f in range(1, n + 1) if n % f == 0):
+        if sideband / (other * (n // m)) >= MIN_SIDEBAND_COUNT:
+            return m
+    return n
+
+
+def _merge_eta(h: hist.Hist, m: int) -> hist.Hist:
+    return histops.rebin(h, "eta", factor=m) if m > 1 else h
+
+
+def _spread_eta(h: hist.Hist, fine: Any, m: int) -> hist.Hist:
+    """Share each merged eta bin's content equally among its ``m`` fine bins."""
+    if m == 1:
+        return h
+    i = histops.axis_index(h, "eta")
+    vals, var = histops.hist_arrays(h, flow=False)
+    vals = np.repeat(vals, m, axis=i) / m
+    var = None if var is None else np.repeat(var, m, axis=i) / m**2
+    axes = [fine if a.name == "eta" else a for a in h.axes]
+    return histops.make_hist(axes, vals, var, flow=False)
+
+
+@dataclass
+class NonPromptEstimate:
+    """The ABCD prediction on the fine binning, its smoothing eigen-variations and closure."""
+
+    merge: int
+    nominal: hist.Hist
+    eigen: hist.Hist | None
+    closure: float | None
+
+    def varied(self, data: hist.Hist, prompt: hist.Hist) -> hist.Hist:
+        """The prediction with the prompt subtraction taken from a varied prompt tensor."""
+        return _abcd_fine(data, prompt, self.merge, eigen=False)[0]
+
+
+def _abcd_fine(
+    data: hist.Hist, prompt: hist.Hist | None, m: int, *, eigen: bool
+) -> tuple[hist.Hist, hist.Hist | None]:
+    fine = data.axes["eta"]
+    pred = abcd.predict_nonprompt(
+        _merge_eta(data, m),
+        None if prompt is None else _merge_eta(prompt, m),
+        eigen_axis="nonpromptEig" if eigen else None,
+        clip_negative=True,
+    )
+    eig = None if pred.eigen is None else _spread_eta(pred.eigen, fine, m)
+    return _spread_eta(pred.hist, fine, m), eig
+
+
+def estimate_nonprompt(
+    data: hist.Hist, prompt: hist.Hist, qcd_mc: hist.Hist | None, merge: int | None
+) -> NonPromptEstimate:
+    """Extended-ABCD non-prompt estimate from data; closure measured on QCD simulation."""
+    m = choose_eta_merge(data, merge)
+    nominal, eigen = _abcd_fine(data, prompt, m, eigen=True)
+    closure = None
+    if qcd_mc is not None:
+        pred_mc = _abcd_fine(qcd_mc, None, m, eigen=False)[0].values().sum()
+        true_mc = histops.select(qcd_mc, {"passIso": True, "passMT": True}).values().sum()
+        closure = float(pred_mc / true_mc) if true_mc > 0 else None
+    return NonPromptEstimate(m, nominal, eigen, closure)
 
 
 def _clip_negative(h: hist.Hist) -> tuple[hist.Hist, int]:
@@ -480,7 +538,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--nonprompt-eta-merge",
         type=int,
         default=None,
-        help="eta bins merged for the fake-rate fit (default: the finest the data supports)",
+        help="eta bins merged for the non-prompt estimate (default: the finest the data supports)",
     )
     p.add_argument("-p", "--postfix", default="", help="suffix of the output file name")
     return p.parse_args(argv)
