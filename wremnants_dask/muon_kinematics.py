@@ -134,10 +134,11 @@ class MuonKinematicsProcessor(Processor):
 
         w = nominal[sel] if nominal is not None else None
         out.fill("nominal", *values, weight=w)
-        if "pdf" in out.hists:
-            weights.add_variation("pdf", as_tensor(events.LHEPdfWeight, out.hists["pdf"].ntensor))
-            out.fill("pdf", *values, tensor=weights.variation("pdf")[sel])
-        if "scale" in out.hists:
-            n = out.hists["scale"].ntensor
-            weights.add_variation("scale", as_tensor(events.LHEScaleWeight, n))
-            out.fill("scale", *values, tensor=weights.variation("scale")[sel])
+        # Tensors: raw factors (float32 file buffers) with the nominal as the weight; the fill
+        # shares the bin index computed for "nominal" and multiplies on the fly.
+        for hname, branch in (("pdf", "LHEPdfWeight"), ("scale", "LHEScaleWeight")):
+            if hname in out.hists:
+                n = out.hists[hname].ntensor
+                weights.add_variation(hname, as_tensor(getattr(events, branch), n))
+                base, factors = weights.variation_parts(hname)
+                out.fill(hname, *values, weight=base[sel], tensor=factors[sel])

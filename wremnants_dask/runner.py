@@ -2,9 +2,11 @@
 
 Per dataset the graph has three layers whatever the processor does:
 
-1. ``uproot.dask`` input (one partition per chunk of ``step_size`` entries), reading only the
-   branches the processor touches. They are found once per dataset by running the processor
-   on an awkward typetracer (no data) built from the first file's branch types.
+1. a ``dak.from_map`` input layer (one partition per chunk of ``step_size`` entries) whose
+   :class:`ChunkReader` reads only the branches the processor touches with uproot, from open
+   trees cached per worker process (a NanoAOD file is not re-opened for every chunk). The
+   branches are found once per dataset by running the processor on an awkward typetracer (no
+   data) built from the first file's branch types.
 2. one blockwise ``dak.map_partitions`` layer running ``Processor.process`` on a chunk and
    returning a :class:`ChunkResult` (partial histograms, cut flows, event counts); dask fuses it
    with the input layer, so a chunk is one task.
@@ -23,8 +25,11 @@ import contextlib
 import dataclasses
 import math
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,7 @@ import hist
 import numpy as np
 import uproot
 from dask.highlevelgraph import HighLevelGraph
+from dask_awkward.lib.io.columnar import ColumnProjectionMixin
 
 from wremnants_dask.cutflow import CutFlow
 from wremnants_dask.processor import (
@@ -80,9 +86,42 @@ class FileInfo:
     treename: str
     entries: int
     branches: frozenset[str]
-    _form: Any = None
+    signatures: dict[str, tuple] = field(default_factory=dict)  # branch -> cheap type key
+    _form: Any = None  # awkward form of all branches, computed on first use (see .form)
     gen_sums: Any = None  # normalization.GenSums from the Runs tree, if readable
     runs_error: str | None = None
+
+
+    @property
+    def form(self) -> ak.forms.RecordForm:
+        """Awkward form of all branches. Computing it costs ~0.1 ms per branch, so it is done
+        only for files whose forms are needed (the traced file, or a signature mismatch)."""
+        if self._form is None:
+            with uproot.open(self.path) as fh:
+                self._form = _tree_form(fh[self.treename])
+        return self._form
+
+
+def _branch_signature(branch: Any) -> tuple:
+    """What decides a flat branch's interpretation (leaf types, counters, streamer class).
+
+    Equal signatures mean equal awkward forms; reading it costs ~1/30 of the interpretation.
+    """
+    leaves = branch.member("fLeaves")
+    return (
+        branch.classname,
+        tuple(
+            (
+                leaf.classname,
+                leaf.member("fTitle"),
+                leaf.member("fLen", none_if_missing=True),
+                leaf.member("fIsUnsigned", none_if_missing=True),
+            )
+            for leaf in leaves
+        ),
+        branch.member("fClassName", none_if_missing=True),
+        branch.member("fStreamerType", none_if_missing=True),
+    )
 
 
 def _runs_sums(fh: Any) -> tuple[Any, str | None]:
@@ -141,9 +180,10 @@ def inspect_file(path: str, treename: str) -> FileInfo:
         if not hasattr(tree, "num_entries"):
             raise BadInputError(path, f"{treename!r} is a {type(tree).__name__}, not a TTree")
         entries = int(tree.num_entries)
-        branches = frozenset(tree.keys(recursive=False))
-        info = FileInfo(os.path.abspath(path), treename, entries, branches)
-        info._form = _tree_form(tree)
+        top = tree.branches
+        branches = frozenset(b.name for b in top)
+        signatures = {b.name: _branch_signature(b) for b in top}
+        info = FileInfo(os.path.abspath(path), treename, entries, branches, signatures)
         info.gen_sums, info.runs_error = _runs_sums(fh)
     finally:
         fh.close()
@@ -162,6 +202,72 @@ def _tree_form(tree: Any) -> ak.forms.RecordForm:
         fields.append(name)
         contents.append(form)
     return ak.forms.RecordForm(contents, fields)
+
+
+# ----------------------------------------------------------------------------- input layer
+_OPEN_TREES: OrderedDict[tuple[str, str, int, int], Any] = OrderedDict()
+_OPEN_LOCK = threading.Lock()
+# Open trees kept per process. Opening a NanoAOD tree parses the metadata of all its ~1500
+# branches (~0.4 s); with the cache a worker pays that once per file, not once per chunk.
+_OPEN_MAX = 16
+
+
+def open_tree(path: str, treename: str) -> Any:
+    """The tree ``treename`` of ``path``, opened once per process (keyed by path and mtime)."""
+    st = os.stat(path)
+    key = (path, treename, st.st_mtime_ns, st.st_size)
+    with _OPEN_LOCK:
+        tree = _OPEN_TREES.get(key)
+        if tree is not None:
+            _OPEN_TREES.move_to_end(key)
+            return tree
+    # array_cache=None: chunks are read once; caching their baskets would only hold memory.
+    tree = uproot.open(path, array_cache=None)[treename]
+    with _OPEN_LOCK:
+        _OPEN_TREES[key] = tree
+        while len(_OPEN_TREES) > _OPEN_MAX:  # dropped, not closed: a thread may still read it
+            _OPEN_TREES.popitem(last=False)
+    return tree
+
+
+class ChunkReader(ColumnProjectionMixin):
+    """Picklable ``dak.from_map`` function: reads one ``(path, start, stop)`` entry range.
+
+    It reads exactly ``columns`` with uproot from a per-process cache of open trees, which is
+    what makes it cheaper than ``uproot.dask`` (that re-opens the file for every chunk).
+    Column projection (``project_columns``) keeps dask-awkward's optimiser usable on it.
+    """
+
+    def __init__(self, treename: str, columns: Sequence[str], base_form: ak.forms.RecordForm):
+        self.treename = treename
+        self.columns = list(columns)
+        self.base_form = base_form
+
+    @property
+    def form(self) -> ak.forms.Form:
+        return _sub_form(self.base_form, self.columns)
+
+    @property
+    def common_keys(self) -> frozenset[str]:
+        """The branches every chunk reads (same name as in ``uproot.dask``'s input layer)."""
+        return frozenset(self.columns)
+
+    @property
+    def behavior(self) -> dict | None:
+        return None
+
+    @property
+    def attrs(self) -> dict | None:
+        return None
+
+    def project_columns(self, columns: frozenset[str]) -> ChunkReader:
+        keep = [c for c in self.columns if c in columns] or self.columns[:1]
+        return ChunkReader(self.treename, keep, self.base_form)
+
+    def __call__(self, part: tuple[str, int, int]) -> ak.Array:
+        path, start, stop = part
+        tree = open_tree(path, self.treename)
+        return tree.arrays(self.columns, entry_start=start, entry_stop=stop, library="ak")
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -256,14 +362,39 @@ class Plan:
         return [*self.skipped_datasets, *(s for p in self.datasets.values() for s in p.skipped)]
 
 
+# Files opened concurrently when building the graph: overlaps the latency of remote storage
+# (xrootd, network file systems); local parsing is bound by the GIL and gains little.
+_INSPECT_THREADS = 8
+
+
+def _inspect_all(paths: Sequence[Any], treename: str) -> list[FileInfo | BadInputError]:
+    """``inspect_file`` for every path (a thread pool for many files), errors as values."""
+
+    def one(path: Any) -> FileInfo | BadInputError:
+        try:
+            return inspect_file(str(path), treename)
+        except BadInputError as err:
+            return err
+
+    unique = list(dict.fromkeys(str(p) for p in paths))  # a file listed twice is opened once
+    if len(unique) < 4:
+        found = dict(zip(unique, map(one, unique)))
+    else:
+        with ThreadPoolExecutor(min(_INSPECT_THREADS, len(unique))) as pool:
+            found = dict(zip(unique, pool.map(one, unique)))
+    return [found[str(p)] for p in paths]
+
+
 def _check_files(
     dataset: Any, skip_bad_files: bool
 ) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
     """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
     good, skipped, sums = [], [], None
-    for path in dataset.files:
+    for path, found in zip(dataset.files, _inspect_all(dataset.files, dataset.treename)):
         try:
-            info = inspect_file(str(path), dataset.treename)
+            if isinstance(found, BadInputError):
+                raise found
+            info = found
             if info.entries == 0:
                 raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
             if not dataset.is_data:
@@ -310,7 +441,7 @@ def build_plan(
         hists = processor.declared(dataset)
         task = ChunkTask(processor, dataset, hists)
         try:
-            columns = trace_columns(task, good[0]._form)
+            columns = trace_columns(task, good[0].form)
         except Exception as err:
             raise ProcessorError(
                 f"{type(processor).__name__} failed while tracing its columns on dataset "
@@ -340,16 +471,17 @@ def build_plan(
                 str(dataset.files[:1]), f"dataset {dataset.name!r}: no entries to process"
             )
         cols = sorted(columns)
-        form = _sub_form(good[0]._form, cols)
-        files_arg = {p: {"object_path": dataset.treename, "steps": s} for p, s in steps.items()}
-        events = uproot.dask(
-            files_arg,
-            filter_name=cols,
-            open_files=False,
-            known_base_form=form,
-        )
+        parts = [(p, a, b) for p, s in steps.items() for a, b in s]
         token = dask.base.tokenize(
-            dataset.name, files_arg, cols, type(processor).__name__, id(processor)
+            dataset.name, dataset.treename, parts, cols, type(processor).__name__, id(processor)
+        )
+        divisions = tuple(np.cumsum([0] + [b - a for _, a, b in parts]).tolist())
+        events = dak.from_map(
+            ChunkReader(dataset.treename, cols, _sub_form(good[0].form, cols)),
+            parts,
+            label=f"from-uproot-{_safe(dataset.name)}",
+            token=token,
+            divisions=divisions,
         )
         mapped = dak.map_partitions(
             task,
@@ -384,7 +516,9 @@ _META = ak.Array(ak.Array([0.0]).layout.to_typetracer(forget_length=True))
 def _type_mismatch(info: FileInfo, first: FileInfo, columns: set[str]) -> str | None:
     """Reason why ``info`` cannot share one input layer with ``first`` (branch types differ)."""
     for c in sorted(columns):
-        a, b = info._form.content(c), first._form.content(c)
+        if info.signatures.get(c) == first.signatures.get(c):
+            continue
+        a, b = info.form.content(c), first.form.content(c)
         if a != b:
             return f"branch {c!r} has type {a.type} but {b.type} in {first.path}"
     return None

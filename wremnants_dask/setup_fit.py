@@ -33,6 +33,8 @@ OTHER_MASS_UNC_MEV = {"W": 15.0, "Z": 2.1}
 LUMI_UNC = 1.017
 XSEC_UNC = {"Zmumu": 1.03, "Ztautau": 1.05, "Top": 1.06, "Diboson": 1.08, "Wmunu": 1.03}
 NONPROMPT_NORM_UNC = 1.05
+#: Expected events given to bins that no simulated event reaches (see _floor_empty_bins).
+EMPTY_BIN_FLOOR = 1e-3
 
 
 class SetupError(ValueError):
@@ -296,8 +298,10 @@ def build_fit_input(
     w.add_channel(ch, data.axes)
     w.add_data(data, ch)
     n_clipped = {}
+    for g in procs:
+        procs[g], n_clipped[g] = _clip_negative(procs[g])
+    n_floored = _floor_empty_bins(procs, setup.signal)
     for g, h in procs.items():
-        h, n_clipped[g] = _clip_negative(h)
         w.add_process(h, g, ch, signal=(g == setup.signal))
 
     params_by_group: dict[str, set[str]] = {}
@@ -306,9 +310,12 @@ def build_fit_input(
         if group in exclude_groups:
             return
         spec = dict(spec)
+        unreliable = _unreliable_bins(procs[proc])
         for key in ("variations", "up", "down"):
             if spec.get(key) is not None:
-                spec[key] = _project(spec[key], setup.fit_axes)
+                spec[key] = _neutralise(
+                    _project(spec[key], setup.fit_axes), procs[proc].values(), unreliable
+                )
         created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=[group], **spec)
         params_by_group.setdefault(group, set()).update(created)
 
@@ -373,6 +380,7 @@ def build_fit_input(
         "yields": {g: float(h.values().sum()) for g, h in procs.items()},
         "data_yield": float(data.values().sum()),
         "negative_bins_clipped": n_clipped,
+        "empty_bins_floored": n_floored,
     }
     return w, summary
 
@@ -459,6 +467,52 @@ def estimate_nonprompt(
         true_mc = histops.select(qcd_mc, {"passIso": True, "passMT": True}).values().sum()
         closure = float(pred_mc / true_mc) if true_mc > 0 else None
     return NonPromptEstimate(m, nominal, eigen, closure)
+
+
+def _unreliable_bins(nominal: hist.Hist) -> np.ndarray:
+    """Bins whose nominal yield is not significant against its MC-stat uncertainty.
+
+    With negative generator weights a bin can sum to almost nothing while its variations do
+    not: their ratios to the nominal are then noise, and huge. Such bins, and the bins given the
+    floor yield, keep no template.
+    """
+    var = nominal.variances()
+    sigma = 0.0 if var is None else np.sqrt(var)
+    return nominal.values() <= np.maximum(sigma, EMPTY_BIN_FLOOR)
+
+
+def _neutralise(h: hist.Hist, nominal: np.ndarray, mask: np.ndarray) -> hist.Hist:
+    """Set the variation equal to the nominal in the ``mask`` bins (no shape effect there)."""
+    if not mask.any():
+        return h
+    h = h.copy()
+    view = h.view()
+    vals = view.value if hasattr(view, "value") else view
+    extra = vals.ndim - nominal.ndim
+    vals[mask] = np.broadcast_to(nominal[mask].reshape(-1, *([1] * extra)), vals[mask].shape)
+    return h
+
+
+def _floor_empty_bins(procs: dict[str, hist.Hist], signal: str) -> int:
+    """Give bins without any prediction EMPTY_BIN_FLOOR events of the signal process.
+
+    At the edge of the acceptance a small simulated sample can leave a bin empty while data has
+    an event there; the Poisson likelihood of that bin would be infinite. The floor keeps it
+    finite and, having no templates, the bin carries no information on the parameters.
+    Returns the number of bins floored.
+    """
+    total = sum(h.values() for h in procs.values())
+    empty = total <= 0
+    n = int(np.count_nonzero(empty))
+    if n:
+        h = procs[signal].copy()
+        view = h.view()
+        if hasattr(view, "value"):
+            view.value[empty] = EMPTY_BIN_FLOOR
+        else:
+            view[empty] = EMPTY_BIN_FLOOR
+        procs[signal] = h
+    return n
 
 
 def _clip_negative(h: hist.Hist) -> tuple[hist.Hist, int]:
