@@ -28,8 +28,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--toys-no-data", action="store_true", help="toys: no Poisson data fluctuation")
     p.add_argument("--toys-no-constraints", action="store_true", help="toys: no aux randomisation")
     p.add_argument("--freeze", action="append", default=[], help="freeze a parameter")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="starting/frozen value of a parameter")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="starting/frozen value of a parameter",
+    )
     p.add_argument("--no-hessian", action="store_true", help="skip covariance and derived results")
     p.add_argument("--impacts", action="store_true", help="covariance (global, grouped) impacts")
     p.add_argument("--impacts-refit", action="store_true", help="impacts by refitting +-1 sigma")
@@ -47,8 +52,14 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     """Run everything the options ask for; returns (results, fit input, input metadata)."""
     fi, in_meta = read_fit_input(args.input)
     check_names(fi, args.freeze + [s.split("=")[0] for s in args.set] + list(args.scan))
-    fitter = Fitter(fi, bb_mode=args.bb, mode=args.minimizer, tol_edm=args.tol_edm,
-                    freeze=args.freeze, pois=args.poi)
+    fitter = Fitter(
+        fi,
+        bb_mode=args.bb,
+        mode=args.minimizer,
+        tol_edm=args.tol_edm,
+        freeze=args.freeze,
+        pois=args.poi,
+    )
     x0 = fitter.model.x0.copy()
     for s in args.set:
         n, v = s.split("=")
@@ -56,16 +67,26 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     obs = fitter.asimov_obs(x0) if args.toys == -1 else fitter.obs
     res = fitter.fit(obs=obs, x0=x0, hessian=not args.no_hessian)
     out: dict[str, Any] = {"data": np.asarray(obs["data"])}
-    out["fit"] = {k: getattr(res, k) for k in ("nll", "nll_full", "edm", "niter", "ncg", "time_fit", "time_hessian")}
+    out["fit"] = {
+        k: getattr(res, k)
+        for k in ("nll", "nll_full", "edm", "niter", "ncg", "time_fit", "time_hessian")
+    }
     c = fi.param_constraint
     prefit_err = np.where(c == GAUSS, fi.param_width, np.nan)
     err = res.errors if res.cov is not None else np.full(fi.npar, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         pull = np.where(c == GAUSS, (res.x - np.asarray(obs["aux"])) / fi.param_width, np.nan)
         constraint = np.where(c == GAUSS, err / fi.param_width, np.nan)
-    out["parameters"] = {"name": fi.param_names, "value": res.x, "error": err, "prefit": x0,
-                         "prefit_error": prefit_err, "pull": pull, "constraint": constraint,
-                         "free": res.free}
+    out["parameters"] = {
+        "name": fi.param_names,
+        "value": res.x,
+        "error": err,
+        "prefit": x0,
+        "prefit_error": prefit_err,
+        "pull": pull,
+        "constraint": constraint,
+        "free": res.free,
+    }
     out["prefit"] = fitter.postfit_yields(None)
     if res.cov is not None:
         out["covariance"], out["correlation"] = res.cov, res.correlation
@@ -91,10 +112,17 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
         if scans:
             out["scans"] = scans
     if args.toys > 0:
-        t = fitter.toys(args.toys, x0, seed=args.seed, data=not args.toys_no_data,
-                        constraints=not args.toys_no_constraints, errors=res.cov is not None
-                        and fi.npar <= 500)
-        out["toys"] = {k: v for k, v in t.items() if k in ("x", "nll", "status", "edm", "poi_errors")}
+        t = fitter.toys(
+            args.toys,
+            x0,
+            seed=args.seed,
+            data=not args.toys_no_data,
+            constraints=not args.toys_no_constraints,
+            errors=res.cov is not None and fi.npar <= 500,
+        )
+        out["toys"] = {
+            k: v for k, v in t.items() if k in ("x", "nll", "status", "edm", "poi_errors")
+        }
     out["_result"], out["_fitter"] = res, fitter
     return out, fi, in_meta
 
@@ -102,16 +130,20 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
 def summary(out: dict[str, Any], fi: Any) -> str:
     """Readable summary: fit status, POIs, most pulled nuisances, GOF, impacts."""
     f, p = out["fit"], out["parameters"]
-    lines = [f"fit converged: -logL = {f['nll_full']:.6f} (offset {f['nll']:.6f}), edm {f['edm']:.2e}, "
-             f"{f['niter']} iterations, {f['ncg']} CG steps, fit {f['time_fit']:.2f} s, "
-             f"hessian {f['time_hessian']:.2f} s"]
+    lines = [
+        f"fit converged: -logL = {f['nll_full']:.6f} (offset {f['nll']:.6f}), edm {f['edm']:.2e}, "
+        f"{f['niter']} iterations, {f['ncg']} CG steps, fit {f['time_fit']:.2f} s, "
+        f"hessian {f['time_hessian']:.2f} s"
+    ]
     for poi in out["_fitter"].pois:
         i = fi.param_index(poi)
         lines.append(f"  POI {poi:20s} = {p['value'][i]:.6f} +- {p['error'][i]:.6f}")
     pull = np.nan_to_num(p["pull"])
     for i in np.argsort(-np.abs(pull))[:5]:
         if fi.param_constraint[i] == GAUSS:
-            lines.append(f"  pull {fi.param_names[i]:20s} {pull[i]:+.3f}  constraint {p['constraint'][i]:.3f}")
+            lines.append(
+                f"  pull {fi.param_names[i]:20s} {pull[i]:+.3f}  constraint {p['constraint'][i]:.3f}"
+            )
     if "gof" in out:
         g = out["gof"]
         lines.append(f"  saturated GOF: q = {g['q']:.3f}, ndf = {g['ndf']}, p = {g['p_value']:.4f}")
@@ -121,8 +153,10 @@ def summary(out: dict[str, Any], fi: Any) -> str:
             lines.append(f"  impact group {grp:16s} {imp['grouped'][0, j]:.6f}")
         lines.append(f"  stat {imp['stat'][0]:.6f}, total {imp['total'][0]:.6f}")
     if "toys" in out:
-        lines.append(f"  toys: {len(out['toys']['x'])} fitted, "
-                     f"{int(np.sum(out['toys']['status'] == 0))} converged")
+        lines.append(
+            f"  toys: {len(out['toys']['x'])} fitted, "
+            f"{int(np.sum(out['toys']['status'] == 0))} converged"
+        )
     return "\n".join(lines)
 
 
@@ -134,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FitInputError, FitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    meta = make_metadata(vars(args), input_files=[args.input], inputs_metadata=[in_meta],
-                         stage="fit", wall_time=time.perf_counter() - t0)
+    meta = make_metadata(
+        vars(args),
+        input_files=[args.input],
+        inputs_metadata=[in_meta],
+        stage="fit",
+        wall_time=time.perf_counter() - t0,
+    )
     outpath = Path(args.outdir) / args.output_name
     write_results(outpath, fi, {k: v for k, v in out.items() if not k.startswith("_")}, meta)
     print(summary(out, fi))

@@ -167,7 +167,9 @@ class FitInput:
             if arr is not None and not np.all(np.isfinite(arr)):
                 bad = np.nonzero(~np.all(np.isfinite(arr), axis=0))[0][0]
                 pidx = (self.shape_param if nm == "shape" else self.add_param)[bad]
-                raise FitInputError(f"non-finite variation for parameter {self.param_names[pidx]!r}")
+                raise FitInputError(
+                    f"non-finite variation for parameter {self.param_names[pidx]!r}"
+                )
         for a in (self.shape_param, self.add_param, self.norm_param):
             if len(a) and (a.min() < 0 or a.max() >= npar):
                 raise FitInputError("systematic refers to a parameter index out of range")

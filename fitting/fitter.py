@@ -218,7 +218,12 @@ class Fitter:
             o = obs if obs is not None else self.obs
             if batched_obs:
                 o = {k: v[sel] for k, v in obs.items()}
-            r = fn(jnp.asarray(x0[sel]), o, jnp.asarray(free[sel].astype(np.float64)), self.model.arrays)
+            r = fn(
+                jnp.asarray(x0[sel]),
+                o,
+                jnp.asarray(free[sel].astype(np.float64)),
+                self.model.arrays,
+            )
             outs.append({k: np.asarray(v)[: e - s] for k, v in r.items()})
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
@@ -239,7 +244,9 @@ class Fitter:
                 continue
             Cgg = cov[np.ix_(gi, gi)]
             Cpg = cov[np.ix_(pi, gi)]
-            grouped[:, j] = np.sqrt(np.clip(np.einsum("ij,ij->i", Cpg @ np.linalg.pinv(Cgg), Cpg), 0, None))
+            grouped[:, j] = np.sqrt(
+                np.clip(np.einsum("ij,ij->i", Cpg @ np.linalg.pinv(Cgg), Cpg), 0, None)
+            )
         H = res.hessian
         free_poi = [i for i in pi if res.free[i]]
         stat = np.zeros(len(pi))
@@ -262,7 +269,9 @@ class Fitter:
         self, res: FitResult, params: list[str] | None = None, batch: int = 64
     ) -> dict[str, Any]:
         """Impacts by refitting with each parameter fixed at its post-fit value +- sigma."""
-        names = params or [n for i, n in enumerate(self.names) if res.free[i] and n not in self.pois]
+        names = params or [
+            n for i, n in enumerate(self.names) if res.free[i] and n not in self.pois
+        ]
         idx = np.array([self.fi.param_index(n) for n in names], int)
         e = res.errors
         x0 = np.repeat(res.x[None, :], 2 * len(idx), axis=0)
@@ -292,9 +301,15 @@ class Fitter:
         c = self.fi.param_constraint
         nfree_unc = int(np.sum(res.free & (c == 0)))
         ndf = int(self.fi.unmasked_bins().sum()) - nfree_unc
-        return {"q": q, "ndf": ndf, "p_value": float(scipy.stats.chi2.sf(q, ndf)) if ndf > 0 else np.nan}
+        return {
+            "q": q,
+            "ndf": ndf,
+            "p_value": float(scipy.stats.chi2.sf(q, ndf)) if ndf > 0 else np.nan,
+        }
 
-    def scan(self, res: FitResult, names: list[str], grid: np.ndarray, batch: int = 64) -> np.ndarray:
+    def scan(
+        self, res: FitResult, names: list[str], grid: np.ndarray, batch: int = 64
+    ) -> np.ndarray:
         """2 Delta NLL at each row of ``grid`` [npoints, len(names)] (1D or 2D scans)."""
         grid = np.atleast_2d(np.asarray(grid, np.float64))
         if grid.shape[1] != len(names):
@@ -329,7 +344,11 @@ class Fitter:
         rng = np.random.default_rng(seed)
         asi = self.asimov_obs(x_true)
         mu = np.asarray(asi["data"])
-        d = rng.poisson(np.broadcast_to(mu, (ntoys, len(mu)))).astype(float) if data else np.tile(mu, (ntoys, 1))
+        d = (
+            rng.poisson(np.broadcast_to(mu, (ntoys, len(mu)))).astype(float)
+            if data
+            else np.tile(mu, (ntoys, 1))
+        )
         aux = np.tile(np.asarray(asi["aux"]), (ntoys, 1))
         if constraints:
             c, w = self.fi.param_constraint, self.fi.param_width
@@ -396,7 +415,12 @@ class Fitter:
             T = np.asarray(tang(jnp.asarray(Vp)))[: len(V)]
             var += (T**2).sum(0)
             var_tot += (T.sum(2) ** 2).sum(0)
-        return {"values": nu, "errors": np.sqrt(var), "total": nu.sum(1), "total_errors": np.sqrt(var_tot)}
+        return {
+            "values": nu,
+            "errors": np.sqrt(var),
+            "total": nu.sum(1),
+            "total_errors": np.sqrt(var_tot),
+        }
 
 
 def check_names(fi: FitInput, names: list[str]) -> None:

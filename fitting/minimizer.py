@@ -27,7 +27,11 @@ import jax.numpy as jnp
 from .model import FitModel
 
 CONVERGED, MAXITER, NONFINITE = 0, 1, 2
-STATUS_TEXT = {CONVERGED: "converged", MAXITER: "maximum iterations reached", NONFINITE: "non-finite NLL"}
+STATUS_TEXT = {
+    CONVERGED: "converged",
+    MAXITER: "maximum iterations reached",
+    NONFINITE: "non-finite NLL",
+}
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,6 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             diag = (w[:, None] * J * J).sum(0) + c
             scale = act / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
             if mode == "gn":
-
                 if model.static.npar <= opts.dense_gn_max:
                     # one GEMM per outer iterate, then each CG step is an npar^2 product
                     G = (J.T * w[None, :]) @ J + jnp.diag(c)
@@ -159,18 +162,14 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             if bounded:
                 pe = xt - x
                 zt = jnp.where(scale > 0, pe / jnp.where(scale > 0, scale, 1.0), 0.0)
-                pred = jnp.where(
-                    jnp.any(xt != x + p), -(gs @ zt + 0.5 * zt @ hs(zt)), pred
-                )
+                pred = jnp.where(jnp.any(xt != x + p), -(gs @ zt + 0.5 * zt @ hs(zt)), pred)
             ft, gt = vg(xt)
             ok = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt))
             ared = f - ft
             rho = ared / jnp.where(pred > 0, pred, 1e-300)
             accept = ok & ((rho > opts.eta) | ((pred <= 1e-14 * jnp.abs(f)) & (ared >= 0)))
             znorm = jnp.sqrt(z @ z)
-            delta_n = jnp.where(
-                ~ok | (rho < 0.25), 0.25 * jnp.maximum(znorm, 1e-12 * delta), delta
-            )
+            delta_n = jnp.where(~ok | (rho < 0.25), 0.25 * jnp.maximum(znorm, 1e-12 * delta), delta)
             delta_n = jnp.where(
                 ok & (rho > 0.75) & ~interior, jnp.minimum(2.0 * delta_n, 1e8), delta_n
             )

@@ -132,7 +132,10 @@ class FitModel:
             other_params=tuple(sorted(other)),
             shape_block=(
                 int(fi.shape_param[0])
-                if nT and np.array_equal(fi.shape_param, np.arange(fi.shape_param[0], fi.shape_param[0] + nT))
+                if nT
+                and np.array_equal(
+                    fi.shape_param, np.arange(fi.shape_param[0], fi.shape_param[0] + nT)
+                )
                 else None
             ),
         )
@@ -228,7 +231,9 @@ class FitModel:
             pos = h(mid)[0] > 0
             return jnp.where(pos, mid, lo_), jnp.where(pos, hi_, mid)
 
-        lo, hi = jax.lax.fori_loop(0, 80, bisect, (jax.lax.stop_gradient(lo), jax.lax.stop_gradient(hi)))
+        lo, hi = jax.lax.fori_loop(
+            0, 80, bisect, (jax.lax.stop_gradient(lo), jax.lax.stop_gradient(hi))
+        )
         t = jax.lax.stop_gradient(0.5 * (lo + hi))
         for _ in range(2):  # exact first and second derivatives through the root
             val, g = h(t)

@@ -23,7 +23,9 @@ from .fitinput import FitInput
 from .writer import axis_from_dict
 
 
-def _hist(fi: FitInput, ch_index: int, values: np.ndarray, variances: np.ndarray | None) -> hist.Hist:
+def _hist(
+    fi: FitInput, ch_index: int, values: np.ndarray, variances: np.ndarray | None
+) -> hist.Hist:
     ch = fi.channels[ch_index]
     axes = [axis_from_dict(a) for a in ch.axes]
     h = hist.Hist(*axes, storage=hist.storage.Weight())
@@ -55,7 +57,9 @@ def read_hist(group: h5py.Group) -> hist.Hist:
     return h
 
 
-def write_results(path: str | Path, fi: FitInput, results: dict[str, Any], metadata: dict[str, Any]) -> Path:
+def write_results(
+    path: str | Path, fi: FitInput, results: dict[str, Any], metadata: dict[str, Any]
+) -> Path:
     """Write everything in ``results`` (keys produced by cli.run_fit) atomically."""
     path = Path(path)
     with atomic_path(path, suffix=".hdf5") as tmp, h5py.File(tmp, "w") as f:
@@ -63,8 +67,16 @@ def write_results(path: str | Path, fi: FitInput, results: dict[str, Any], metad
         f.attrs["format"] = "wremnants_dask.fitresult"
         p = results["parameters"]
         dt = np.dtype(
-            [("name", h5py.string_dtype()), ("value", "f8"), ("error", "f8"), ("prefit", "f8"),
-             ("prefit_error", "f8"), ("pull", "f8"), ("constraint", "f8"), ("free", "?")]
+            [
+                ("name", h5py.string_dtype()),
+                ("value", "f8"),
+                ("error", "f8"),
+                ("prefit", "f8"),
+                ("prefit_error", "f8"),
+                ("pull", "f8"),
+                ("constraint", "f8"),
+                ("free", "?"),
+            ]
         )
         tab = np.array(list(zip(*[p[k] for k in dt.names])), dtype=dt)
         f.create_dataset("parameters", data=tab)
@@ -100,7 +112,9 @@ def write_results(path: str | Path, fi: FitInput, results: dict[str, Any], metad
                 cg = sg.create_group(ch.name)
                 sl = slice(ch.start, ch.stop)
                 for pi, proc in enumerate(fi.processes):
-                    write_hist(cg, proc, _hist(fi, ci, y["values"][sl, pi], y["errors"][sl, pi] ** 2))
+                    write_hist(
+                        cg, proc, _hist(fi, ci, y["values"][sl, pi], y["errors"][sl, pi] ** 2)
+                    )
                 write_hist(cg, "total", _hist(fi, ci, y["total"][sl], y["total_errors"][sl] ** 2))
                 if not ch.masked:
                     d = np.asarray(results["data"])[sl]

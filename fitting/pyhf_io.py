@@ -116,7 +116,9 @@ def from_pyhf(
                         add_param(mn, "normfactor", FREE, 1.0, (0.0, 10.0))
                     else:
                         if mn not in pconf or "sigmas" not in pconf[mn]:
-                            raise FitInputError(f"lumi parameter {mn!r} needs sigmas in the measurement")
+                            raise FitInputError(
+                                f"lumi parameter {mn!r} needs sigmas in the measurement"
+                            )
                         aux = pconf[mn].get("auxdata", [1.0])[0]
                         add_param(mn, "lumi", GAUSS, aux, (0.0, 10.0), aux, pconf[mn]["sigmas"][0])
                     names_bins[sl] = mn
@@ -139,8 +141,14 @@ def from_pyhf(
                         tau = np.where(valid, nom**2 / np.where(valid, unc, 1.0) ** 2, 1.0)
                     for i in range(ch.stop - ch.start):
                         add_param(
-                            f"{mn}[{i}]", "shapesys", POISSON, 1.0, (1e-10, 10.0),
-                            tau[i], tau[i], not valid[i],
+                            f"{mn}[{i}]",
+                            "shapesys",
+                            POISSON,
+                            1.0,
+                            (1e-10, 10.0),
+                            tau[i],
+                            tau[i],
+                            not valid[i],
                         )
                         names_bins[ch.start + i] = f"{mn}[{i}]"
                 elif mt == "normsys":
@@ -165,8 +173,16 @@ def from_pyhf(
         sig = np.sqrt(rel2)
         for i, sg in enumerate(sig):
             fixed = bool(sg == 0)
-            add_param(f"{mn}[{i}]", "staterror", GAUSS, 1.0, (1e-10, 10.0), 1.0,
-                      1.0 if fixed else float(sg), fixed)
+            add_param(
+                f"{mn}[{i}]",
+                "staterror",
+                GAUSS,
+                1.0,
+                (1e-10, 10.0),
+                1.0,
+                1.0 if fixed else float(sg),
+                fixed,
+            )
     if meas["config"]["poi"] not in params:
         raise FitInputError(f"POI {meas['config']['poi']!r} is not a parameter of the model")
     # measurement overrides
@@ -191,7 +207,6 @@ def from_pyhf(
             if "sigmas" in cfg and p["constraint"] == GAUSS:
                 p["width"] = cfg["sigmas"][j]
     names = list(params)
-    npar = len(names)
     col = lambda k: np.array([params[n][k] for n in names], np.float64)  # noqa: E731
     mkeys = list(mult)
     mult_index = np.full((nb, len(mkeys)), -1, np.int64)
@@ -213,14 +228,22 @@ def from_pyhf(
             for ci, p, u, d in norm[n]:
                 lu[ci, p, k] += u
                 ld[ci, p, k] += d
-        kw.update(norm_param=np.array([names.index(n) for n in nnames]), norm_logup=lu,
-                  norm_logdn=ld, norm_interp=ncode)
+        kw.update(
+            norm_param=np.array([names.index(n) for n in nnames]),
+            norm_logup=lu,
+            norm_logdn=ld,
+            norm_interp=ncode,
+        )
     if histo:
         hnames = list(histo)
         vu = np.stack([sum(v for v, _ in histo[n]) for n in hnames], axis=1)
         vd = np.stack([sum(v for _, v in histo[n]) for n in hnames], axis=1)
-        kw.update(add_param=np.array([names.index(n) for n in hnames]), add_avg=0.5 * (vu - vd),
-                  add_hd=0.5 * (vu + vd), add_interp=hcode)
+        kw.update(
+            add_param=np.array([names.index(n) for n in hnames]),
+            add_avg=0.5 * (vu - vd),
+            add_hd=0.5 * (vu + vd),
+            add_interp=hcode,
+        )
     fi = FitInput(
         channels=channels,
         processes=procs,
@@ -310,24 +333,47 @@ def to_pyhf(
                     (t,) = types
                     if t in ("poi", "normfactor", "lumi"):
                         n = names[idx[0]]
-                        mods.append({"name": n, "type": "lumi" if t == "lumi" else "normfactor", "data": None})
+                        mods.append(
+                            {
+                                "name": n,
+                                "type": "lumi" if t == "lumi" else "normfactor",
+                                "data": None,
+                            }
+                        )
                         if t == "lumi":
-                            pconf[n] = {"name": n, "auxdata": [float(fi.param_center[idx[0]])],
-                                        "sigmas": [float(fi.param_width[idx[0]])],
-                                        "inits": [float(fi.param_init[idx[0]])],
-                                        "bounds": [[float(fi.param_lower[idx[0]]), float(fi.param_upper[idx[0]])]]}
+                            pconf[n] = {
+                                "name": n,
+                                "auxdata": [float(fi.param_center[idx[0]])],
+                                "sigmas": [float(fi.param_width[idx[0]])],
+                                "inits": [float(fi.param_init[idx[0]])],
+                                "bounds": [
+                                    [float(fi.param_lower[idx[0]]), float(fi.param_upper[idx[0]])]
+                                ],
+                            }
                         else:
                             lo, hi = fi.param_lower[idx[0]], fi.param_upper[idx[0]]
                             lo = -1e3 if not np.isfinite(lo) else lo
                             hi = 1e3 if not np.isfinite(hi) else hi
-                            pconf[n] = {"name": n, "bounds": [[float(lo), float(hi)]],
-                                        "inits": [float(fi.param_init[idx[0]])]}
+                            pconf[n] = {
+                                "name": n,
+                                "bounds": [[float(lo), float(hi)]],
+                                "inits": [float(fi.param_init[idx[0]])],
+                            }
                     elif t == "shapefactor":
-                        mods.append({"name": base(names[idx[0]]), "type": "shapefactor", "data": None})
+                        mods.append(
+                            {"name": base(names[idx[0]]), "type": "shapefactor", "data": None}
+                        )
                     elif t == "shapesys":
                         tau = fi.param_width[idx]
-                        mods.append({"name": base(names[idx[0]]), "type": "shapesys",
-                                     "data": list(np.where(fi.param_fixed[idx], 0.0, nom / np.sqrt(tau)))})
+                        mods.append(
+                            {
+                                "name": base(names[idx[0]]),
+                                "type": "shapesys",
+                                "data": list(
+                                    np.where(fi.param_fixed[idx], 0.0, nom / np.sqrt(tau))
+                                ),
+                            }
+                        )
                     elif t == "staterror":
                         members = [
                             q
@@ -340,31 +386,60 @@ def to_pyhf(
                         sig = np.where(fi.param_fixed[idx], 0.0, fi.param_width[idx])
                         with np.errstate(divide="ignore", invalid="ignore"):
                             d = np.where(rms > 0, sig * nom * tot / rms, 0.0)
-                        mods.append({"name": base(names[idx[0]]), "type": "staterror", "data": list(d)})
+                        mods.append(
+                            {"name": base(names[idx[0]]), "type": "staterror", "data": list(d)}
+                        )
             for k, pi in enumerate(fi.norm_param):
                 u, d = fi.norm_logup[ci, p, k], fi.norm_logdn[ci, p, k]
                 if u != 0 or d != 0:
-                    mods.append({"name": names[pi], "type": "normsys",
-                                 "data": {"hi": float(np.exp(u)), "lo": float(np.exp(d))}})
+                    mods.append(
+                        {
+                            "name": names[pi],
+                            "type": "normsys",
+                            "data": {"hi": float(np.exp(u)), "lo": float(np.exp(d))},
+                        }
+                    )
             for k, pi in enumerate(fi.add_param):
                 a = fi.add_avg[rows, k]
                 h = fi.add_hd[rows, k] if fi.add_hd is not None else 0 * a
                 if np.any(a != 0) or np.any(h != 0):
-                    mods.append({"name": names[pi], "type": "histosys",
-                                 "data": {"hi_data": list(nom + a + h), "lo_data": list(nom - a + h)}})
+                    mods.append(
+                        {
+                            "name": names[pi],
+                            "type": "histosys",
+                            "data": {"hi_data": list(nom + a + h), "lo_data": list(nom - a + h)},
+                        }
+                    )
             if shape_dense is not None:
                 for k, pi in enumerate(fi.shape_param):
                     a, h = shape_dense[0][rows, k], shape_dense[1][rows, k]
                     if np.any(a != 0) or np.any(h != 0):
-                        mods.append({"name": names[pi], "type": "histosys",
-                                     "data": {"hi_data": list(nom * np.exp(a + h)),
-                                              "lo_data": list(nom * np.exp(h - a))}})
+                        mods.append(
+                            {
+                                "name": names[pi],
+                                "type": "histosys",
+                                "data": {
+                                    "hi_data": list(nom * np.exp(a + h)),
+                                    "lo_data": list(nom * np.exp(h - a)),
+                                },
+                            }
+                        )
             if fi.bb_mode == "full" and np.any(fi.sumw2[sl, p] > 0):
-                mods.append({"name": f"bb_{ch.name}_{proc}", "type": "shapesys",
-                             "data": list(np.sqrt(fi.sumw2[sl, p]))})
+                mods.append(
+                    {
+                        "name": f"bb_{ch.name}_{proc}",
+                        "type": "shapesys",
+                        "data": list(np.sqrt(fi.sumw2[sl, p])),
+                    }
+                )
             elif fi.bb_mode == "lite" and np.any(fi.sumw2[sl, p] > 0):
-                mods.append({"name": f"staterror_{ch.name}", "type": "staterror",
-                             "data": list(np.sqrt(fi.sumw2[sl, p]))})
+                mods.append(
+                    {
+                        "name": f"staterror_{ch.name}",
+                        "type": "staterror",
+                        "data": list(np.sqrt(fi.sumw2[sl, p])),
+                    }
+                )
             samples.append({"name": proc, "data": list(map(float, nom)), "modifiers": mods})
         channels.append({"name": ch.name, "samples": samples})
         observations.append({"name": ch.name, "data": list(map(float, fi.data[sl]))})
@@ -373,7 +448,9 @@ def to_pyhf(
     spec = {
         "channels": channels,
         "observations": observations,
-        "measurements": [{"name": "meas", "config": {"poi": fi.pois[0], "parameters": list(pconf.values())}}],
+        "measurements": [
+            {"name": "meas", "config": {"poi": fi.pois[0], "parameters": list(pconf.values())}}
+        ],
         "version": "1.0.0",
     }
     spec = copy.deepcopy(spec)

@@ -26,7 +26,9 @@ def symmetrize(
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Return ``[(param_name, avg, hd), ...]`` for one variation under ``mode``."""
     if mode not in SYMMETRIZE:
-        raise ValueError(f"systematic {name!r}: symmetrize must be one of {SYMMETRIZE}, got {mode!r}")
+        raise ValueError(
+            f"systematic {name!r}: symmetrize must be one of {SYMMETRIZE}, got {mode!r}"
+        )
     vu = np.asarray(vu, np.float64)
     vd = np.asarray(vd, np.float64)
     avg = 0.5 * (vu - vd)

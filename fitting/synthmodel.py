@@ -15,7 +15,18 @@ import numpy as np
 from .fitinput import FitInput
 from .writer import FitInputWriter
 
-PROCESSES = ["Wmunu", "Zmumu", "Ztautau", "Wtaunu", "Top", "Diboson", "QCD", "LowMass", "Other1", "Other2"]
+PROCESSES = [
+    "Wmunu",
+    "Zmumu",
+    "Ztautau",
+    "Wtaunu",
+    "Top",
+    "Diboson",
+    "QCD",
+    "LowMass",
+    "Other1",
+    "Other2",
+]
 FRACTIONS = [1.0, 0.12, 0.03, 0.05, 0.02, 0.01, 0.08, 0.01, 0.005, 0.005]
 
 
@@ -62,8 +73,15 @@ def build_synthetic(
     # the W mass: a Jacobian-peak shift of the signal, unconstrained
     nom = noms["Wmunu"]
     slope = 0.004 * (pt - 40.0) / 10.0 * np.ones(shape)
-    w.add_shape_systematic("massShiftW", "Wmunu", "ch", up=_h(axes, nom * (1 + slope)),
-                           down=_h(axes, nom * (1 - slope)), constrained=False, groups=["mass"])
+    w.add_shape_systematic(
+        "massShiftW",
+        "Wmunu",
+        "ch",
+        up=_h(axes, nom * (1 + slope)),
+        down=_h(axes, nom * (1 - slope)),
+        constrained=False,
+        groups=["mass"],
+    )
     for k in range(nsyst):
         glob = k % 10 >= 7
         nproc = 1 + (k % 3 == 0) + (k % 5 == 0)
@@ -80,8 +98,9 @@ def build_synthetic(
         for p in dict.fromkeys(procs):
             n = noms[p]
             dn = n * (1 - var * (1.3 if asymmetric else 1.0))
-            w.add_shape_systematic(f"syst{k}", p, "ch", up=_h(axes, n * (1 + var)),
-                                   down=_h(axes, dn), groups=[grp])
+            w.add_shape_systematic(
+                f"syst{k}", p, "ch", up=_h(axes, n * (1 + var)), down=_h(axes, dn), groups=[grp]
+            )
     for k in range(nnorm):
         procs = [PROCESSES[1 + k % 9]]
         w.add_norm_systematic(f"norm{k}", procs, 1.0 + 0.02 + 0.05 * (k % 4), groups=["norm"])

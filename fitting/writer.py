@@ -89,7 +89,9 @@ class FitInputWriter:
         norm_interp: str = "smooth",
     ) -> None:
         if systematic_type not in ("log_normal", "normal"):
-            raise FitInputError(f"systematic_type must be log_normal or normal: {systematic_type!r}")
+            raise FitInputError(
+                f"systematic_type must be log_normal or normal: {systematic_type!r}"
+            )
         self.systematic_type = systematic_type
         self.sparse = sparse
         self.bb_mode = bb_mode
@@ -363,7 +365,6 @@ class FitInputWriter:
                 mult_proc[m, procs.index(p)] = True
 
         shape_names = list(self._shape)
-        nT = len(shape_names)
         shape_param = np.array([names.index(n) for n in shape_names], np.int64)
         any_hd = any(np.any(hd != 0) for e in self._shape.values() for _, hd in e.values())
         fi_kw: dict[str, Any] = {}

@@ -22,9 +22,14 @@ def pyhf_workspace(seed: int = 1) -> dict:
             {"name": "lumi", "type": "lumi", "data": None},
         ]
         bmods = [
-            {"name": "bkg_shape", "type": "histosys", "data": {
-                "hi_data": [b * (1.05 + 0.01 * i) for i, b in enumerate(bkg)],
-                "lo_data": [b * (0.97 - 0.005 * i) for i, b in enumerate(bkg)]}},
+            {
+                "name": "bkg_shape",
+                "type": "histosys",
+                "data": {
+                    "hi_data": [b * (1.05 + 0.01 * i) for i, b in enumerate(bkg)],
+                    "lo_data": [b * (0.97 - 0.005 * i) for i, b in enumerate(bkg)],
+                },
+            },
             {"name": "bkg_norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.92}},
             {"name": "staterror_" + cname, "type": "staterror", "data": [0.03 * b for b in bkg]},
         ]
@@ -35,19 +40,35 @@ def pyhf_workspace(seed: int = 1) -> dict:
             {"name": "b2_free", "type": "normfactor", "data": None},
             {"name": "lumi", "type": "lumi", "data": None},
         ]
-        chans.append({"name": cname, "samples": [
-            {"name": "signal", "data": sig, "modifiers": smods},
-            {"name": "bkg", "data": bkg, "modifiers": bmods},
-            {"name": "bkg2", "data": bkg2, "modifiers": b2mods}]})
+        chans.append(
+            {
+                "name": cname,
+                "samples": [
+                    {"name": "signal", "data": sig, "modifiers": smods},
+                    {"name": "bkg", "data": bkg, "modifiers": bmods},
+                    {"name": "bkg2", "data": bkg2, "modifiers": b2mods},
+                ],
+            }
+        )
         tot = np.array(sig) * 1.1 + np.array(bkg) + np.array(bkg2)
         obs.append({"name": cname, "data": list(map(float, rng.poisson(tot)))})
     params = [
         {"name": "mu", "bounds": [[-5, 10]]},
         {"name": "b2_free", "bounds": [[0, 10]]},
-        {"name": "lumi", "auxdata": [1.0], "sigmas": [0.02], "inits": [1.0], "bounds": [[0.5, 1.5]]},
+        {
+            "name": "lumi",
+            "auxdata": [1.0],
+            "sigmas": [0.02],
+            "inits": [1.0],
+            "bounds": [[0.5, 1.5]],
+        },
     ]
-    return {"channels": chans, "observations": obs, "version": "1.0.0",
-            "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": params}}]}
+    return {
+        "channels": chans,
+        "observations": obs,
+        "version": "1.0.0",
+        "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": params}}],
+    }
 
 
 def reg(n: int, name: str = "x") -> hist.axis.Regular:

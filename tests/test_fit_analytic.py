@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import scipy.optimize
 from fit_models import hw, reg
-
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.model import FitModel
@@ -98,9 +97,12 @@ def test_bb_lite_profile_equals_explicit_minimisation():
         ours = float(m.nll(jnp.asarray([mu]), m.obs))
         ref = 0.0
         for nb, kb, d in zip(nom * mu, nom**2 / w2, data):
-            def f(g):
+
+            def f(g, nb=nb, kb=kb, d=d):
                 nu = g * nb
                 return nu - d - (d * np.log(nu / d) if d > 0 else 0) + kb * (g - 1 - np.log(g))
-            ref += scipy.optimize.minimize_scalar(f, bounds=(1e-6, 10), method="bounded",
-                                                  options={"xatol": 1e-12}).fun
+
+            ref += scipy.optimize.minimize_scalar(
+                f, bounds=(1e-6, 10), method="bounded", options={"xatol": 1e-12}
+            ).fun
         assert ours == pytest.approx(ref, rel=1e-9, abs=1e-9)

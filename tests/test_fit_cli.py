@@ -9,7 +9,6 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
 from wremnants_dask.fitting import write_fit_input
 from wremnants_dask.fitting.cli import main
 from wremnants_dask.fitting.output import read_hist
@@ -26,8 +25,21 @@ def fit_input(tmp_path_factory):
 
 def test_cli_full_run(fit_input, tmp_path, capsys):
     path, fi = fit_input
-    rc = main([str(path), "-o", str(tmp_path), "--impacts", "--impacts-refit",
-               "--scan", "massShiftW", "--scan-points", "3", "--scan-range", "1"])
+    rc = main(
+        [
+            str(path),
+            "-o",
+            str(tmp_path),
+            "--impacts",
+            "--impacts-refit",
+            "--scan",
+            "massShiftW",
+            "--scan-points",
+            "3",
+            "--scan-range",
+            "1",
+        ]
+    )
     assert rc == 0
     assert "POI mu" in capsys.readouterr().out
     with h5py.File(tmp_path / "fitresults.hdf5") as f:
@@ -63,5 +75,7 @@ def test_cli_module_asimov_and_bad_name(fit_input, tmp_path):
     with h5py.File(tmp_path / "fitresults.hdf5") as f:
         par = f["parameters"][()]
         np.testing.assert_allclose(par["value"], par["prefit"], atol=1e-5)  # Asimov: truth back
-    bad = subprocess.run(cmd + ["--freeze", "nosuchparam"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        cmd + ["--freeze", "nosuchparam"], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "unknown parameter 'nosuchparam'" in bad.stderr

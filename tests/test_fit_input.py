@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import hw, reg
-
 from wremnants_dask.fitting import FitInputError, FitInputWriter, read_fit_input
 from wremnants_dask.fitting.hessian import make_hessian
 from wremnants_dask.fitting.model import FitModel
@@ -28,8 +27,11 @@ def _writer(**kw):
 
 def test_variation_axis_gives_one_parameter_per_entry():
     w, ax = _writer()
-    var = hist.Hist(ax, hist.axis.StrCategory(["a", "b"], name="pdf"),
-                    hist.axis.StrCategory(["dn", "up"], name="downUp"))
+    var = hist.Hist(
+        ax,
+        hist.axis.StrCategory(["a", "b"], name="pdf"),
+        hist.axis.StrCategory(["dn", "up"], name="downUp"),
+    )
     base = np.array([5.0, 10.0, 15.0])
     var.view()[:, 0, 0], var.view()[:, 0, 1] = base * 0.9, base * 1.2
     var.view()[:, 1, 0], var.view()[:, 1, 1] = base * 0.95, base * 1.05
@@ -45,7 +47,9 @@ def test_variation_axis_gives_one_parameter_per_entry():
     for v, fac in ((1.0, 1.2), (-1.0, 0.9)):
         x = m.x0.copy()
         x[fi.param_index("pdf_a")] = v
-        np.testing.assert_allclose(np.asarray(m.yields(jnp.asarray(x)))[:, 0], base * fac, rtol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(m.yields(jnp.asarray(x)))[:, 0], base * fac, rtol=1e-12
+        )
 
 
 def test_symmetrisation_options():
@@ -66,13 +70,18 @@ def test_symmetrisation_options():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (lambda w, ax: w.add_process(hw(ax, [1.0, -2.0, 3.0]), "neg", "c"), "negative yield.*'neg'"),
+        (
+            lambda w, ax: w.add_process(hw(ax, [1.0, -2.0, 3.0]), "neg", "c"),
+            "negative yield.*'neg'",
+        ),
         (lambda w, ax: w.add_process(hw(ax, [1.0, np.nan, 3.0]), "nan", "c"), "non-finite.*'nan'"),
         (lambda w, ax: w.add_process(hw(reg(4), [1.0] * 4), "wide", "c"), "binning.*'c'"),
         (lambda w, ax: w.add_process(hw(ax, [1.0] * 3), "p", "nochan"), "unknown channel 'nochan'"),
         (lambda w, ax: w.add_norm_systematic("n", "nosuch", 1.1), "unknown process 'nosuch'"),
-        (lambda w, ax: w.add_shape_systematic("s", "bkg", "c", up=hw(ax, [1.0, np.inf, 2.0])),
-         "non-finite variation.*'s'"),
+        (
+            lambda w, ax: w.add_shape_systematic("s", "bkg", "c", up=hw(ax, [1.0, np.inf, 2.0])),
+            "non-finite variation.*'s'",
+        ),
         (lambda w, ax: w.add_data(hw(ax, [-1.0, 2.0, 3.0]), "c"), "negative.*data.*'c'"),
     ],
 )
@@ -115,7 +124,9 @@ def test_sparse_equals_dense_and_chunked_hessian_is_exact():
     md, ms = FitModel(fd), FitModel(fs)
     x = jnp.asarray(truth + 0.3)
     assert float(md.nll(x, md.obs)) == pytest.approx(float(ms.nll(x, ms.obs)), rel=1e-12)
-    np.testing.assert_allclose(jax.grad(md.nll)(x, md.obs), jax.grad(ms.nll)(x, ms.obs), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        jax.grad(md.nll)(x, md.obs), jax.grad(ms.nll)(x, ms.obs), rtol=1e-9, atol=1e-9
+    )
     H = jax.hessian(md.nll)(x, md.obs)
     Hc = make_hessian(ms, mem_bytes=8 * 12 * (fs.nbins * fs.nproc + fs.npar) * 7)(x, ms.obs)
     np.testing.assert_allclose(Hc, H, rtol=1e-9, atol=1e-8)

@@ -8,7 +8,6 @@ import numpy as np
 import pyhf
 import pytest
 from fit_models import hw, pyhf_workspace, reg
-
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.model import FitModel
@@ -102,15 +101,35 @@ def test_bb_full_matches_pyhf_shapesys(jax_backend):
     w.add_process(hw(ax, b, sw_b), "bkg", "ch")
     res = Fitter(w.build(), mode="exact").fit()
     spec = {
-        "channels": [{"name": "ch", "samples": [
-            {"name": "sig", "data": list(s), "modifiers": [
-                {"name": "mu", "type": "normfactor", "data": None},
-                {"name": "mc_sig", "type": "shapesys", "data": list(np.sqrt(sw_s))}]},
-            {"name": "bkg", "data": list(b), "modifiers": [
-                {"name": "mc_bkg", "type": "shapesys", "data": list(np.sqrt(sw_b))}]}]}],
+        "channels": [
+            {
+                "name": "ch",
+                "samples": [
+                    {
+                        "name": "sig",
+                        "data": list(s),
+                        "modifiers": [
+                            {"name": "mu", "type": "normfactor", "data": None},
+                            {"name": "mc_sig", "type": "shapesys", "data": list(np.sqrt(sw_s))},
+                        ],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": list(b),
+                        "modifiers": [
+                            {"name": "mc_bkg", "type": "shapesys", "data": list(np.sqrt(sw_b))}
+                        ],
+                    },
+                ],
+            }
+        ],
         "observations": [{"name": "ch", "data": list(n)}],
-        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": [
-            {"name": "mu", "bounds": [[-5, 10]]}]}}],
+        "measurements": [
+            {
+                "name": "m",
+                "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[-5, 10]]}]},
+            }
+        ],
         "version": "1.0.0",
     }
     pm, _, bf, nll_ref, err_ref = pyhf_reference(spec)

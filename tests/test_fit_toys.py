@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from fit_models import hw, reg
-
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 
@@ -17,8 +16,13 @@ def test_poi_pulls_are_standard_normal():
         w.add_data(hw(ax, np.zeros(4)), c)
         w.add_process(hw(ax, scale * np.array([20.0, 40.0, 30.0, 10.0])), "sig", c, signal=True)
         w.add_process(hw(ax, np.array([100.0, 80.0, 60.0, 50.0]) / scale), "bkg", c)
-        w.add_shape_systematic("tilt", "bkg", c, up=hw(ax, np.array([105.0, 82.0, 59.0, 47.0]) / scale),
-                               down=hw(ax, np.array([96.0, 79.0, 61.0, 52.5]) / scale))
+        w.add_shape_systematic(
+            "tilt",
+            "bkg",
+            c,
+            up=hw(ax, np.array([105.0, 82.0, 59.0, 47.0]) / scale),
+            down=hw(ax, np.array([96.0, 79.0, 61.0, 52.5]) / scale),
+        )
     w.add_norm_systematic("bnorm", "bkg", 1.05)
     fi = w.build()
     f = Fitter(fi)

@@ -174,21 +174,24 @@ def main(argv: list[str] | None = None) -> Path:
         f"({', '.join(d.name for d in datasets)}) -> {out}"
     )
     t0 = time.perf_counter()
-    plan = runner.build_plan(
-        datasets,
-        processor,
-        step_size=args.step_size,
-        max_events=args.max_events,
-        split_every=args.split_every,
-        skip_bad_files=args.skip_bad_files,
-    )
-    n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
-    print(
-        f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, built in {plan.build_seconds:.2f} s"
-    )
-    for s in plan.skipped_files:
-        print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
     with make_client(args) as client:
+        if client is not None:  # workers import while the graph is built
+            runner.warm_up(client, processor)
+        plan = runner.build_plan(
+            datasets,
+            processor,
+            step_size=args.step_size,
+            max_events=args.max_events,
+            split_every=args.split_every,
+            skip_bad_files=args.skip_bad_files,
+        )
+        n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
+        print(
+            f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
+            f"built in {plan.build_seconds:.2f} s"
+        )
+        for s in plan.skipped_files:
+            print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
         result = runner.execute(
             plan,
             client,

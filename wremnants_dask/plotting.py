@@ -29,6 +29,13 @@ COLORS = {
 }
 
 
+def axis_dict(ax: Any) -> dict[str, Any]:
+    """Serialise a hist axis the way fit inputs store their channel axes."""
+    from wremnants_dask.fitting.writer import axis_to_dict
+
+    return axis_to_dict(ax)
+
+
 def axis_edges(axis: dict[str, Any]) -> np.ndarray:
     """Bin edges of a serialised axis (categories get unit-width bins)."""
     if axis["type"] == "regular":

@@ -172,9 +172,7 @@ class Collection:
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return getattr(self, key)
-        return Collection(
-            self._events, self._prefix, (*self._selections, key), self._mask_cache
-        )
+        return Collection(self._events, self._prefix, (*self._selections, key), self._mask_cache)
 
     def zip(self, *fields: str) -> ak.Array:
         """A record array of the given fields (all fields when none are given)."""

@@ -62,6 +62,7 @@ __all__ = [
     "execute",
     "run",
     "trace_columns",
+    "warm_up",
 ]
 
 DEFAULT_STEP_SIZE = 200_000
@@ -90,7 +91,6 @@ class FileInfo:
     _form: Any = None  # awkward form of all branches, computed on first use (see .form)
     gen_sums: Any = None  # normalization.GenSums from the Runs tree, if readable
     runs_error: str | None = None
-
 
     @property
     def form(self) -> ak.forms.RecordForm:
@@ -581,6 +581,30 @@ def _tree_reduce(mapped: dak.Array, split_every: int, name: str) -> tuple[HighLe
 
 
 # ----------------------------------------------------------------------------- execution
+def _load_on_worker(modules: Sequence[str]) -> None:
+    import importlib
+
+    from wremnants_dask import tensorhist
+
+    for m in modules:
+        importlib.import_module(m)
+    tensorhist.warm_kernels()
+
+
+def warm_up(client: Any, processor: Processor | None = None, *, wait: bool = False) -> None:
+    """Import the engine and the processor's module and load the compiled kernels on every
+    worker of ``client``.
+
+    A fresh worker process spends seconds importing awkward/uproot/numba and the analysis on
+    its first task; started right after the cluster (``wait=False``), this overlaps with
+    building the graph instead of delaying the first chunks.
+    """
+    modules = ["wremnants_dask.runner"]
+    if processor is not None:
+        modules.append(type(processor).__module__)
+    client.run(_load_on_worker, modules, wait=wait)
+
+
 def optimize_graph(graph: HighLevelGraph, keys: list[tuple]) -> HighLevelGraph:
     """Fuse the input and processing layers, so that reading + processing a chunk is one task."""
     from dask.blockwise import fuse_roots, optimize_blockwise

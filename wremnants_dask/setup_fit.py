@@ -374,6 +374,7 @@ def build_fit_input(
         "asimov": asimov,
         "mass_param": mass_param,
         "mass_step_mev": MASS_STEP_MEV,
+        "mass_reference_gev": reference_mass(setup.boson),
         "n_params_by_group": {g: len(p) for g, p in params_by_group.items()},
         "nonprompt_eta_merge": None if np_est is None else np_est.merge,
         "nonprompt_closure_mc": None if np_est is None else np_est.closure,
@@ -563,6 +564,14 @@ def _prompt_variation_total(
 def _asimov(procs: dict[str, hist.Hist]) -> hist.Hist:
     total = _sum(list(procs.values()))
     return hist.Hist(*total.axes, storage=hist.storage.Double(), data=total.values(flow=True))
+
+
+def reference_mass(boson: str) -> float:
+    """Boson mass (GeV) the simulation and its mass-variation templates are centred on."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload
+    from wremnants_dask.processors.common import boson_reference
+
+    return boson_reference(CorrectionsPayload(), boson)[0]
 
 
 # ----------------------------------------------------------------------------- CLI

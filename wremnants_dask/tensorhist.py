@@ -130,6 +130,18 @@ _AHEAD = 4
 _SPARSE_RATIO = 1.0 / 16.0
 
 
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) the fill kernels for the usual dtypes now."""
+    if not HAVE_NUMBA:
+        return
+    flat = np.zeros(1, dtype=np.int64)
+    w = np.ones(1)
+    for dtype in (np.float32, np.float64):
+        t = np.ones((1, 2), dtype=dtype)
+        _rows_add(np.zeros(2), flat, w, t)
+        _rows_add2(np.zeros(2), np.zeros(2), flat, w, t)
+
+
 def tensor_axis(
     name: str,
     size: int | None = None,

@@ -1,0 +1,117 @@
+"""The full analysis chain on a reduced synthetic sample, one command per stage.
+
+    python ci/run_chain.py OUTDIR [--config synthetic_small] [--analysis mw]
+
+generate (dataset cache) -> histmaker -> setup_fit -> fit -> plots. Each stage runs as its own
+process through the same command line a user types, and the stage times are written to
+``OUTDIR/chain.json`` together with the mass result. A failing stage stops the chain with its
+exit code, so a change that breaks any stage fails CI (tests/test_chain.py runs this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MASS_POI = {
+    "mw": "massShiftW100MeV",
+    "mz_wlike": "massShiftZ100MeV",
+    "mz_dilepton": "massShiftZ100MeV",
+}
+
+
+def run_stage(name: str, cmd: list[str], log: Path) -> float:
+    """Run one stage, streaming its output to ``log``; returns its wall time in seconds."""
+    print(f"[chain] {name}: {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(log.read_text()[-4000:], file=sys.stderr)
+        raise SystemExit(f"[chain] stage {name!r} failed with exit code {proc.returncode}")
+    print(f"[chain] {name}: {dt:.1f} s", flush=True)
+    return dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("outdir")
+    p.add_argument("--config", default="synthetic_small", help="dataset config")
+    p.add_argument("--analysis", default="mw", choices=sorted(MASS_POI))
+    p.add_argument("--workers", default="sync", help="'sync' or the number of local workers")
+    args = p.parse_args(argv)
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    executor = ["--executor", "sync"] if args.workers == "sync" else ["-j", str(args.workers)]
+    hist_file = out / "hists" / f"{args.analysis}.hdf5"
+    fitinput = out / "fitinput" / f"fitinput_{args.analysis}.hdf5"
+    stages = [
+        ("generate", [py, "-m", "wremnants_dask.datasets", args.config]),
+        (
+            "histmaker",
+            [
+                py,
+                "-m",
+                "wremnants_dask.histmaker",
+                "-a",
+                args.analysis,
+                "--dataset-config",
+                args.config,
+                "-o",
+                str(out / "hists"),
+                "--no-progress",
+                *executor,
+            ],
+        ),
+        (
+            "setup_fit",
+            [py, "-m", "wremnants_dask.setup_fit", str(hist_file), "-o", str(out / "fitinput")],
+        ),
+        (
+            "fit",
+            [
+                py,
+                "-m",
+                "wremnants_dask.fit",
+                str(fitinput),
+                "-o",
+                str(out / "fit"),
+                "--poi",
+                MASS_POI[args.analysis],
+                "--impacts",
+            ],
+        ),
+        (
+            "plots",
+            [
+                py,
+                "-m",
+                "wremnants_dask.plot",
+                str(out / "fit" / "fitresults.hdf5"),
+                "-o",
+                str(out / "plots"),
+            ],
+        ),
+    ]
+    times = {name: run_stage(name, cmd, out / f"{name}.log") for name, cmd in stages}
+    summary = json.loads((out / "plots" / "summary.json").read_text())
+    result = {
+        "analysis": args.analysis,
+        "config": args.config,
+        "stage_seconds": times,
+        "mass": summary.get("mass"),
+        "gof": summary.get("gof"),
+    }
+    (out / "chain.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
