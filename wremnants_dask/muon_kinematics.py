@@ -8,12 +8,12 @@ as tensor axes. It runs on real NanoAOD and on the synthetic files alike.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import awkward as ak
 import hist
 import numpy as np
-import uproot
 
 from wremnants_dask.processor import ChunkOutput, Events, Processor
 from wremnants_dask.tensorhist import TensorHist, tensor_axis
@@ -35,14 +35,15 @@ def kinematic_axes() -> list[Any]:
 
 def _vector_sizes(path: str, treename: str, branches: tuple[str, ...]) -> dict[str, int | None]:
     """Entries per event of fixed-size jagged branches, from the first event of a file."""
+    from wremnants_dask.runner import open_tree  # runner imports processors' modules lazily
+
     out: dict[str, int | None] = dict.fromkeys(branches)
-    with uproot.open(path) as fh:
-        tree = fh[treename]
-        if tree.num_entries == 0:
-            return out
-        for b in branches:
-            if b in tree and "n" + b in tree:
-                out[b] = int(tree["n" + b].array(library="np", entry_stop=1)[0])
+    tree = open_tree(os.path.abspath(path), treename)  # shared with the engine's file check
+    if tree.num_entries == 0:
+        return out
+    for b in branches:
+        if b in tree and "n" + b in tree:
+            out[b] = int(tree["n" + b].array(library="np", entry_stop=1)[0])
     return out
 
 

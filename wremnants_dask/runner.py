@@ -152,8 +152,13 @@ def _runs_sums(fh: Any) -> tuple[Any, str | None]:
 _FILE_CACHE: dict[tuple[str, str, float, int], FileInfo] = {}
 
 
-def inspect_file(path: str, treename: str) -> FileInfo:
-    """Open ``path`` once, check the tree, and return its entries and branch names (cached)."""
+def inspect_file(path: str, treename: str, *, want_form: bool = False) -> FileInfo:
+    """Open ``path`` once, check the tree, and return its entries and branch names (cached).
+
+    ``want_form``: also compute the awkward form of all branches while the file is open
+    (needed for the file a dataset is traced on; other files only get cheap signatures), and
+    keep the tree in this process's open-tree cache for the processor and sync execution.
+    """
     try:
         st = os.stat(path)
     except OSError as err:
@@ -161,11 +166,14 @@ def inspect_file(path: str, treename: str) -> FileInfo:
     key = (os.path.abspath(path), treename, st.st_mtime, st.st_size)
     info = _FILE_CACHE.get(key)
     if info is not None:
+        if want_form and info._form is None:
+            info._form = _tree_form(open_tree(info.path, treename))
         return info
     if st.st_size == 0:
         raise BadInputError(path, "file is empty (0 bytes)")
+    keep_open = False
     try:
-        fh = uproot.open(path)
+        fh = uproot.open(path, array_cache=None)
     except Exception as err:  # uproot raises many types for corrupt input
         raise BadInputError(
             path, f"not a readable ROOT file ({type(err).__name__}: {err})"
@@ -177,16 +185,21 @@ def inspect_file(path: str, treename: str) -> FileInfo:
             raise BadInputError(
                 path, f"no readable tree {treename!r} ({type(err).__name__}: {err})"
             ) from None
-        if not hasattr(tree, "num_entries"):
+        if not hasattr(tree, "num_entries") or not hasattr(tree, "branches"):
             raise BadInputError(path, f"{treename!r} is a {type(tree).__name__}, not a TTree")
         entries = int(tree.num_entries)
         top = tree.branches
         branches = frozenset(b.name for b in top)
         signatures = {b.name: _branch_signature(b) for b in top}
         info = FileInfo(os.path.abspath(path), treename, entries, branches, signatures)
+        if want_form:
+            info._form = _tree_form(tree)
+            _remember_tree(info.path, treename, tree)
+            keep_open = True
         info.gen_sums, info.runs_error = _runs_sums(fh)
     finally:
-        fh.close()
+        if not keep_open:
+            fh.close()
     _FILE_CACHE[key] = info
     return info
 
@@ -223,11 +236,16 @@ def open_tree(path: str, treename: str) -> Any:
             return tree
     # array_cache=None: chunks are read once; caching their baskets would only hold memory.
     tree = uproot.open(path, array_cache=None)[treename]
+    _remember_tree(path, treename, tree, st)
+    return tree
+
+
+def _remember_tree(path: str, treename: str, tree: Any, st: os.stat_result | None = None) -> None:
+    st = st or os.stat(path)
     with _OPEN_LOCK:
-        _OPEN_TREES[key] = tree
+        _OPEN_TREES[(path, treename, st.st_mtime_ns, st.st_size)] = tree
         while len(_OPEN_TREES) > _OPEN_MAX:  # dropped, not closed: a thread may still read it
             _OPEN_TREES.popitem(last=False)
-    return tree
 
 
 class ChunkReader(ColumnProjectionMixin):
@@ -370,13 +388,14 @@ _INSPECT_THREADS = 8
 def _inspect_all(paths: Sequence[Any], treename: str) -> list[FileInfo | BadInputError]:
     """``inspect_file`` for every path (a thread pool for many files), errors as values."""
 
-    def one(path: Any) -> FileInfo | BadInputError:
-        try:
-            return inspect_file(str(path), treename)
+    unique = list(dict.fromkeys(str(p) for p in paths))  # a file listed twice is opened once
+
+    def one(path: str) -> FileInfo | BadInputError:
+        try:  # the first file is the one the processor is traced on: it needs the form
+            return inspect_file(path, treename, want_form=path == unique[0])
         except BadInputError as err:
             return err
 
-    unique = list(dict.fromkeys(str(p) for p in paths))  # a file listed twice is opened once
     if len(unique) < 4:
         found = dict(zip(unique, map(one, unique)))
     else:
@@ -591,6 +610,12 @@ def _load_on_worker(modules: Sequence[str]) -> None:
     tensorhist.warm_kernels()
 
 
+async def _load_on_worker_async(modules: Sequence[str]) -> None:
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, _load_on_worker, modules)
+
+
 def warm_up(client: Any, processor: Processor | None = None, *, wait: bool = False) -> None:
     """Import the engine and the processor's module and load the compiled kernels on every
     worker of ``client``.
@@ -602,7 +627,10 @@ def warm_up(client: Any, processor: Processor | None = None, *, wait: bool = Fal
     modules = ["wremnants_dask.runner"]
     if processor is not None:
         modules.append(type(processor).__module__)
-    client.run(_load_on_worker, modules, wait=wait)
+    if wait:
+        client.run(_load_on_worker, modules)
+    else:  # distributed runs only coroutines without waiting: import in a worker thread
+        client.run(_load_on_worker_async, modules, wait=False)
 
 
 def optimize_graph(graph: HighLevelGraph, keys: list[tuple]) -> HighLevelGraph:

@@ -2,9 +2,12 @@
 
 A ``TensorHist`` has ordinary ``hist`` axes (looked up from per-event values) and *tensor axes*
 (no lookup: each event carries a weight tensor, e.g. 103 PDF weights or a 2x48 grid of
-efficiency variations). The flat bin index is computed once per event and the tensor is added
-with a single ``np.bincount`` over ``bin * ntensor + k``, so filling 103 variations costs a
-small multiple of the nominal fill instead of 103 fills.
+efficiency variations). The flat bin index is computed once per event (and shared between the
+histograms of a chunk filled with the same values, see ``processor.ChunkOutput.fill``); with
+numba a compiled kernel adds ``weight * tensor`` row by row without building the product,
+prefetching the histogram rows of the next events; without numba a single ``np.bincount`` over
+``bin * ntensor + k`` does it. Filling 103 variations costs a small multiple of the nominal
+fill instead of 103 fills.
 
 Storage is a C-ordered numpy array of shape ``(*ordinary extents incl. flow, *tensor shape)``:
 the tensor index is contiguous in memory, which keeps the scattered writes of the fill local.
