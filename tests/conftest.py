@@ -12,7 +12,9 @@ SHARED = Path(os.environ.get("WREMNANTS_SHARED", REPO_ROOT.parent / "shared"))
 NANOAOD_DY = SHARED / "data" / "nanoaod" / "nano_dy.root"
 NANOAOD_DATA = SHARED / "data" / "nanoaod" / "nano_dimuon.root"
 LUMI_CSV = SHARED / "data" / "lumi" / "lumi_small.csv"
-GOLDEN_JSON = SHARED / "data" / "lumi" / "Cert_294927-306462_13TeV_EOY2017ReReco_Collisions17_JSON.txt"
+GOLDEN_JSON = (
+    SHARED / "data" / "lumi" / "Cert_294927-306462_13TeV_EOY2017ReReco_Collisions17_JSON.txt"
+)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else ".tmp", dir=target.parent
+        prefix=f".{target.name}.",
+        suffix=suffix if suffix is not None else ".tmp",
+        dir=target.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)
