@@ -316,7 +316,9 @@ def build_fit_input(
                 spec[key] = _neutralise(
                     _project(spec[key], setup.fit_axes), procs[proc].values(), unreliable
                 )
-        created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=[group], **spec)
+        # the measured (unconstrained) mass is the POI: it belongs to no impact group
+        groups = [] if spec.get("constrained") is False else [group]
+        created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=groups, **spec)
         params_by_group.setdefault(group, set()).update(created)
 
     for g in prompt:
