@@ -106,3 +106,72 @@ def test_mass_pulls_over_toys(mass_fitter) -> None:
     n = len(pulls)
     assert abs(pulls.mean()) < 3 / np.sqrt(n)
     assert abs(pulls.std(ddof=1) - 1) < 3 / np.sqrt(2 * (n - 1))
+
+
+# --------------------------------------------------------------------------- Z configurations
+Z_ANALYSES = ("mz_wlike", "mz_dilepton")
+
+
+@pytest.fixture(scope="module")
+def z_fitinputs(chain: Path) -> dict[str, Path]:
+    """histmaker + setup_fit for the Z modes, on the samples the chain already generated."""
+    env = dict(os.environ, WREMNANTS_DASK_CACHE=str(chain / "cache"))
+    out = {}
+    for analysis in Z_ANALYSES:
+        hists = chain / "zhists"
+        subprocess.run(
+            [sys.executable, "-m", "wremnants_dask.histmaker", "-a", analysis,
+             "--dataset-config", "synthetic_small", "--executor", "sync", "--no-progress",
+             "-o", str(hists)],
+            check=True, env=env, timeout=600,
+        )  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "wremnants_dask.setup_fit", str(hists / f"{analysis}.hdf5"),
+             "-o", str(chain / "zfit")],
+            check=True, env=env, timeout=600,
+        )  # fmt: skip
+        out[analysis] = chain / "zfit" / f"fitinput_{analysis}.hdf5"
+    return out
+
+
+def _z_fitter(path: Path, bb_mode: str | None = None):
+    from wremnants_dask.fitting import Fitter, read_fit_input
+
+    fi, meta = read_fit_input(path)
+    poi = meta["setup"]["mass_param"]
+    assert poi == "massShiftZ100MeV"
+    return Fitter(fi, pois=[poi], bb_mode=bb_mode), fi.param_index(poi), meta["setup"]
+
+
+@pytest.mark.parametrize("analysis", Z_ANALYSES)
+def test_z_asimov_and_pseudodata_closure(analysis: str, z_fitinputs, chain: Path) -> None:
+    fitter, i, setup = _z_fitter(z_fitinputs[analysis])
+    step = setup["mass_step_mev"]
+    x_true = fitter.model.x0.copy()
+    x_true[i] = 30.0 / step
+    res = fitter.fit(fitter.asimov_obs(x_true), hessian=False)
+    assert abs(res.x[i] * step - 30.0) < 0.1
+    # the pseudo-data: true mZ of data minus that of the simulation
+    truth = _truth(chain)
+    true_shift = (truth["data_params"]["mZ"] - truth["params"]["mZ"]) * 1e3
+    fit = fitter.fit()
+    pull = (fit.x[i] * step - true_shift) / (fit.errors[i] * step)
+    assert abs(pull) < 3.0
+
+
+@pytest.mark.parametrize("analysis", Z_ANALYSES)
+def test_z_mass_pulls_over_toys(analysis: str, z_fitinputs) -> None:
+    from wremnants_dask.fitting.minimizer import CONVERGED
+
+    # templates are not fluctuated in the toys, so no Barlow-Beeston term (see the W test)
+    fitter, i, _ = _z_fitter(z_fitinputs[analysis], bb_mode="none")
+    x_true = fitter.model.x0.copy()
+    sigma = fitter.fit(fitter.asimov_obs(x_true)).errors[i]
+    ntoys = 60
+    toys = fitter.toys(ntoys, x_true, seed=5, errors=False, batch=20)
+    ok = toys["status"] == CONVERGED
+    assert ok.mean() > 0.95
+    pulls = (toys["x"][ok, i] - x_true[i]) / sigma
+    n = len(pulls)
+    assert abs(pulls.mean()) < 3 / np.sqrt(n)
+    assert abs(pulls.std(ddof=1) - 1) < 3 / np.sqrt(2 * (n - 1))
