@@ -69,6 +69,18 @@ SETUPS: dict[str, AnalysisSetup] = {
 
 
 # ----------------------------------------------------------------------------- reading
+def _values(h: hist.Hist, flow: bool = True) -> np.ndarray:
+    """Writable bin values of a Weight or Double histogram."""
+    view = h.view(flow=flow)
+    return view.value if hasattr(view, "value") else view
+
+
+def _add_nominal(total: hist.Hist, nominal: np.ndarray) -> None:
+    """Add a nominal (no variation axes) to every variation entry of ``total``, in place."""
+    vals = _values(total)
+    vals += nominal.reshape(nominal.shape + (1,) * (vals.ndim - nominal.ndim))
+
+
 @dataclass
 class Samples:
     """Normalised per-sample access to one histogram family of a histmaker file."""
@@ -78,34 +90,35 @@ class Samples:
     groups: dict[str, list[str]]
     data: list[str]
     lumi_pb: float
+    _variations: dict[tuple[str, str, str], hist.Hist | None] = field(default_factory=dict)
 
     def nominal(self, sample: str, name: str) -> hist.Hist:
         h = self.hf.get(sample, name)
         return histops.scale(h, self.norms.get(sample, 1.0))
 
     def group_sum(self, group: str, name: str) -> hist.Hist:
-        out = None
-        for s in self.groups[group]:
-            h = self.nominal(s, name)
-            out = h if out is None else out + h
-        return out
+        return _sum([self.nominal(s, name) for s in self.groups[group]])
 
     def variation(self, group: str, base: str, suffix: str) -> hist.Hist | None:
-        """Group sum of ``base_suffix``; samples without it count with their nominal."""
+        """Group sum of ``base_suffix``; samples without it count with their nominal.
+
+        Read once per (group, variation) and cached: the templates and the non-prompt
+        propagation both need it. Callers must not modify the returned histogram.
+        """
+        key = (group, base, suffix)
+        if key not in self._variations:
+            self._variations[key] = self._read_variation(group, base, suffix)
+        return self._variations[key]
+
+    def _read_variation(self, group: str, base: str, suffix: str) -> hist.Hist | None:
         name = f"{base}_{suffix}"
         have = [s for s in self.groups[group] if name in self.hf.names(s)]
         if not have:
             return None
-        total: hist.Hist | None = None
-        for s in have:
-            h = self.nominal(s, name)
-            total = h if total is None else total + h
+        total = _sum([self.nominal(s, name) for s in have])
         missing = [s for s in self.groups[group] if s not in have]
         if missing:
-            nom_v = sum(self.nominal(s, base).values(flow=True) for s in missing)
-            extra = total.ndim - nom_v.ndim
-            view = total.view(flow=True)
-            view[...] = view + nom_v.reshape(nom_v.shape + (1,) * extra)
+            _add_nominal(total, sum(self.nominal(s, base).values(flow=True) for s in missing))
         return total
 
 
@@ -489,8 +502,7 @@ def _neutralise(h: hist.Hist, nominal: np.ndarray, mask: np.ndarray) -> hist.His
     if not mask.any():
         return h
     h = h.copy()
-    view = h.view()
-    vals = view.value if hasattr(view, "value") else view
+    vals = _values(h, flow=False)
     extra = vals.ndim - nominal.ndim
     vals[mask] = np.broadcast_to(nominal[mask].reshape(-1, *([1] * extra)), vals[mask].shape)
     return h
@@ -509,11 +521,7 @@ def _floor_empty_bins(procs: dict[str, hist.Hist], signal: str) -> int:
     n = int(np.count_nonzero(empty))
     if n:
         h = procs[signal].copy()
-        view = h.view()
-        if hasattr(view, "value"):
-            view.value[empty] = EMPTY_BIN_FLOOR
-        else:
-            view[empty] = EMPTY_BIN_FLOOR
+        _values(h, flow=False)[empty] = EMPTY_BIN_FLOOR
         procs[signal] = h
     return n
 
@@ -524,22 +532,17 @@ def _clip_negative(h: hist.Hist) -> tuple[hist.Hist, int]:
     A Poisson expectation cannot be negative; the bin keeps its MC-stat variance so the fit
     still knows how poorly it is predicted. Returns the histogram and the number of bins set.
     """
-    view = h.view(flow=True)
-    vals = view.value if hasattr(view, "value") else view
-    neg = vals < 0
+    neg = _values(h) < 0
     n = int(np.count_nonzero(neg))
     if n:
         h = h.copy()
-        view = h.view(flow=True)
-        if hasattr(view, "value"):
-            view.value[neg] = 0.0
-        else:
-            view[neg] = 0.0
+        _values(h)[neg] = 0.0
     return h, n
 
 
 def _sum(hs: list[hist.Hist]) -> hist.Hist:
-    out = hs[0]
+    """A new histogram: the inputs (possibly cached) are never modified."""
+    out = hs[0].copy()
     for h in hs[1:]:
         out = out + h
     return out
@@ -556,10 +559,7 @@ def _prompt_variation_total(
     total = _sum([parts[g] for g in have])
     rest = [g for g in prompt if g not in have]
     if rest:
-        nom = sum(full[g].values(flow=True) for g in rest)
-        extra = total.ndim - nom.ndim
-        view = total.view(flow=True)
-        view[...] = view + nom.reshape(nom.shape + (1,) * extra)
+        _add_nominal(total, sum(full[g].values(flow=True) for g in rest))
     return total
 
 
