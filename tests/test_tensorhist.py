@@ -108,6 +108,34 @@ def test_memory_layout_has_tensor_index_contiguous():
     np.testing.assert_array_equal(v[3], np.arange(103.0))  # bin 2 + underflow offset
 
 
+@pytest.mark.parametrize("method", ["auto", "bincount", "addat", "percomponent"])
+def test_weight_storage_keeps_values_and_squares_of_a_bin_adjacent(method):
+    """Weight storage: one row of 2 x ntensor doubles per bin (values, then squares)."""
+    th = TensorHist(
+        [hist.axis.Regular(4, 0, 1, name="x")], [tensor_axis("pdf", 5)], storage="weight"
+    )
+    t = np.arange(10.0).reshape(2, 5)
+    th.fill(np.array([0.5, 0.6]), weight=np.array([2.0, 3.0]), tensor=t, method=method)
+    v, var = th.values(), th.variances()
+    assert v.shape == var.shape == (6, 5)
+    assert np.shares_memory(v, th._data) and np.shares_memory(var, th._data)
+    # the squares of a bin follow its values in memory
+    assert var.ctypes.data - v.ctypes.data == 5 * 8 and v.strides == (2 * 5 * 8, 8)
+    np.testing.assert_array_equal(v[3], 2.0 * t[0] + 3.0 * t[1])
+    np.testing.assert_array_equal(var[3], (2.0 * t[0]) ** 2 + (3.0 * t[1]) ** 2)
+    assert v.sum() == v[3].sum() and var.sum() == var[3].sum()
+    h = th.to_hist()
+    np.testing.assert_array_equal(h.view(flow=True).value, v)
+    np.testing.assert_array_equal(h.view(flow=True).variance, var)
+    np.testing.assert_array_equal(th.values(flow=False), v[1:5])
+    back = pickle.loads(pickle.dumps(th))
+    back += th
+    np.testing.assert_array_equal(back.values(), 2 * v)
+    np.testing.assert_array_equal(back.variances(), 2 * var)
+    empty = th.empty_like()
+    assert empty.values().shape == (6, 5) and not empty.variances().any()
+
+
 def test_errors_are_clear():
     x = hist.axis.Regular(4, 0, 1, name="x")
     with pytest.raises(ValueError, match="no flow"):

@@ -5,12 +5,19 @@ A ``TensorHist`` has ordinary ``hist`` axes (looked up from per-event values) an
 efficiency variations). The flat bin index is computed once per event (and shared between the
 histograms of a chunk filled with the same values, see ``processor.ChunkOutput.fill``); with
 numba a compiled kernel adds ``weight * tensor`` row by row without building the product,
-prefetching the histogram rows of the next events; without numba a single ``np.bincount`` over
-``bin * ntensor + k`` does it. Filling 103 variations costs a small multiple of the nominal
-fill instead of 103 fills.
+prefetching the histogram rows of the next events for writing and their tensor rows
+non-temporally (read once, they should not evict the histogram); without numba a single
+``np.bincount`` over ``bin * ntensor + k`` does it. Filling 103 variations costs a small
+multiple of the nominal fill instead of 103 fills; with large histograms the compiled fill is
+bound by memory traffic (each event reads its tensor row and updates its bin's row, scattered
+over a histogram larger than L2), see ``bench/bench_tensorfill.py``.
 
-Storage is a C-ordered numpy array of shape ``(*ordinary extents incl. flow, *tensor shape)``:
-the tensor index is contiguous in memory, which keeps the scattered writes of the fill local.
+Storage is one C-ordered float64 array of shape ``(nbins, nslots, ntensor)``: ``nbins`` the
+ordinary bins incl. flow (C order of the ordinary axes), slot 0 the sums of weights, slot 1 (only
+for ``weight`` storage) the sums of squared weights, ``ntensor`` the flattened tensor cells. The
+values and squares of one bin are thus one contiguous row of ``nslots * ntensor`` doubles (1.6 kB
+for 103 PDF replicas), so each event updates one contiguous region. ``values()`` and
+``variances()`` are views of shape ``(*extents, *tensor shape)`` (strided for ``weight``).
 The accumulator is picklable and cheap to merge, so it works as the per-chunk partial result of
 a dask graph; ``to_hist()`` gives the final ``hist.Hist`` with all axes, names and labels.
 """
@@ -33,88 +40,114 @@ try:  # optional compiled kernels: add each event's tensor row into its bin's co
     from numba.core import cgutils as _cgutils
     from numba.extending import intrinsic as _intrinsic
 
-    @_intrinsic
-    def _prefetch_write(typingctx: Any, arr: Any, idx: Any) -> Any:
-        """``llvm.prefetch`` of the cache line of ``arr[idx]`` (1D array) for writing.
+    def _make_prefetch(rw: int, locality: int) -> Any:
+        """An intrinsic ``f(arr, idx)``: ``llvm.prefetch`` of the cache line of ``arr[idx]``.
 
-        Filling from events in random bin order is bound by the latency of fetching each
-        event's histogram row (1.6 kB for 103 replicas with sums of squares) from L3/DRAM;
-        prefetching the rows of the next events overlaps those fetches. A hint: it never
-        faults and never changes results.
+        ``rw=1`` prefetches for writing, ``locality=0`` is a non-temporal prefetch. A hint: it
+        never faults and never changes results.
         """
-        if not isinstance(arr, numba.types.Array) or not isinstance(idx, numba.types.Integer):
-            return None
-        sig = numba.types.void(arr, idx)
 
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            i8p = _ir.IntType(8).as_pointer()
-            elsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
-            index = context.cast(builder, args[1], signature.args[1], numba.types.intp)
-            off = builder.mul(index, _ir.Constant(index.type, elsize))
-            ptr = builder.gep(builder.bitcast(ary.data, i8p), [off])
-            i32 = _ir.IntType(32)
-            fnty = _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32])
-            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-            # rw=1 (write), locality=3 (all cache levels), cache type=1 (data)
-            one, three = _ir.Constant(i32, 1), _ir.Constant(i32, 3)
-            builder.call(fn, [ptr, one, three, one])
-            return context.get_dummy_value()
+        @_intrinsic
+        def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
+            if not isinstance(arr, numba.types.Array) or not isinstance(idx, numba.types.Integer):
+                return None
+            sig = numba.types.void(arr, idx)
 
-        return sig, codegen
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                aryty = signature.args[0]
+                ary = context.make_array(aryty)(context, builder, args[0])
+                i8p = _ir.IntType(8).as_pointer()
+                elsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+                index = context.cast(builder, args[1], signature.args[1], numba.types.intp)
+                off = builder.mul(index, _ir.Constant(index.type, elsize))
+                ptr = builder.gep(builder.bitcast(ary.data, i8p), [off])
+                i32 = _ir.IntType(32)
+                fnty = _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32])
+                fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+                # (address, rw, locality, cache type=1: data)
+                builder.call(
+                    fn,
+                    [ptr, _ir.Constant(i32, rw), _ir.Constant(i32, locality), _ir.Constant(i32, 1)],
+                )
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return _prefetch
+
+    # Histogram rows: for writing, into all cache levels.
+    _prefetch_write = _make_prefetch(1, 3)
+    # Tensor rows: read once, non-temporal, so that streaming the (n, k) tensor (400 MB for
+    # 1M events x 103 float32) does not evict the histogram (20 MB) from the caches.
+    _prefetch_stream = _make_prefetch(0, 0)
 
     @numba.njit(inline="always", nogil=True)
     def prefetch_lines(flat_arr: np.ndarray, start: int, count: int) -> None:
-        """Prefetch the 64-byte lines of ``flat_arr[start:start + count]`` (float64)."""
+        """Prefetch for writing the 64-byte lines of ``flat_arr[start:start + count]`` (float64)."""
         for j in range(0, count, 8):
             _prefetch_write(flat_arr, start + j)
         _prefetch_write(flat_arr, start + count - 1)
 
+    @numba.njit(inline="always", nogil=True)
+    def _prefetch_tensor_row(tf: np.ndarray, start: int, count: int) -> None:
+        """Non-temporal prefetch of ``tf[start:start + count]`` (float32 or float64)."""
+        step = 64 // tf.itemsize
+        for j in range(0, count, step):
+            _prefetch_stream(tf, start + j)
+        _prefetch_stream(tf, start + count - 1)
+
     @numba.njit(cache=True, nogil=True)
     def _rows_add(out: np.ndarray, flat: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
-        """``out[flat[e], :] += w[e] * t[e, :]``; events with ``flat < 0`` are skipped.
+        """``out[flat[e], 0, :] += w[e] * t[e, :]``; events with ``flat < 0`` are skipped.
 
-        ``w`` and ``t`` come separately so that ``w * t`` (n x ntensor doubles) is never built;
-        the row of the event a few places ahead is prefetched because the rows of a large
-        histogram are scattered over L3/DRAM and the fill is latency-bound otherwise.
+        ``out`` is the ``(nbins, 1, k)`` storage of a ``double`` histogram. ``w`` and ``t`` come
+        separately so that ``w * t`` (n x k doubles) is never built. The fill is bound by
+        memory: the histogram row of the event ``_AHEAD`` places ahead is prefetched for
+        writing (rows are scattered over L3/DRAM), the tensor row ``_TENSOR_AHEAD`` places ahead
+        non-temporally (it is read once).
         """
         k = t.shape[1]
         n = flat.shape[0]
-        o = out.reshape(-1, k)
+        stride = out.shape[1] * k
         of = out.reshape(-1)
+        tf = t.reshape(-1)
         for e in range(n):
             if e + _AHEAD < n and flat[e + _AHEAD] >= 0:
-                prefetch_lines(of, flat[e + _AHEAD] * k, k)
+                prefetch_lines(of, flat[e + _AHEAD] * stride, k)
+            if e + _TENSOR_AHEAD < n:
+                _prefetch_tensor_row(tf, (e + _TENSOR_AHEAD) * k, k)
             b = flat[e]
             if b < 0:
                 continue
-            row = o[b]
+            row = out[b, 0]
             te = t[e]
             we = w[e]
             for j in range(k):
                 row[j] += we * np.float64(te[j])
 
     @numba.njit(cache=True, nogil=True)
-    def _rows_add2(
-        out: np.ndarray, out2: np.ndarray, flat: np.ndarray, w: np.ndarray, t: np.ndarray
-    ) -> None:
-        """As ``_rows_add``, also adding the squares (``weight`` storage) in the same pass."""
+    def _rows_add2(out: np.ndarray, flat: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
+        """As ``_rows_add`` for ``weight`` storage ``(nbins, 2, k)``: sum and sum of squares.
+
+        The values and the squares of a bin are one contiguous row of ``2k`` doubles, so each
+        event reads its tensor row once and updates one contiguous region (1.6 kB for k=103)
+        with ``x = w*t`` and ``x*x`` computed in registers.
+        """
         k = t.shape[1]
         n = flat.shape[0]
-        o = out.reshape(-1, k)
-        o2 = out2.reshape(-1, k)
+        stride = out.shape[1] * k
         of = out.reshape(-1)
-        of2 = out2.reshape(-1)
+        tf = t.reshape(-1)
         for e in range(n):
             if e + _AHEAD < n and flat[e + _AHEAD] >= 0:
-                prefetch_lines(of, flat[e + _AHEAD] * k, k)
-                prefetch_lines(of2, flat[e + _AHEAD] * k, k)
+                prefetch_lines(of, flat[e + _AHEAD] * stride, 2 * k)
+            if e + _TENSOR_AHEAD < n:
+                _prefetch_tensor_row(tf, (e + _TENSOR_AHEAD) * k, k)
             b = flat[e]
             if b < 0:
                 continue
-            row = o[b]
-            row2 = o2[b]
+            row = out[b, 0]
+            row2 = out[b, 1]
             te = t[e]
             we = w[e]
             for j in range(k):
@@ -128,6 +161,8 @@ except ImportError:  # pragma: no cover - numpy fallback
 
 # Events ahead whose histogram row is prefetched (measured in bench/bench_tensorfill.py).
 _AHEAD = 4
+# Events ahead whose tensor row is prefetched (non-temporally).
+_TENSOR_AHEAD = 16
 # Below this ratio of entries to bins, np.add.at into the accumulator beats allocating a
 # full-size bincount result (measured in bench/bench_tensorfill.py).
 _SPARSE_RATIO = 1.0 / 16.0
@@ -141,8 +176,8 @@ def warm_kernels() -> None:
     w = np.ones(1)
     for dtype in (np.float32, np.float64):
         t = np.ones((1, 2), dtype=dtype)
-        _rows_add(np.zeros(2), flat, w, t)
-        _rows_add2(np.zeros(2), np.zeros(2), flat, w, t)
+        _rows_add(np.zeros((1, 1, 2)), flat, w, t)
+        _rows_add2(np.zeros((1, 2, 2)), flat, w, t)
 
 
 def tensor_axis(
@@ -235,9 +270,10 @@ class TensorHist:
         self._strides = np.array(
             [math.prod(self.shape[i + 1 :]) for i in range(len(self.shape))], dtype=np.int64
         )
-        # Allocated on first fill: a chunk that fills nothing costs no memory.
-        self._sumw: np.ndarray | None = None
-        self._sumw2: np.ndarray | None = None
+        # (nbins, nslots, ntensor): slot 0 the sums of weights, slot 1 (weight storage) the
+        # sums of squares. Allocated on first fill: a chunk that fills nothing costs no memory.
+        self._nslots = 2 if storage == "weight" else 1
+        self._data: np.ndarray | None = None
 
     # ----------------------------------------------------------------- construction helpers
     def empty_like(self) -> TensorHist:
@@ -248,10 +284,8 @@ class TensorHist:
 
     def copy(self) -> TensorHist:
         out = self.empty_like()
-        if self._sumw is not None:
-            out._sumw = self._sumw.copy()
-        if self._sumw2 is not None:
-            out._sumw2 = self._sumw2.copy()
+        if self._data is not None:
+            out._data = self._data.copy()
         return out
 
     @property
@@ -395,42 +429,39 @@ class TensorHist:
         self, flat: np.ndarray, keep: np.ndarray | None, w: np.ndarray | None, t: np.ndarray
     ) -> None:
         """Compiled fill; dropped events get bin -1 instead of copying the (n, k) tensor."""
-        self._allocate()
+        data = self._allocate()
         if t.dtype != np.float32 and t.dtype != np.float64:
             t = t.astype(np.float64)
         t = np.ascontiguousarray(t)
         wv = w if w is not None else np.ones(len(flat))
         fk = flat if keep is None else np.where(keep, flat, -1)
         if self.storage == "weight":
-            _rows_add2(self._sumw, self._sumw2, fk, wv, t)
+            _rows_add2(data, fk, wv, t)
         else:
-            _rows_add(self._sumw, fk, wv, t)
+            _rows_add(data, fk, wv, t)
 
     def _fill_bincount(self, idx: np.ndarray, tw: np.ndarray | None) -> None:
-        sumw = np.bincount(idx, weights=tw, minlength=self.size)
-        if self._sumw is None:
-            self._sumw = sumw
-        else:
-            self._sumw += sumw
+        data = self._allocate()
+        shape = (self.nbins, self.ntensor)
+        data[:, 0] += np.bincount(idx, weights=tw, minlength=self.size).reshape(shape)
         if self.storage == "weight":
-            sumw2 = np.bincount(
-                idx, weights=tw * tw if tw is not None else None, minlength=self.size
-            )
-            if self._sumw2 is None:
-                self._sumw2 = sumw2
-            else:
-                self._sumw2 += sumw2
+            tw2 = tw * tw if tw is not None else None
+            data[:, 1] += np.bincount(idx, weights=tw2, minlength=self.size).reshape(shape)
 
     def _fill_addat(self, idx: np.ndarray, tw: np.ndarray | None) -> None:
-        self._allocate()
-        np.add.at(self._sumw, idx, tw if tw is not None else 1.0)
+        data = self._allocate()
+        # ``idx`` is bin * ntensor + k; slot s of that cell is at (bin * nslots + s) * ntensor + k
+        k = self.ntensor
+        cell = (idx // k) * (self._nslots * k) + idx % k if self._nslots > 1 else idx
+        flat_data = data.reshape(-1)
+        np.add.at(flat_data, cell, tw if tw is not None else 1.0)
         if self.storage == "weight":
-            np.add.at(self._sumw2, idx, tw * tw if tw is not None else 1.0)
+            np.add.at(flat_data, cell + k, tw * tw if tw is not None else 1.0)
 
     def _fill_percomponent(self, flat: np.ndarray, tw: np.ndarray | None) -> None:
-        self._allocate()
-        sumw = self._sumw.reshape(self.nbins, self.ntensor)
-        sumw2 = self._sumw2.reshape(self.nbins, self.ntensor) if self._sumw2 is not None else None
+        data = self._allocate()
+        sumw = data[:, 0]
+        sumw2 = data[:, 1] if self.storage == "weight" else None
         for k in range(self.ntensor):
             wk = tw[:, k] if tw is not None else None
             sumw[:, k] += np.bincount(flat, weights=wk, minlength=self.nbins)
@@ -439,11 +470,10 @@ class TensorHist:
                     flat, weights=wk * wk if wk is not None else None, minlength=self.nbins
                 )
 
-    def _allocate(self) -> None:
-        if self._sumw is None:
-            self._sumw = np.zeros(self.size)
-        if self.storage == "weight" and self._sumw2 is None:
-            self._sumw2 = np.zeros(self.size)
+    def _allocate(self) -> np.ndarray:
+        if self._data is None:
+            self._data = np.zeros((self.nbins, self._nslots, self.ntensor))
+        return self._data
 
     # ----------------------------------------------------------------------------- merge
     def compatible(self, other: TensorHist) -> bool:
@@ -458,30 +488,33 @@ class TensorHist:
             raise ValueError(
                 f"cannot add histograms with different axes or storage ({self.name!r})"
             )
-        if other._sumw is not None:
-            if self._sumw is None:
-                self._sumw = other._sumw.copy()
+        if other._data is not None:
+            if self._data is None:
+                self._data = other._data.copy()
             else:
-                self._sumw += other._sumw
-        if other._sumw2 is not None:
-            if self._sumw2 is None:
-                self._sumw2 = other._sumw2.copy()
-            else:
-                self._sumw2 += other._sumw2
+                self._data += other._data
         return self
 
     # ---------------------------------------------------------------------------- output
     def values(self, flow: bool = True) -> np.ndarray:
-        """Sum of weights as an array of shape ``(*extents, *tensor_shape)`` (flow included)."""
-        sumw = self._sumw if self._sumw is not None else np.zeros(self.size)
-        arr = sumw.reshape(*self.shape, *self.tensor_shape)
-        return arr if flow else arr[self._noflow_slices()]
+        """Sum of weights as an array of shape ``(*extents, *tensor_shape)`` (flow included).
+
+        A view of the storage: C-contiguous for ``double`` storage; for ``weight`` storage the
+        bin stride also spans the sums of squares.
+        """
+        return self._slot(0, flow)
 
     def variances(self, flow: bool = True) -> np.ndarray | None:
+        """Sum of squared weights (``weight`` storage, else None), shaped like ``values()``."""
         if self.storage != "weight":
             return None
-        sumw2 = self._sumw2 if self._sumw2 is not None else np.zeros(self.size)
-        arr = sumw2.reshape(*self.shape, *self.tensor_shape)
+        return self._slot(1, flow)
+
+    def _slot(self, slot: int, flow: bool) -> np.ndarray:
+        if self._data is None:
+            arr = np.zeros((*self.shape, *self.tensor_shape))
+        else:
+            arr = self._data[:, slot].reshape(*self.shape, *self.tensor_shape)
         return arr if flow else arr[self._noflow_slices()]
 
     def _noflow_slices(self) -> tuple[slice, ...]:
