@@ -228,6 +228,25 @@ def write_fit_input(fi: FitInput, path: str | Path, metadata: dict[str, Any]) ->
     return path
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float64, align: int = 64) -> np.ndarray:
+    """An uninitialised C-ordered array whose data start on an ``align``-byte boundary: XLA
+    on the CPU can then use it in place (``model.shared_array``) instead of copying it."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n + align, np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off : off + n].view(dtype).reshape(shape)
+
+
+def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
+    """Read a dataset; large float arrays land in aligned memory (no copy for JAX later)."""
+    if ds.size > 1 << 16 and ds.dtype == np.float64:
+        out = aligned_empty(ds.shape, ds.dtype)
+        ds.read_direct(out)
+        return out
+    return ds[()]
+
+
 def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
     """Read a fit input file; returns the input and its provenance metadata."""
     path = Path(path)
@@ -238,7 +257,7 @@ def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
             raise FitInputError(f"{path} is not a wremnants_dask fit input file")
         kw: dict[str, Any] = {}
         for name in _ARRAYS:
-            kw[name] = f[name][()] if name in f else None
+            kw[name] = _read_dataset(f[name]) if name in f else None
         for s in _STRINGS:
             kw[s] = str(f.attrs[s])
         for k in ("shape_param", "add_param", "norm_param"):
@@ -250,8 +269,8 @@ def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
             sparse = SparseTensor(
                 rows=g["rows"][()],
                 cols=g["cols"][()],
-                avg=g["avg"][()],
-                hd=g["hd"][()] if "hd" in g else None,
+                avg=_read_dataset(g["avg"]),
+                hd=_read_dataset(g["hd"]) if "hd" in g else None,
                 shape=tuple(int(v) for v in g.attrs["shape"]),
             )
         fi = FitInput(

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
+import scipy.special
 
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .hessian import make_hessian
@@ -43,6 +43,7 @@ class FitResult:
     time_fit: float = 0.0
     time_hessian: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    grad: np.ndarray | None = None  # exact gradient at x (free parameters; 0 for frozen)
 
     @property
     def errors(self) -> np.ndarray:
@@ -77,11 +78,6 @@ class Fitter:
         self.model = FitModel(fi, bb_mode=bb_mode)
         self.opts = MinimizerOptions(mode=mode, tol_edm=tol_edm, maxiter=maxiter)
         self._minimize = make_minimizer(self.model, self.opts)
-        self._exact = (
-            make_minimizer(self.model, MinimizerOptions(mode="exact", tol_edm=tol_edm, maxiter=50))
-            if mode != "exact"
-            else self._minimize
-        )
         self._hessian = make_hessian(self.model, hessian_mem)
         self.names = list(fi.param_names)
         self.pois = list(fi.pois if pois is None else pois)
@@ -94,11 +90,10 @@ class Fitter:
         a = self.model.arrays
         nll_j = jax.jit(self.model.nll)
         grad_j = jax.jit(jax.grad(self.model.nll))
-        const_j = jax.jit(self.model.nll_constant)
         yields_j = jax.jit(self.model.yields)
         self._nll = lambda x, obs: nll_j(x, obs, a)
         self._grad = lambda x, obs: grad_j(x, obs, a)
-        self._const = lambda obs: const_j(obs, a)
+        self._const = lambda obs: float(self.model.nll_constant(obs, a, xp=np))
         self._yields = lambda x: yields_j(x, a)
         self._vmin = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, None, 0, None)))
         self._vmin_obs = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, 0, 0, None)))
@@ -155,6 +150,7 @@ class Fitter:
             free=free,
             obs=obs,
             time_fit=t1 - t0,
+            grad=r["grad"],
         )
         if hessian:
             self._covariance(res)
@@ -165,7 +161,8 @@ class Fitter:
         H = self._hessian(jnp.asarray(res.x), res.obs)
         idx = np.nonzero(res.free)[0]
         # parameters at an active bound are not part of the Gaussian approximation
-        g = np.asarray(self._grad(jnp.asarray(res.x), res.obs))
+        g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
+        g = np.asarray(g)
         Hf = H[np.ix_(idx, idx)]
         try:
             L = np.linalg.cholesky(Hf)
@@ -189,7 +186,7 @@ class Fitter:
             nll = float(self._nll(jnp.asarray(x), res.obs))
             if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
                 raise FitError(f"exact EDM {res.edm:.3g} above tolerance and Newton polish failed")
-            res.x, res.nll = x, nll
+            res.x, res.nll, res.grad = x, nll, None
             res.nll_full = float(nll + self._const(res.obs))
             return self._covariance(res, polish - 1)
         Linv = np.linalg.solve(L, np.eye(len(idx)))
@@ -304,7 +301,7 @@ class Fitter:
         return {
             "q": q,
             "ndf": ndf,
-            "p_value": float(scipy.stats.chi2.sf(q, ndf)) if ndf > 0 else np.nan,
+            "p_value": float(scipy.special.chdtrc(ndf, q)) if ndf > 0 else np.nan,
         }
 
     def scan(

@@ -14,6 +14,13 @@ scans and refit impacts are batched fits). Curvature enters only through matrix-
 CG is preconditioned with the Gauss-Newton diagonal (Jacobi). Convergence: the estimated
 distance to the minimum ``edm = -m(p)`` of an interior CG step below ``tol_edm``. Bounds are
 handled by an active set plus clipping of the trial step.
+
+``gn`` with up to ``dense_gn_max`` parameters skips CG: the Gauss-Newton matrix is formed once
+per iterate (one GEMM over ``J``) and the step solved by Cholesky, with Levenberg-Marquardt
+damping in place of the trust radius. W-mass-sized fits (thousands of parameters, ill
+conditioned by the unconstrained mass) then need a dozen factorisations instead of thousands of
+CG products; ``edm`` is the undamped Gauss-Newton estimate, and the fitter's exact Hessian at
+the end confirms it (and polishes with an exact Newton step if needed).
 """
 
 from __future__ import annotations
@@ -23,8 +30,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+from threadpoolctl import threadpool_limits
 
-from .model import FitModel
+from .hessian import weighted_gram
+from .model import ONCE_COMPILER_OPTIONS, FitModel
 
 CONVERGED, MAXITER, NONFINITE = 0, 1, 2
 STATUS_TEXT = {
@@ -41,8 +52,55 @@ class MinimizerOptions:
     maxiter: int = 200
     maxcg: int = 1000
     eta: float = 1e-4  # minimum ratio actual/predicted reduction to accept a step
-    dense_gn_max: int = 0  # form the Gauss-Newton matrix explicitly up to this many params
+    dense_gn_max: int = 8000  # direct (Cholesky) Gauss-Newton steps up to this many params
     delta0: float = 10.0  # initial trust radius (scaled units) per sqrt(free parameter)
+
+
+def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
+    """One damped Gauss-Newton step in numpy/LAPACK (one item; see ``direct_step``)."""
+    G = weighted_gram(J, w)
+    G[np.diag_indices_from(G)] += c
+    d = np.diag(G)
+    use = (act > 0) & (d > 0)
+    scale = np.where(use, 1.0 / np.sqrt(np.where(use, d, 1.0)), 0.0)
+    Gs = scale[:, None] * G * scale[None, :]
+    Gs[np.diag_indices_from(Gs)] += np.where(use, 0.0, 1.0) + lam
+    gs = scale * g
+    try:
+        with threadpool_limits(1, user_api="blas"):  # 5-20x faster than 2 OpenBLAS threads
+            z = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
+    except np.linalg.LinAlgError:  # not positive definite at this damping: reject, damp more
+        return np.full_like(x, np.nan), np.nan
+    Gs[np.diag_indices_from(Gs)] -= lam
+    xt = np.clip(x + scale * z, lower, upper)
+    zt = np.where(scale > 0, (xt - x) / np.where(scale > 0, scale, 1.0), 0.0)
+    pred = -(gs @ zt + 0.5 * zt @ (Gs @ zt))  # predicted reduction, undamped model
+    return xt, pred
+
+
+def direct_step(J, w, c, g, x, act, lam, lower, upper):
+    """Trial point and predicted reduction of the Levenberg-Marquardt step
+    ``(Gs + lam I) z = -gs`` in Jacobi-scaled variables, ``G = J^T diag(w) J + diag(c)`` over
+    the active parameters; NaN where the factorisation fails.
+
+    Runs on the host: the Gram matrix as a BLAS syrk and the solve by LAPACK are several times
+    faster than XLA's float64 dot and Cholesky on the CPU (0.2 s vs 0.7 s at 1000 parameters).
+    Under ``vmap`` it loops over the batch."""
+    n = x.shape[-1]
+
+    def host(J, w, c, g, x, act, lam, lower, upper):
+        args = [np.asarray(v) for v in (J, w, c, g, x, act, lam, lower, upper)]
+        if args[0].ndim == 2:
+            xt, pred = _direct_step_host(*args)
+            return xt, np.asarray(pred, np.float64)
+        nb = max(a.shape[0] for a in args)
+        outs = [_direct_step_host(*(a[min(i, a.shape[0] - 1)] for a in args)) for i in range(nb)]
+        return np.stack([o[0] for o in outs]), np.array([o[1] for o in outs], np.float64)
+
+    shapes = (jax.ShapeDtypeStruct((n,), x.dtype), jax.ShapeDtypeStruct((), x.dtype))
+    return jax.pure_callback(
+        host, shapes, J, w, c, g, x, act, lam, lower, upper, vmap_method="expand_dims"
+    )
 
 
 def _boundary_tau(z, d, delta):
@@ -111,7 +169,8 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
         mode = "exact"
     lower = jnp.asarray(model.lower)
     upper = jnp.asarray(model.upper)
-    bounded = bool(jnp.any(jnp.isfinite(lower)) | jnp.any(jnp.isfinite(upper)))
+    bounded = bool(np.isfinite(model.lower).any() or np.isfinite(model.upper).any())
+    direct = mode == "gn" and model.static.npar <= opts.dense_gn_max
 
     def minimize_a(x0, obs, free, arrays):
         fun = lambda x: model.nll(x, obs, arrays)  # noqa: E731
@@ -127,17 +186,10 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             diag = (w[:, None] * J * J).sum(0) + c
             scale = act / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
             if mode == "gn":
-                if model.static.npar <= opts.dense_gn_max:
-                    # one GEMM per outer iterate, then each CG step is an npar^2 product
-                    G = (J.T * w[None, :]) @ J + jnp.diag(c)
+                JTr = J.T.copy()  # row-major for both matrix-vector products
 
-                    def hv(v):
-                        return G @ v
-                else:
-                    JTr = J.T.copy()  # row-major for both matrix-vector products
-
-                    def hv(v):
-                        return JTr @ (w * (J @ v)) + c * v
+                def hv(v):
+                    return JTr @ (w * (J @ v)) + c * v
             else:
                 hv = jax.linearize(grad, x)[1]
 
@@ -148,6 +200,48 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
 
         def cond(st):
             return (~st["done"]) & (st["it"] < opts.maxiter)
+
+        def body_direct(st):
+            """One Levenberg-Marquardt iteration; the state carries the Jacobian and weights at
+            ``x`` so each iteration evaluates the model once (at the trial point). The first
+            iteration (``it == 0``) only evaluates ``x0``: its step is zero."""
+            x, f, g, lam = st["x"], st["f"], st["g"], st["delta"]
+            first = st["it"] == 0
+            at_lo = (x <= lower) & (g > 0)
+            at_hi = (x >= upper) & (g < 0)
+            act = free * (~at_lo & ~at_hi)
+            xt, pred = jax.lax.cond(
+                first,
+                lambda: (x, jnp.zeros((), x.dtype)),
+                lambda: direct_step(st["J"], st["w"], st["c"], g, x, act, lam, lower, upper),
+            )
+            ft, gt, Jt, wt, ct = model.value_grad_gn(xt, obs, arrays)
+            ok = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.isfinite(pred)
+            ared = f - ft
+            rho = ared / jnp.where(pred > 0, pred, 1e-300)
+            accept = first | (
+                ok & ((rho > opts.eta) | ((pred <= 1e-14 * jnp.abs(f)) & (ared >= 0)))
+            )
+            lam_n = jnp.where(~ok | (rho < 0.25), jnp.maximum(4.0 * lam, 1e-3), lam)
+            lam_n = jnp.where(ok & (rho > 0.75), jnp.where(lam < 1e-6, 0.0, 0.25 * lam), lam_n)
+            lam_n = jnp.where(first, lam, lam_n)
+            # undamped step: its predicted reduction is the Gauss-Newton EDM
+            conv = ~first & (lam == 0.0) & jnp.isfinite(pred) & (pred < opts.tol_edm)
+            keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
+            return {
+                "x": keep(xt, x),
+                "f": keep(ft, f),
+                "g": keep(gt, g),
+                "J": keep(Jt, st["J"]),
+                "w": keep(wt, st["w"]),
+                "c": keep(ct, st["c"]),
+                "delta": lam_n,
+                "it": st["it"] + 1,
+                "ncg": st["ncg"] + (~first).astype(st["ncg"].dtype),
+                "edm": jnp.where(~first & (lam == 0.0), pred, st["edm"]),
+                "done": conv | (lam_n > 1e12) | (first & ~jnp.isfinite(ft)),
+                "conv": conv,
+            }
 
         def body(st):
             x, f, g, delta = st["x"], st["f"], st["g"], st["delta"]
@@ -187,7 +281,11 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             }
 
         x0 = jnp.clip(x0, lower, upper)
-        f0, g0 = vg(x0)
+        if direct:  # the first loop iteration evaluates x0
+            nb, npar = model.static.nbins, model.static.npar
+            f0, g0 = jnp.asarray(jnp.inf, x0.dtype), jnp.zeros_like(x0)
+        else:
+            f0, g0 = vg(x0)
         nfree = jnp.sum(free)
         st0 = {
             "x": x0,
@@ -200,7 +298,13 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "done": ~jnp.isfinite(f0),
             "conv": jnp.asarray(False),
         }
-        st = jax.lax.while_loop(cond, body, st0)
+        if direct:
+            st0["delta"] = jnp.asarray(0.0)  # the damping parameter lambda
+            st0["done"] = jnp.asarray(False)
+            st0["J"] = jnp.zeros((nb, npar), x0.dtype)
+            st0["w"] = jnp.zeros(nb, x0.dtype)
+            st0["c"] = jnp.ones(npar, x0.dtype)
+        st = jax.lax.while_loop(cond, body_direct if direct else body, st0)
         status = jnp.where(
             st["conv"], CONVERGED, jnp.where(jnp.isfinite(st["f"]), MAXITER, NONFINITE)
         )
@@ -209,12 +313,12 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "nll": st["f"],
             "grad": st["g"] * free,
             "edm": st["edm"],
-            "niter": st["it"],
+            "niter": st["it"] - 1 if direct else st["it"],
             "ncg": st["ncg"],
             "status": status,
         }
 
-    jitted = jax.jit(minimize_a)
+    jitted = jax.jit(minimize_a, compiler_options=ONCE_COMPILER_OPTIONS)
 
     def minimize(x0, obs, free):
         return jitted(x0, obs, free, model.arrays)

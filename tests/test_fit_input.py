@@ -127,7 +127,7 @@ def test_sparse_equals_dense_and_chunked_hessian_is_exact():
     np.testing.assert_allclose(
         jax.grad(md.nll)(x, md.obs), jax.grad(ms.nll)(x, ms.obs), rtol=1e-9, atol=1e-9
     )
-    H = jax.hessian(md.nll)(x, md.obs)
+    H = jax.jit(jax.hessian(md.nll))(x, md.obs)
     Hc = make_hessian(ms, mem_bytes=8 * 12 * (fs.nbins * fs.nproc + fs.npar) * 7)(x, ms.obs)
     np.testing.assert_allclose(Hc, H, rtol=1e-9, atol=1e-8)
     J = jax.jacfwd(lambda y: md.yields(y).sum(1))(x)
