@@ -3,7 +3,7 @@
 2880 bins, 10 processes, N shape systematics + 20 log-normal + 1 unconstrained mass parameter
 (``wremnants_dask.fitting.synthmodel``). Each size runs in its own subprocess so that peak RSS
 is per size. Reports build, fit (compiled, i.e. second call), compile overhead, covariance
-(exact chunked Hessian) and peak RSS. Peer fitters (rabbit, pyhf) on the same model:
+(exact Hessian, structured or chunked) and peak RSS. Peer fitters (rabbit, pyhf) on the same model:
 ``bench/bench_fit_peers.py``.
 
     python bench/bench_fit.py --sizes 100 1000 [5000] [--sparse] [--mode gn|exact]
@@ -80,7 +80,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"nsyst={n:5d} npar={row['npar']:5d} {'sparse' if a.sparse else 'dense'} {a.mode}: "
-            f"fit {row['fit_s']:.1f} s ({row['niter']} it, {row['ncg']} CG), "
+            f"fit {row['fit_s']:.1f} s ({row['niter']} it, {row['ncg']} solves), "
             f"cov {row['cov_s']:.1f} s, compile+1st fit {row['first_fit_s']:.1f} s, "
             f"peak RSS {row['peak_rss_gb']:.2f} GB, mass {row['mass']:.3f}+-{row['mass_err']:.3f} "
             f"(true {row['mass_true']})",

@@ -132,7 +132,7 @@ def summary(out: dict[str, Any], fi: Any) -> str:
     f, p = out["fit"], out["parameters"]
     lines = [
         f"fit converged: -logL = {f['nll_full']:.6f} (offset {f['nll']:.6f}), edm {f['edm']:.2e}, "
-        f"{f['niter']} iterations, {f['ncg']} CG steps, fit {f['time_fit']:.2f} s, "
+        f"{f['niter']} iterations, {f['ncg']} linear solves, fit {f['time_fit']:.2f} s, "
         f"hessian {f['time_hessian']:.2f} s"
     ]
     for poi in out["_fitter"].pois:

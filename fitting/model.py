@@ -28,7 +28,7 @@ from .interp import code4_coefficients, code4_logfactor, phi
 # calls, tensor passes and host callbacks, not in generated loops, so LLVM's optimisation
 # passes buy little run time and cost most of the compile time (100 systematics: compile + fit +
 # covariance 6.4 s -> 4.2 s; 1000: 9.3 s -> 7.9 s, measured on the 2-core machine).
-ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def shared_array(arr: np.ndarray) -> jnp.ndarray:
