@@ -113,8 +113,15 @@ class Fitter:
         self._grad = lambda x, obs: grad_j(x, obs, a)
         self._const = lambda obs: float(self.model.nll_constant(obs, a, xp=np))
         self._yields = lambda x: yields_j(x, a)
-        self._vmin = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, None, 0, None)))
-        self._vmin_obs = jax.jit(jax.vmap(self._minimize.raw, in_axes=(0, 0, 0, None)))
+        # batched fits (scans, refit impacts, toys) take CG steps: vmapped matrix-vector
+        # products stay in XLA, while direct steps would loop over the batch on the host
+        # (21-point mW scan, 604 parameters: 18 s instead of 39 s)
+        batched = make_minimizer(
+            self.model,
+            MinimizerOptions(mode=mode, tol_edm=tol_edm, maxiter=maxiter, dense_gn_max=0),
+        ).raw
+        self._vmin = jax.jit(jax.vmap(batched, in_axes=(0, None, 0, None)))
+        self._vmin_obs = jax.jit(jax.vmap(batched, in_axes=(0, 0, 0, None)))
 
     # ------------------------------------------------------------------ observations
     @property
