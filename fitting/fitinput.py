@@ -228,6 +228,10 @@ def write_fit_input(fi: FitInput, path: str | Path, metadata: dict[str, Any]) ->
     return path
 
 
+# Arrays above this many elements are "large": read into aligned memory and shared with XLA.
+LARGE_ARRAY = 1 << 16
+
+
 def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float64, align: int = 64) -> np.ndarray:
     """An uninitialised C-ordered array whose data start on an ``align``-byte boundary: XLA
     on the CPU can then use it in place (``model.shared_array``) instead of copying it."""
@@ -240,7 +244,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float64, align: int = 
 
 def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
     """Read a dataset; large float arrays land in aligned memory (no copy for JAX later)."""
-    if ds.size > 1 << 16 and ds.dtype == np.float64:
+    if ds.size > LARGE_ARRAY and ds.dtype == np.float64:
         out = aligned_empty(ds.shape, ds.dtype)
         ds.read_direct(out)
         return out

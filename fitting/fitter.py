@@ -24,6 +24,10 @@ from .minimizer import CONVERGED, STATUS_TEXT, MinimizerOptions, make_minimizer
 from .model import FitModel
 
 
+class FitError(RuntimeError):
+    """The minimiser did not converge or the Hessian is not positive definite."""
+
+
 def inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
     """``(L L^T)^-1`` from the lower Cholesky factor by LAPACK potri (a third of the flops of
     inverting ``L`` and multiplying; 5000 parameters: ~2 s instead of ~11 s)."""
@@ -39,10 +43,6 @@ def inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
         k = iu if e - s == b else np.triu_indices(e - s, 1)
         blk[k] = blk.T[k]
     return inv
-
-
-class FitError(RuntimeError):
-    """The minimiser did not converge or the Hessian is not positive definite."""
 
 
 @dataclass

@@ -283,29 +283,32 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             }
 
         x0 = jnp.clip(x0, lower, upper)
-        if direct:  # the first loop iteration evaluates x0
-            nb, npar = model.static.nbins, model.static.npar
-            f0, g0 = jnp.asarray(jnp.inf, x0.dtype), jnp.zeros_like(x0)
-        else:
-            f0, g0 = vg(x0)
-        nfree = jnp.sum(free)
         st0 = {
             "x": x0,
-            "f": f0,
-            "g": g0,
-            "delta": opts.delta0 * (jnp.sqrt(nfree) + 1.0),
             "it": jnp.asarray(0),
             "ncg": jnp.asarray(0),
             "edm": jnp.asarray(jnp.inf),
-            "done": ~jnp.isfinite(f0),
             "conv": jnp.asarray(False),
         }
-        if direct:
-            st0["delta"] = jnp.asarray(0.0)  # the damping parameter lambda
-            st0["done"] = jnp.asarray(False)
-            st0["J"] = jnp.zeros((nb, npar), x0.dtype)
-            st0["w"] = jnp.zeros(nb, x0.dtype)
-            st0["c"] = jnp.ones(npar, x0.dtype)
+        if direct:  # the first loop iteration evaluates x0 (and J, w, c there)
+            nb, npar = model.static.nbins, model.static.npar
+            st0.update(
+                f=jnp.asarray(jnp.inf, x0.dtype),
+                g=jnp.zeros_like(x0),
+                delta=jnp.asarray(0.0),  # the damping parameter lambda
+                done=jnp.asarray(False),
+                J=jnp.zeros((nb, npar), x0.dtype),
+                w=jnp.zeros(nb, x0.dtype),
+                c=jnp.ones(npar, x0.dtype),
+            )
+        else:
+            f0, g0 = vg(x0)
+            st0.update(
+                f=f0,
+                g=g0,
+                delta=opts.delta0 * (jnp.sqrt(jnp.sum(free)) + 1.0),
+                done=~jnp.isfinite(f0),
+            )
         st = jax.lax.while_loop(cond, body_direct if direct else body, st0)
         status = jnp.where(
             st["conv"], CONVERGED, jnp.where(jnp.isfinite(st["f"]), MAXITER, NONFINITE)

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.special
 from jax.scipy.special import gammaln, xlogy
 
-from .fitinput import GAUSS, POISSON, FitInput
+from .fitinput import GAUSS, LARGE_ARRAY, POISSON, FitInput, aligned_empty
 from .interp import code4_coefficients, code4_logfactor, phi
 
 # XLA options for the programs run once per fit (minimiser, Hessian): their cost is in BLAS
@@ -31,43 +31,29 @@ from .interp import code4_coefficients, code4_logfactor, phi
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
-def shared_array(arr: np.ndarray) -> jnp.ndarray:
-    """A JAX array for a large input tensor, sharing the numpy memory where possible (DLPack on
-    the CPU, which needs 64-byte aligned data: see ``fitinput.aligned_empty``), so that the
-    model does not hold a second copy of the systematics tensor. The numpy array must not be
-    modified afterwards (``FitInput`` tensors never are)."""
-    arr = np.asarray(arr)
-    if (
-        arr.dtype == np.float64
-        and arr.flags.c_contiguous
-        and arr.size > 1 << 16
-        and arr.ctypes.data % 64 == 0
-    ):
-        try:
-            out = jax.dlpack.from_dlpack(arr)
-            if out.devices() == {jax.devices("cpu")[0]}:
-                return out
-        except (TypeError, ValueError, RuntimeError, BufferError):  # alignment, backend
-            pass
+def shared_array(owner: Any, name: str) -> jnp.ndarray:
+    """A JAX array for the large input tensor ``owner.<name>`` that shares its memory (DLPack
+    on the CPU), so the model does not hold a second copy of the systematics tensor.
+
+    XLA needs 64-byte aligned data to share: an unaligned tensor (e.g. built in memory by the
+    writer) is moved once into aligned memory and ``owner.<name>`` replaced by it (same values),
+    so the original is freed unless the caller holds it; ``read_fit_input`` already reads into
+    aligned memory. The array must not be modified afterwards (``FitInput`` tensors never are)."""
+    arr = np.asarray(getattr(owner, name))
+    if arr.dtype != np.float64 or arr.size <= LARGE_ARRAY:
+        return jnp.asarray(arr)
+    if arr.ctypes.data % 64 or not arr.flags.c_contiguous:
+        aligned = aligned_empty(arr.shape)
+        aligned[...] = arr
+        setattr(owner, name, aligned)
+        arr = aligned
+    try:
+        out = jax.dlpack.from_dlpack(arr)
+        if out.devices() == {jax.devices("cpu")[0]}:
+            return out
+    except (TypeError, ValueError, RuntimeError, BufferError):  # backend cannot share
+        pass
     return jnp.asarray(arr)
-
-
-def _align_inputs(fi: FitInput) -> None:
-    """Move the large tensors of ``fi`` into aligned memory (same values) so the model can
-    share them; the unaligned originals are freed unless the caller holds them."""
-    from .fitinput import aligned_empty
-
-    for name in ("shape_avg", "shape_hd", "add_avg"):
-        arr = getattr(fi, name)
-        if (
-            arr is not None
-            and arr.dtype == np.float64
-            and arr.size > 1 << 16
-            and (arr.ctypes.data % 64 or not arr.flags.c_contiguous)
-        ):
-            out = aligned_empty(arr.shape)
-            out[...] = arr
-            setattr(fi, name, out)
 
 
 def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
@@ -126,7 +112,6 @@ class FitModel:
         a["kinv"] = jnp.asarray(kinv)
         nT = len(fi.shape_param)
         sparse = fi.shape_sparse is not None
-        _align_inputs(fi)
         has_hd = False
         if nT:
             a["shape_param"] = jnp.asarray(fi.shape_param)
@@ -134,19 +119,19 @@ class FitModel:
                 sp = fi.shape_sparse
                 a["sp_rows"], a["sp_cols"] = jnp.asarray(sp.rows), jnp.asarray(sp.cols)
                 a["sp_bins"] = jnp.asarray(sp.rows // npr)
-                a["sp_avg"] = shared_array(sp.avg)
+                a["sp_avg"] = shared_array(sp, "avg")
                 has_hd = sp.hd is not None and bool(np.any(sp.hd != 0))
                 if has_hd:
-                    a["sp_hd"] = shared_array(sp.hd)
+                    a["sp_hd"] = shared_array(sp, "hd")
             else:
-                a["shape_avg"] = shared_array(fi.shape_avg)
+                a["shape_avg"] = shared_array(fi, "shape_avg")
                 has_hd = fi.shape_hd is not None and bool(np.any(fi.shape_hd != 0))
                 if has_hd:
-                    a["shape_hd"] = shared_array(fi.shape_hd)
+                    a["shape_hd"] = shared_array(fi, "shape_hd")
         nA = len(fi.add_param)
         if nA:
             a["add_param"] = jnp.asarray(fi.add_param)
-            a["add_avg"] = shared_array(fi.add_avg)
+            a["add_avg"] = shared_array(fi, "add_avg")
             a["add_hd"] = jnp.asarray(
                 fi.add_hd if fi.add_hd is not None else np.zeros_like(fi.add_avg)
             )
@@ -359,11 +344,33 @@ class FitModel:
         w, c = self.gn_weights(x, obs, a, tot=nu.sum(1))
         return fd + fc, pull(dnu)[0] + gc, J, w, c
 
+    def other_yields(self, x: jnp.ndarray, a: dict[str, Any]) -> Any:
+        """``n(x_o)`` [nbins, nproc]: the yields as a function of the parameters that enter
+        outside the shape tensor (``static.other_params``), the tensor part fixed at ``x``."""
+        s = self.static
+        oth = jnp.asarray(s.other_params)
+        expT = (
+            jnp.exp(self._shape_log(x, a).reshape(s.nbins, s.nproc))
+            if s.nT
+            else jnp.ones((s.nbins, s.nproc))
+        )
+
+        def n_other(xo: jnp.ndarray) -> jnp.ndarray:
+            base, lognorm = self._rest(x.at[oth].set(xo), a)
+            return base * jnp.exp(lognorm) * expT
+
+        return n_other
+
     def jacobian_totals(
-        self, x: jnp.ndarray, a: dict[str, Any] | None = None, nu: jnp.ndarray | None = None
+        self,
+        x: jnp.ndarray,
+        a: dict[str, Any] | None = None,
+        nu: jnp.ndarray | None = None,
+        dn_other: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         """d(bin totals)/dx [nbins, npar], using the linear structure of the shape tensor
-        (``nu``: the yields at ``x`` when the caller has them)."""
+        (``nu``: the yields at ``x``, ``dn_other``: d yields / d other parameters
+        [nbins, nproc, nother], when the caller has them)."""
         s, a = self.static, (self.arrays if a is None else a)
         nu = self._yields(x, a) if nu is None else nu
         J = jnp.zeros((s.nbins, s.npar))
@@ -389,17 +396,12 @@ class FitModel:
                 J = J.at[:, a["shape_param"]].add(JT)
         if s.other_params:
             oth = jnp.asarray(s.other_params)
-            expT = (
-                jnp.exp(self._shape_log(x, a).reshape(s.nbins, s.nproc))
-                if s.nT
-                else jnp.ones((s.nbins, s.nproc))
-            )
-
-            def tot(xo):
-                base, lognorm = self._rest(x.at[oth].set(xo), a)
-                return (base * jnp.exp(lognorm) * expT).sum(1)
-
-            J = J.at[:, oth].add(jax.jacfwd(tot)(x[oth]))
+            if dn_other is None:
+                n_other = self.other_yields(x, a)
+                Jo = jax.jacfwd(lambda xo: n_other(xo).sum(1))(x[oth])
+            else:
+                Jo = dn_other.sum(1)
+            J = J.at[:, oth].add(Jo)
         return J
 
     def gn_weights(

@@ -133,3 +133,26 @@ def test_sparse_equals_dense_and_chunked_hessian_is_exact():
     J = jax.jacfwd(lambda y: md.yields(y).sum(1))(x)
     np.testing.assert_allclose(md.jacobian_totals(x), J, rtol=1e-10, atol=1e-8)
     np.testing.assert_allclose(ms.jacobian_totals(x), J, rtol=1e-10, atol=1e-8)
+
+
+def test_model_shares_large_tensors_without_copy(tmp_path):
+    """Large tensors are handed to XLA without a copy: read_fit_input reads them aligned, and
+    an unaligned in-memory tensor is moved once into aligned memory (same values)."""
+    from wremnants_dask.fitting.fitinput import LARGE_ARRAY
+
+    fi, _, w = build_synthetic(nsyst=40, nnorm=2, neta=12, npt=10)
+    assert fi.shape_avg.size > LARGE_ARRAY
+    unaligned = np.empty(fi.shape_avg.size + 1)[1:].reshape(fi.shape_avg.shape)
+    unaligned[...] = fi.shape_avg
+    fi.shape_avg = unaligned
+    m = FitModel(fi)
+    assert fi.shape_avg is not unaligned and fi.shape_avg.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(fi.shape_avg, unaligned)
+    assert np.shares_memory(np.asarray(m.arrays["shape_avg"]), fi.shape_avg)
+
+    path = w.write(tmp_path / "fi.hdf5")
+    fr, _ = read_fit_input(path)
+    before = fr.shape_avg
+    mr = FitModel(fr)
+    assert fr.shape_avg is before  # already aligned: nothing moved
+    assert np.shares_memory(np.asarray(mr.arrays["shape_avg"]), fr.shape_avg)
