@@ -58,28 +58,12 @@ def select_dimuons(
 ) -> Dimuons:
     """Apply the dimuon selection with a cut flow ``main``; see the module docstring."""
     iso = cols["Muon_pfRelIso04_all"] < S.ISO_CUT
-    good = (
-        cols["Muon_mediumId"]
-        & (pt > S.PT_MIN)
-        & (abs(cols["Muon_eta"]) < S.ETA_MAX)
-        & (abs(cols["Muon_dxy"]) < S.DXY_MAX)
-        & iso
-    )
-    if pt_max is not None:
-        good = good & (pt < pt_max)
+    good = S.good_muons(cols, pt, pt_max=pt_max) & iso
     loose = S.loose_muons(cols, pt)
     n_good = np1(ak.sum(good, axis=1))
     n_loose = np1(ak.sum(loose | good, axis=1))
 
-    cf = out.cutflow("main")
-    genw = np1(cols["genWeight"]).astype(np.float64) if "genWeight" in cols else None
-    mask = cf.start(np.ones(n_good.shape, dtype=bool), genw)
-    if info.is_data:
-        mask = cf.cut(
-            "golden json",
-            S.golden_mask(out.dataset.golden_json, cols["run"], cols["luminosityBlock"]),
-        )
-    mask = cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
+    cf = S.event_preselection(out, cols, info.is_data, len(n_good))
     mask = cf.cut("two good muons", n_good == 2)
     mask = cf.cut("loose muon veto", n_loose == 2)
     charge = _pair(cols["Muon_charge"], good)

@@ -100,19 +100,7 @@ class WMassProcessor(MuonAnalysis):
         n_good = np1(ak.sum(good, axis=1))
         n_loose = np1(ak.sum(loose | good, axis=1))
 
-        cf = out.cutflow("main")
-        genw = np1(cols["genWeight"]).astype(np.float64) if "genWeight" in cols else None
-        mask = cf.start(np.ones(n_good.shape, dtype=bool), genw)
-        if info.is_data:
-            mask = cf.cut(
-                "golden json",
-                S.golden_mask(
-                    out.dataset.golden_json,
-                    cols.get("run", np.zeros_like(n_good)),
-                    cols.get("luminosityBlock", np.zeros_like(n_good)),
-                ),
-            )
-        mask = cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
+        cf = S.event_preselection(out, cols, info.is_data, len(n_good))
         mask = cf.cut("one good muon", n_good == 1)
         mask = cf.cut("loose muon veto", n_loose == 1)
         matched = S.trigger_matched(cols)

@@ -6,6 +6,7 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
+from wremnants_dask.processors.common import np1
 
 from wremnants_dask.lumi import LumiMask, read_golden_json
 
@@ -20,16 +21,42 @@ MLL_WINDOW = (60.0, 120.0)
 _GOLDEN: dict[str, LumiMask] = {}
 
 
-def good_muons(cols: dict[str, Any], pt: ak.Array | None = None) -> ak.Array:
-    """Medium ID, 26 < pT < 56 GeV, |eta| < 2.4, |dxy| < 0.05 cm (jagged mask)."""
+def good_muons(
+    cols: dict[str, Any], pt: ak.Array | None = None, pt_max: float | None = PT_MAX
+) -> ak.Array:
+    """Medium ID, 26 < pT < 56 GeV (no upper cut with ``pt_max=None``), |eta| < 2.4,
+    |dxy| < 0.05 cm (jagged mask)."""
     pt = cols["Muon_pt"] if pt is None else pt
-    return (
+    good = (
         cols["Muon_mediumId"]
         & (pt > PT_MIN)
-        & (pt < PT_MAX)
         & (abs(cols["Muon_eta"]) < ETA_MAX)
         & (abs(cols["Muon_dxy"]) < DXY_MAX)
     )
+    return good if pt_max is None else good & (pt < pt_max)
+
+
+def event_preselection(out: Any, cols: dict[str, Any], is_data: bool, n_events: int) -> Any:
+    """Start the ``main`` cut flow (generator-weighted for simulation) and apply what every
+    muon analysis here applies first: the golden JSON (data) and the single-muon trigger.
+    Returns the cut flow; its current mask is the trigger step's."""
+    cf = out.cutflow("main")
+    genw = np1(cols["genWeight"]).astype(np.float64) if "genWeight" in cols else None
+    cf.start(np.ones(n_events, dtype=bool), genw)
+    if is_data:
+        golden = out.dataset.golden_json
+        if golden and not {"run", "luminosityBlock"} <= cols.keys():
+            raise KeyError(
+                f"dataset {out.dataset.name!r}: the golden JSON {golden} needs the run and "
+                "luminosityBlock branches"
+            )
+        zeros = np.zeros(n_events, dtype=np.int64)
+        cf.cut(
+            "golden json",
+            golden_mask(golden, cols.get("run", zeros), cols.get("luminosityBlock", zeros)),
+        )
+    cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
+    return cf
 
 
 def loose_muons(cols: dict[str, Any], pt: ak.Array | None = None) -> ak.Array:
