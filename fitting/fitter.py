@@ -22,6 +22,7 @@ from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .hessian import make_hessian
 from .minimizer import CONVERGED, STATUS_TEXT, MinimizerOptions, make_minimizer
 from .model import FitModel
+from .yield_errors import make_parts, yield_variances
 
 
 class FitError(RuntimeError):
@@ -122,6 +123,7 @@ class Fitter:
         ).raw
         self._vmin = jax.jit(jax.vmap(batched, in_axes=(0, None, 0, None)))
         self._vmin_obs = jax.jit(jax.vmap(batched, in_axes=(0, 0, 0, None)))
+        self._parts: Any = None  # yield_errors.make_parts, compiled on first use
 
     # ------------------------------------------------------------------ observations
     @property
@@ -403,9 +405,14 @@ class Fitter:
         return out
 
     # ------------------------------------------------------------------ yields
-    def postfit_yields(self, res: FitResult | None, batch: int = 256) -> dict[str, np.ndarray]:
+    def _yield_parts(self) -> Any:
+        if self._parts is None:
+            self._parts = make_parts(self.model)
+        return self._parts
+
+    def postfit_yields(self, res: FitResult | None) -> dict[str, np.ndarray]:
         """Yields per bin and process, and bin totals, with uncertainties propagated through
-        the covariance (sigma^2 = diag(J C J^T), computed as |J L|^2 with C = L L^T).
+        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``).
         ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
         if res is None:
             x = self.model.x0
@@ -413,33 +420,13 @@ class Fitter:
             sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
             with np.errstate(divide="ignore"):
                 sig = np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
-            sig = sig * self.free
-            Lc = np.diag(sig)
+            var, var_tot = yield_variances(
+                self.model, x, sigma=sig * self.free, parts=self._yield_parts()
+            )
         else:
             x = res.x
-            w, v = np.linalg.eigh(res.cov)
-            Lc = v * np.sqrt(np.clip(w, 0, None))[None, :]
-        xj = jnp.asarray(x)
-        nu = np.asarray(self._yields(xj))
-
-        @jax.jit
-        def tang_a(V, a):
-            f = lambda y: self.model.yields(y, a)  # noqa: E731
-            return jax.vmap(lambda v: jax.jvp(f, (xj,), (v,))[1])(V)
-
-        def tang(V):
-            return tang_a(V, self.model.arrays)
-
-        var = np.zeros_like(nu)
-        var_tot = np.zeros(nu.shape[0])
-        cols = [i for i in range(Lc.shape[1]) if np.any(Lc[:, i] != 0)]
-        for s in range(0, len(cols), batch):
-            V = Lc[:, cols[s : s + batch]].T
-            pad = batch - len(V)
-            Vp = np.vstack([V, np.zeros((pad, V.shape[1]))]) if pad > 0 else V
-            T = np.asarray(tang(jnp.asarray(Vp)))[: len(V)]
-            var += (T**2).sum(0)
-            var_tot += (T.sum(2) ** 2).sum(0)
+            var, var_tot = yield_variances(self.model, x, cov=res.cov, parts=self._yield_parts())
+        nu = np.asarray(self._yields(jnp.asarray(x)))
         return {
             "values": nu,
             "errors": np.sqrt(var),

@@ -1,0 +1,115 @@
+"""Uncertainties of the yields per bin and process: ``diag(J C J^T)`` on the host, in row blocks.
+
+``J = d yields / d x`` comes from the structure of the model rather than from one
+Jacobian-vector product per parameter: the shape part is ``yields * (avg + hd * dphi)`` per
+tensor entry (dense or sparse), the few other parameters (normalisations, additive and
+multiplicative ones) take one forward-mode Jacobian. Rows of ``J`` are made in blocks of whole
+bins, so memory stays bounded (a few blocks of ``rows x npar``) and each block meets the
+covariance in one BLAS product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .interp import phi
+from .model import ONCE_COMPILER_OPTIONS, FitModel
+
+_BLOCK_BYTES = 64 << 20  # one row block of J (float64)
+
+
+def make_parts(model: FitModel) -> Any:
+    """Compiled ``(x, arrays) -> (yields, d yields / d other params or None, d phi / d theta
+    per tensor column or None)``: everything the row blocks need from JAX, in one program.
+    Keep it and pass it as ``parts=`` to compile once per model."""
+    s = model.static
+    oth = jnp.asarray(s.other_params, dtype=jnp.int64)
+
+    def parts(x: jnp.ndarray, a: dict[str, Any]) -> tuple[Any, Any, Any]:
+        nu = model.yields(x, a)
+        dn_other = jax.jacfwd(model.other_yields(x, a))(x[oth]) if len(s.other_params) else None
+        dphi = None
+        if s.nT and s.shape_hd:
+            th = x[a["shape_param"]]
+            dphi = jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(th)
+        return nu, dn_other, dphi
+
+    return jax.jit(parts, compiler_options=ONCE_COMPILER_OPTIONS)
+
+
+def jacobian_row_blocks(
+    model: FitModel, x: np.ndarray, parts: Any = None
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(b0, b1, J)`` with ``J`` = d yields[b0:b1] / d x as ``[(b1-b0) * nproc, npar]``."""
+    s, a = model.static, model.arrays
+    xj = jnp.asarray(x)
+    npr, npar = s.nproc, s.npar
+    oth = np.asarray(s.other_params, dtype=np.int64)
+    nu, dn_other, dphi = (
+        np.asarray(v) if v is not None else None for v in (parts or make_parts(model))(xj, a)
+    )
+    nu = nu.reshape(-1)
+    if dn_other is not None:
+        dn_other = dn_other.reshape(s.nbins * npr, len(oth))
+    cols = np.asarray(a["shape_param"]) if s.nT else None
+    if s.nT and s.shape_sparse:
+        sp_rows = np.asarray(a["sp_rows"])
+        sp_cols = np.asarray(a["sp_cols"])
+        sp_val = np.asarray(a["sp_avg"])
+        if dphi is not None:
+            sp_val = sp_val + np.asarray(a["sp_hd"]) * dphi[sp_cols]
+    elif s.nT:  # host views of the (shared, not copied) dense tensors
+        avg = np.asarray(a["shape_avg"])
+        hd = np.asarray(a["shape_hd"]) if dphi is not None else None
+    bins_per_block = max(1, _BLOCK_BYTES // (8 * npr * npar))
+    for b0 in range(0, s.nbins, bins_per_block):
+        b1 = min(s.nbins, b0 + bins_per_block)
+        r0, r1 = b0 * npr, b1 * npr
+        J = np.zeros((r1 - r0, npar))
+        if s.nT and s.shape_sparse:
+            lo, hi = np.searchsorted(sp_rows, [r0, r1])  # entries are sorted by row
+            rows = sp_rows[lo:hi]
+            np.add.at(J, (rows - r0, cols[sp_cols[lo:hi]]), nu[rows] * sp_val[lo:hi])
+        elif s.nT:
+            K = avg[r0:r1]
+            if dphi is not None:
+                K = K + hd[r0:r1] * dphi[None, :]
+            J[:, cols] = nu[r0:r1, None] * K
+        if dn_other is not None:
+            J[:, oth] += dn_other[r0:r1]
+        yield b0, b1, J
+
+
+def yield_variances(
+    model: FitModel,
+    x: np.ndarray,
+    cov: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+    parts: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Variances of the yields [nbins, nproc] and of the bin totals [nbins].
+
+    Either ``cov`` (post-fit covariance: ``diag(J C J^T)``) or ``sigma`` (independent widths,
+    pre-fit: ``(J * J) @ sigma**2``). ``parts``: ``make_parts(model)``, reused.
+    """
+    if (cov is None) == (sigma is None):
+        raise ValueError("give exactly one of cov and sigma")
+    s = model.static
+    var = np.zeros((s.nbins, s.nproc))
+    var_tot = np.zeros(s.nbins)
+    sig2 = None if sigma is None else np.asarray(sigma, np.float64) ** 2
+
+    def quad(J: np.ndarray) -> np.ndarray:
+        if sig2 is not None:
+            return (J * J) @ sig2
+        return np.einsum("ij,ij->i", J @ cov, J)
+
+    for b0, b1, J in jacobian_row_blocks(model, x, parts):
+        var[b0:b1] = quad(J).reshape(b1 - b0, s.nproc)
+        var_tot[b0:b1] = quad(J.reshape(b1 - b0, s.nproc, -1).sum(1))
+    return np.clip(var, 0.0, None), np.clip(var_tot, 0.0, None)
