@@ -69,7 +69,16 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     out: dict[str, Any] = {"data": np.asarray(obs["data"])}
     out["fit"] = {
         k: getattr(res, k)
-        for k in ("nll", "nll_full", "edm", "niter", "ncg", "time_fit", "time_hessian")
+        for k in (
+            "nll",
+            "nll_full",
+            "edm",
+            "niter",
+            "ncg",
+            "newton_steps",
+            "time_fit",
+            "time_hessian",
+        )
     }
     c = fi.param_constraint
     prefit_err = np.where(c == GAUSS, fi.param_width, np.nan)
@@ -132,7 +141,8 @@ def summary(out: dict[str, Any], fi: Any) -> str:
     f, p = out["fit"], out["parameters"]
     lines = [
         f"fit converged: -logL = {f['nll_full']:.6f} (offset {f['nll']:.6f}), edm {f['edm']:.2e}, "
-        f"{f['niter']} iterations, {f['ncg']} linear solves, fit {f['time_fit']:.2f} s, "
+        f"{f['niter']} iterations, {f['ncg']} linear solves, {f['newton_steps']} exact Newton "
+        f"steps, fit {f['time_fit']:.2f} s, "
         f"hessian {f['time_hessian']:.2f} s"
     ]
     for poi in out["_fitter"].pois:

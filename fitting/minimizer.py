@@ -20,7 +20,9 @@ per iterate (one GEMM over ``J``) and the step solved by Cholesky, with Levenber
 damping in place of the trust radius. W-mass-sized fits (thousands of parameters, ill
 conditioned by the unconstrained mass) then need a dozen factorisations instead of thousands of
 CG products; ``edm`` is the undamped Gauss-Newton estimate, and the fitter's exact Hessian at
-the end confirms it (and polishes with an exact Newton step if needed).
+the end confirms it (and polishes with an exact Newton step if needed). Where Gauss-Newton
+converges only linearly (the curvature it leaves out matters, as in the W-mass fit) the fitter
+asks it to hand off (``handoff``) and finishes with exact Newton steps.
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ from threadpoolctl import threadpool_limits
 from .hessian import weighted_gram
 from .model import ONCE_COMPILER_OPTIONS, FitModel
 
-CONVERGED, MAXITER, NONFINITE = 0, 1, 2
+CONVERGED, MAXITER, NONFINITE, HANDOFF = 0, 1, 2, 3
 STATUS_TEXT = {
     CONVERGED: "converged",
     MAXITER: "maximum iterations reached",
     NONFINITE: "non-finite NLL",
+    HANDOFF: "handed off to exact Newton steps",
 }
+# Direct Gauss-Newton hands off (when asked) once its EDM is below ``handoff`` but shrinks by
+# less than this factor per undamped step: linear convergence, the curvature GN leaves out
+# matters, and a few exact Newton steps (the fitter's Hessian) finish faster.
+SLOW_EDM_RATIO = 0.1
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,9 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
     """A ``minimize(x0, obs, free) -> dict`` for this model (vmap-able; jit-compiled with the
     model arrays as arguments, not constants).
 
-    ``free`` is a float mask (1 = floating, 0 = frozen at its value in ``x0``)."""
+    ``free`` is a float mask (1 = floating, 0 = frozen at its value in ``x0``). ``handoff``
+    (direct Gauss-Newton only; 0 disables): stop with status ``HANDOFF`` once the EDM is
+    below it and converging only linearly (see ``SLOW_EDM_RATIO``)."""
     if opts.mode not in ("gn", "exact"):
         raise ValueError(f"minimizer mode must be 'gn' or 'exact', got {opts.mode!r}")
     mode = opts.mode
@@ -174,7 +183,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
     bounded = bool(np.isfinite(model.lower).any() or np.isfinite(model.upper).any())
     direct = mode == "gn" and model.static.npar <= opts.dense_gn_max
 
-    def minimize_a(x0, obs, free, arrays):
+    def minimize_a(x0, obs, free, arrays, handoff=0.0):
         fun = lambda x: model.nll(x, obs, arrays)  # noqa: E731
         vg = jax.value_and_grad(fun)
         grad = jax.grad(fun)
@@ -228,7 +237,9 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             lam_n = jnp.where(ok & (rho > 0.75), jnp.where(lam < 1e-6, 0.0, 0.25 * lam), lam_n)
             lam_n = jnp.where(first, lam, lam_n)
             # undamped step: its predicted reduction is the Gauss-Newton EDM
-            conv = ~first & (lam == 0.0) & jnp.isfinite(pred) & (pred < opts.tol_edm)
+            undamped = ~first & (lam == 0.0) & jnp.isfinite(pred)
+            conv = undamped & (pred < opts.tol_edm)
+            slow = undamped & (pred < handoff) & (pred > SLOW_EDM_RATIO * st["edm"])
             keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
             return {
                 "x": keep(xt, x),
@@ -240,9 +251,10 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
                 "delta": lam_n,
                 "it": st["it"] + 1,
                 "ncg": st["ncg"] + (~first).astype(st["ncg"].dtype),
-                "edm": jnp.where(~first & (lam == 0.0), pred, st["edm"]),
-                "done": conv | (lam_n > 1e12) | (first & ~jnp.isfinite(ft)),
+                "edm": jnp.where(undamped, pred, st["edm"]),
+                "done": conv | slow | (lam_n > 1e12) | (first & ~jnp.isfinite(ft)),
                 "conv": conv,
+                "handoff": slow & ~conv,
             }
 
         def body(st):
@@ -280,6 +292,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
                 "edm": jnp.where(interior, pred, st["edm"]),
                 "done": conv | (delta_n < 1e-14),
                 "conv": conv,
+                "handoff": st["handoff"],
             }
 
         x0 = jnp.clip(x0, lower, upper)
@@ -289,6 +302,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "ncg": jnp.asarray(0),
             "edm": jnp.asarray(jnp.inf),
             "conv": jnp.asarray(False),
+            "handoff": jnp.asarray(False),
         }
         if direct:  # the first loop iteration evaluates x0 (and J, w, c there)
             nb, npar = model.static.nbins, model.static.npar
@@ -311,7 +325,9 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             )
         st = jax.lax.while_loop(cond, body_direct if direct else body, st0)
         status = jnp.where(
-            st["conv"], CONVERGED, jnp.where(jnp.isfinite(st["f"]), MAXITER, NONFINITE)
+            st["conv"],
+            CONVERGED,
+            jnp.where(st["handoff"], HANDOFF, jnp.where(jnp.isfinite(st["f"]), MAXITER, NONFINITE)),
         )
         return {
             "x": st["x"],
@@ -325,8 +341,8 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
 
     jitted = jax.jit(minimize_a, compiler_options=ONCE_COMPILER_OPTIONS)
 
-    def minimize(x0, obs, free):
-        return jitted(x0, obs, free, model.arrays)
+    def minimize(x0, obs, free, handoff=0.0):
+        return jitted(x0, obs, free, model.arrays, jnp.asarray(handoff, jnp.float64))
 
     minimize.raw = minimize_a  # for vmap with the arrays unbatched
     return minimize

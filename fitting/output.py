@@ -80,7 +80,16 @@ def write_results(
         )
         tab = np.array(list(zip(*[p[k] for k in dt.names])), dtype=dt)
         f.create_dataset("parameters", data=tab)
-        for k in ("nll", "nll_full", "edm", "niter", "ncg", "time_fit", "time_hessian"):
+        for k in (
+            "nll",
+            "nll_full",
+            "edm",
+            "niter",
+            "ncg",
+            "newton_steps",
+            "time_fit",
+            "time_hessian",
+        ):
             f.attrs[k] = results["fit"][k]
         for k in ("covariance", "correlation"):
             if results.get(k) is not None:
