@@ -14,7 +14,7 @@ from wremnants_dask.provenance import make_metadata
 
 from .fitinput import GAUSS, FitInputError, read_fit_input
 from .fitter import FitError, Fitter, check_names
-from .output import write_results
+from .output import FIT_SUMMARY_FIELDS, write_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,19 +67,7 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     obs = fitter.asimov_obs(x0) if args.toys == -1 else fitter.obs
     res = fitter.fit(obs=obs, x0=x0, hessian=not args.no_hessian)
     out: dict[str, Any] = {"data": np.asarray(obs["data"])}
-    out["fit"] = {
-        k: getattr(res, k)
-        for k in (
-            "nll",
-            "nll_full",
-            "edm",
-            "niter",
-            "ncg",
-            "newton_steps",
-            "time_fit",
-            "time_hessian",
-        )
-    }
+    out["fit"] = {k: getattr(res, k) for k in FIT_SUMMARY_FIELDS}
     c = fi.param_constraint
     prefit_err = np.where(c == GAUSS, fi.param_width, np.nan)
     err = res.errors if res.cov is not None else np.full(fi.npar, np.nan)

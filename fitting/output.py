@@ -22,6 +22,18 @@ from wremnants_dask.atomic import atomic_path
 from .fitinput import FitInput
 from .writer import axis_from_dict
 
+# The FitResult scalars summarised in the output (attributes of the results file).
+FIT_SUMMARY_FIELDS = (
+    "nll",
+    "nll_full",
+    "edm",
+    "niter",
+    "ncg",
+    "newton_steps",
+    "time_fit",
+    "time_hessian",
+)
+
 
 def _hist(
     fi: FitInput, ch_index: int, values: np.ndarray, variances: np.ndarray | None
@@ -80,16 +92,7 @@ def write_results(
         )
         tab = np.array(list(zip(*[p[k] for k in dt.names])), dtype=dt)
         f.create_dataset("parameters", data=tab)
-        for k in (
-            "nll",
-            "nll_full",
-            "edm",
-            "niter",
-            "ncg",
-            "newton_steps",
-            "time_fit",
-            "time_hessian",
-        ):
+        for k in FIT_SUMMARY_FIELDS:
             f.attrs[k] = results["fit"][k]
         for k in ("covariance", "correlation"):
             if results.get(k) is not None:
