@@ -26,7 +26,7 @@ from .yield_errors import make_parts, yield_variances
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
 # converges only linearly (minimizer.SLOW_EDM_RATIO); exact Newton steps finish (at most
-# NEWTON_STEPS). W-mass fit, 610 parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
+# NEWTON_STEPS, also the limit of the polish after a converged minimiser). W-mass fit, 610 parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
 HANDOFF_EDM = 1e-3
 NEWTON_STEPS = 4
 
@@ -169,7 +169,7 @@ class Fitter:
         if hessian:
             x_gn = res.x.copy()
             try:
-                self._covariance(res, polish=NEWTON_STEPS if handed_off else 3)
+                self._covariance(res)
             except FitError:
                 if not handed_off:
                     raise
@@ -215,10 +215,11 @@ class Fitter:
         )
         return res, status == HANDOFF
 
-    def _covariance(self, res: FitResult, polish: int = 3) -> None:
-        """Exact Hessian and covariance at ``res.x``, after up to ``polish`` exact Newton steps
+    def _covariance(self, res: FitResult) -> None:
+        """Exact Hessian and covariance at ``res.x``, after up to ``NEWTON_STEPS`` exact Newton steps
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
         t0 = time.perf_counter()
+        polish = NEWTON_STEPS
         idx = np.nonzero(res.free)[0]
         for step in range(polish + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
@@ -454,18 +455,17 @@ class Fitter:
         the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``).
         ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
         if res is None:
-            x = self.model.x0
             c = self.fi.param_constraint
             sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
             with np.errstate(divide="ignore"):
                 sig = np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
-            var, var_tot = yield_variances(
-                self.model, x, sigma=sig * self.free, parts=self._yield_parts()
+            nu, var, var_tot = yield_variances(
+                self.model, self.model.x0, sigma=sig * self.free, parts=self._yield_parts()
             )
         else:
-            x = res.x
-            var, var_tot = yield_variances(self.model, x, cov=res.cov, parts=self._yield_parts())
-        nu = np.asarray(self._yields(jnp.asarray(x)))
+            nu, var, var_tot = yield_variances(
+                self.model, res.x, cov=res.cov, parts=self._yield_parts()
+            )
         return {
             "values": nu,
             "errors": np.sqrt(var),

@@ -131,7 +131,7 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
         if s.nT:
             th = x[a["shape_param"]]
             out["c_rows"] = (d1[:, None] * nu).reshape(-1)
-            out["dphi"] = jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(th)
+            out["dphi"] = model.shape_dphi(x, a)
             d2phi = jax.vmap(jax.grad(jax.grad(lambda t: phi(t, s.shape_interp))))(th)
             if s.shape_hd:
                 out["hd_diag"] = (out["c_rows"] @ a["shape_hd"]) * d2phi
@@ -139,7 +139,7 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
         if len(oth):
             n_other = model.other_yields(x, a)
             xo = x[oth]
-            dn_other = jax.jacfwd(n_other)(xo)  # [nbins, nproc, nother]
+            dn_other = model.other_jacobian(x, a)  # [nbins, nproc, nother]
             out["D"] = dn_other.reshape(nrows, len(oth))
             out["c_bins"] = d1
             out["Hoo"] = jax.hessian(lambda v: jnp.sum(d1[:, None] * n_other(v)))(xo)
@@ -150,18 +150,16 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
         """Shape block ``K^T diag(c n) K`` (+ the phi'' diagonal) and cross block
         ``K^T diag(c) D`` with the other parameters, ``K = avg + hd phi'``, streamed over row
         chunks of the tensor."""
-        avg = np.asarray(model.arrays["shape_avg"])
-        hd = np.asarray(model.arrays["shape_hd"]) if s.shape_hd else None
         T = np.zeros((s.nT, s.nT))
         X = np.zeros((s.nT, len(oth))) if len(oth) else None
         cb = np.repeat(o["c_bins"], s.nproc) if len(oth) else None
         for start in range(0, nrows, rc):
             sl = slice(start, min(nrows, start + rc))
-            K = avg[sl] if hd is None else avg[sl] + hd[sl] * o["dphi"][None, :]
+            K = model.host_shape_rows(sl, o.get("dphi"))
             weighted_gram(K, o["c_rows"][sl], out=T)
             if X is not None:
                 X += K.T @ (cb[sl, None] * o["D"][sl])
-        if hd is not None:
+        if s.shape_hd:
             T[np.diag_indices(s.nT)] += o["hd_diag"]
         return T, X
 

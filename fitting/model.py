@@ -375,8 +375,7 @@ class FitModel:
         nu = self._yields(x, a) if nu is None else nu
         J = jnp.zeros((s.nbins, s.npar))
         if s.nT:
-            th = x[a["shape_param"]]
-            dphi = jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(th)
+            dphi = self.shape_dphi(x, a)
             if s.shape_sparse:
                 w = nu.reshape(-1)[a["sp_rows"]]
                 v = a["sp_avg"] + (a["sp_hd"] * dphi[a["sp_cols"]] if s.shape_hd else 0.0)
@@ -396,13 +395,28 @@ class FitModel:
                 J = J.at[:, a["shape_param"]].add(JT)
         if s.other_params:
             oth = jnp.asarray(s.other_params)
-            if dn_other is None:
-                n_other = self.other_yields(x, a)
-                Jo = jax.jacfwd(lambda xo: n_other(xo).sum(1))(x[oth])
-            else:
-                Jo = dn_other.sum(1)
-            J = J.at[:, oth].add(Jo)
+            dn_other = self.other_jacobian(x, a) if dn_other is None else dn_other
+            J = J.at[:, oth].add(dn_other.sum(1))
         return J
+
+    def shape_dphi(self, x: jnp.ndarray, a: dict[str, Any]) -> jnp.ndarray:
+        """``phi'(theta)`` per tensor column: ``d log n / d theta = avg + hd * phi'``."""
+        s = self.static
+        return jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(x[a["shape_param"]])
+
+    def other_jacobian(self, x: jnp.ndarray, a: dict[str, Any]) -> jnp.ndarray:
+        """d yields / d (``static.other_params``) [nbins, nproc, nother], forward mode."""
+        oth = jnp.asarray(self.static.other_params)
+        return jax.jacfwd(self.other_yields(x, a))(x[oth])
+
+    def host_shape_rows(self, rows: slice, dphi: np.ndarray | None) -> np.ndarray:
+        """Rows ``rows`` (flat bin x process) of ``K = avg + hd * phi'`` of the dense shape
+        tensor, in numpy (views of the shared tensors; a new array only with ``hd``)."""
+        a = self.arrays
+        K = np.asarray(a["shape_avg"])[rows]
+        if self.static.shape_hd:
+            K = K + np.asarray(a["shape_hd"])[rows] * dphi[None, :]
+        return K
 
     def gn_weights(
         self,

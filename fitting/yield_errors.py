@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .interp import phi
 from .model import ONCE_COMPILER_OPTIONS, FitModel
 
 _BLOCK_BYTES = 64 << 20  # one row block of J (float64)
@@ -28,15 +27,11 @@ def make_parts(model: FitModel) -> Any:
     per tensor column or None)``: everything the row blocks need from JAX, in one program.
     Keep it and pass it as ``parts=`` to compile once per model."""
     s = model.static
-    oth = jnp.asarray(s.other_params, dtype=jnp.int64)
 
     def parts(x: jnp.ndarray, a: dict[str, Any]) -> tuple[Any, Any, Any]:
         nu = model.yields(x, a)
-        dn_other = jax.jacfwd(model.other_yields(x, a))(x[oth]) if len(s.other_params) else None
-        dphi = None
-        if s.nT and s.shape_hd:
-            th = x[a["shape_param"]]
-            dphi = jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(th)
+        dn_other = model.other_jacobian(x, a) if s.other_params else None
+        dphi = model.shape_dphi(x, a) if s.nT and s.shape_hd else None
         return nu, dn_other, dphi
 
     return jax.jit(parts, compiler_options=ONCE_COMPILER_OPTIONS)
@@ -44,16 +39,22 @@ def make_parts(model: FitModel) -> Any:
 
 def jacobian_row_blocks(
     model: FitModel, x: np.ndarray, parts: Any = None
+) -> tuple[np.ndarray, Iterator[tuple[int, int, np.ndarray]]]:
+    """The yields at ``x`` [nbins, nproc], and the row blocks ``(b0, b1, J)`` with
+    ``J`` = d yields[b0:b1] / d x as ``[(b1-b0) * nproc, npar]``."""
+    nu, dn_other, dphi = (
+        np.asarray(v) if v is not None else None
+        for v in (parts or make_parts(model))(jnp.asarray(x), model.arrays)
+    )
+    return nu, _row_blocks(model, nu.reshape(-1), dn_other, dphi)
+
+
+def _row_blocks(
+    model: FitModel, nu: np.ndarray, dn_other: np.ndarray | None, dphi: np.ndarray | None
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(b0, b1, J)`` with ``J`` = d yields[b0:b1] / d x as ``[(b1-b0) * nproc, npar]``."""
     s, a = model.static, model.arrays
-    xj = jnp.asarray(x)
     npr, npar = s.nproc, s.npar
     oth = np.asarray(s.other_params, dtype=np.int64)
-    nu, dn_other, dphi = (
-        np.asarray(v) if v is not None else None for v in (parts or make_parts(model))(xj, a)
-    )
-    nu = nu.reshape(-1)
     if dn_other is not None:
         dn_other = dn_other.reshape(s.nbins * npr, len(oth))
     cols = np.asarray(a["shape_param"]) if s.nT else None
@@ -63,9 +64,6 @@ def jacobian_row_blocks(
         sp_val = np.asarray(a["sp_avg"])
         if dphi is not None:
             sp_val = sp_val + np.asarray(a["sp_hd"]) * dphi[sp_cols]
-    elif s.nT:  # host views of the (shared, not copied) dense tensors
-        avg = np.asarray(a["shape_avg"])
-        hd = np.asarray(a["shape_hd"]) if dphi is not None else None
     bins_per_block = max(1, _BLOCK_BYTES // (8 * npr * npar))
     for b0 in range(0, s.nbins, bins_per_block):
         b1 = min(s.nbins, b0 + bins_per_block)
@@ -76,10 +74,7 @@ def jacobian_row_blocks(
             rows = sp_rows[lo:hi]
             np.add.at(J, (rows - r0, cols[sp_cols[lo:hi]]), nu[rows] * sp_val[lo:hi])
         elif s.nT:
-            K = avg[r0:r1]
-            if dphi is not None:
-                K = K + hd[r0:r1] * dphi[None, :]
-            J[:, cols] = nu[r0:r1, None] * K
+            J[:, cols] = nu[r0:r1, None] * model.host_shape_rows(slice(r0, r1), dphi)
         if dn_other is not None:
             J[:, oth] += dn_other[r0:r1]
         yield b0, b1, J
@@ -91,8 +86,8 @@ def yield_variances(
     cov: np.ndarray | None = None,
     sigma: np.ndarray | None = None,
     parts: Any = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Variances of the yields [nbins, nproc] and of the bin totals [nbins].
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The yields [nbins, nproc], their variances and those of the bin totals [nbins].
 
     Either ``cov`` (post-fit covariance: ``diag(J C J^T)``) or ``sigma`` (independent widths,
     pre-fit: ``(J * J) @ sigma**2``). ``parts``: ``make_parts(model)``, reused.
@@ -109,7 +104,8 @@ def yield_variances(
             return (J * J) @ sig2
         return np.einsum("ij,ij->i", J @ cov, J)
 
-    for b0, b1, J in jacobian_row_blocks(model, x, parts):
+    nu, blocks = jacobian_row_blocks(model, x, parts)
+    for b0, b1, J in blocks:
         var[b0:b1] = quad(J).reshape(b1 - b0, s.nproc)
         var_tot[b0:b1] = quad(J.reshape(b1 - b0, s.nproc, -1).sum(1))
-    return np.clip(var, 0.0, None), np.clip(var_tot, 0.0, None)
+    return nu, np.clip(var, 0.0, None), np.clip(var_tot, 0.0, None)
