@@ -2,16 +2,21 @@
 
     python bench/bench_tensorfill.py [--events 1000000] [--repeat 5] [--rounds 5]
 
-The headline ratio goes through the engine's real fill path (``ChunkOutput.fill``, as a
-processor calls it) with the storages the processors declare (``processors.common.declare``):
-"nominal" fills the 5D Weight histogram with genWeight; "nominal + pdf" additionally fills the
-(5D x 103) PDF tensor histogram with Double storage (as the CMS W-mass histmakers do: the fit
-takes the MC statistical uncertainty from the nominal's sums of squares) from the same values,
-the nominal weight and the raw float32 LHEPdfWeight factors (the bin index is shared). The
-same with a Weight-storage tensor (sums of squares too) is printed next to it. The variants are
-timed interleaved over several rounds (best of ``--repeat`` each) because the machine is shared;
-the ratio's median and range over the rounds are printed. Target: < 2.5x, where 103 separate
-fills cost ~100x. The per-method lines fill ``TensorHist`` directly.
+The headline goes through the engine's real fill path (``ChunkOutput.fill``, as a processor
+calls it) with the storages the processors declare (``processors.common.declare``): "nominal"
+fills the 5D Weight histogram with genWeight; "nominal + pdf" additionally fills the (5D x 103)
+PDF tensor histogram with Double storage (as the CMS W-mass histmakers do: the fit takes the MC
+statistical uncertainty from the nominal's sums of squares) from the same values, the nominal
+weight and the raw float32 LHEPdfWeight factors (the bin index is shared). The same with a
+Weight-storage tensor (sums of squares too) is printed next to it. The variants are timed
+interleaved over several rounds (best of ``--repeat`` each) because the machine is shared.
+
+Each is printed per event and as ratios to two nominal-only fills: ours (the engine path) and
+``hist.Hist.fill`` of the same histogram (the standard fill; 103 of them is the "~100x" of the
+target). The issue's target (< 2.5x the nominal-only fill) cannot hold against a fast nominal:
+the tensor part must at least read the 412 bytes of float32 weights per event once, which alone
+costs more than 1.5 nominal fills; the line "tensor part ... the floor" compares the tensor
+part with one sequential read of the tensor. The per-method lines fill ``TensorHist`` directly.
 
 "tensor kernel alone" splits the compiled fill's time: the kernel into the real histogram
 (each event updates its bin's row, scattered over the histogram), the same with all
@@ -99,29 +104,47 @@ def main() -> None:
         t = TensorHist(kinematic_axes(), [tensor_axis("pdf", args.npdf)], storage="double")
         t.fill(*vals, tensor=w[:, None] * pdf_raw)
 
+    import hist as hist_lib
+
+    def hist_nominal() -> None:
+        """The standard nominal fill: boost-histogram's own, same axes, values and weights."""
+        h = hist_lib.Hist(*kinematic_axes(), storage=hist_lib.storage.Weight())
+        h.fill(*vals, weight=w)
+
     engine("double")  # compile outside the timing
     engine("weight")
-    ratios: dict[str, list[float]] = {"double": [], "weight": [], "product": []}
+    keys = ("nominal", "hist", "double", "weight", "product")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.rounds):  # interleaved: the machine is shared
-        t_en = _best(lambda: engine(None), args.repeat)
+        times["nominal"].append(_best(lambda: engine(None), args.repeat))
+        times["hist"].append(_best(hist_nominal, args.repeat))
         for storage in ("double", "weight"):
-            ratios[storage].append(_best(lambda s=storage: engine(s), args.repeat) / t_en)
-        ratios["product"].append(_best(product_path, args.repeat) / t_en)
-        print(
-            f"  round: nominal {t_en:.3f} s; + PDF tensor double {ratios['double'][-1]:.2f}x, "
-            f"weight {ratios['weight'][-1]:.2f}x; product path {ratios['product'][-1]:.2f}x"
-        )
+            times[storage].append(_best(lambda s=storage: engine(s), args.repeat))
+        times["product"].append(_best(product_path, args.repeat))
+        print("  round [ms]: " + ", ".join(f"{k} {1e3 * v[-1]:.1f}" for k, v in times.items()))
+
+    def med(key: str) -> float:
+        return float(np.median(times[key]))
+
+    def ratio(num: str, den: str) -> str:
+        r = np.asarray(times[num]) / np.asarray(times[den])
+        return f"{np.median(r):5.2f}x (range {r.min():.2f}-{r.max():.2f})"
+
+    per_event = 1e9 / n
+    print(f"per event, median of {args.rounds} rounds (best of {args.repeat} each):")
+    print(f"  nominal fill, ours (engine path)       {med('nominal') * per_event:6.1f} ns")
+    print(f"  nominal fill, hist.Hist.fill           {med('hist') * per_event:6.1f} ns")
     labels = {
-        "double": "Double-storage PDF tensor (as processors declare it)",
-        "weight": "Weight-storage PDF tensor (sums of squares too)",
+        "double": "Double PDF tensor (as processors declare it)",
+        "weight": "Weight PDF tensor (sums of squares too)",
         "product": "product w*pdf + own index (the old processor path)",
     }
     for key, label in labels.items():
-        r = ratios[key]
         print(
-            f"engine path, nominal + {args.npdf} {label}: median {np.median(r):.2f}x "
-            f"(range {min(r):.2f}-{max(r):.2f}x over {len(r)} rounds)"
+            f"  nominal + {args.npdf} {label}: {med(key) * per_event:6.1f} ns = "
+            f"{ratio(key, 'nominal')} our nominal, {ratio(key, 'hist')} hist's nominal"
         )
+    t_read = None
     print(
         f"{n} events, 5D histogram ({TensorHist(kinematic_axes()).nbins} bins incl. flow), weight storage"
     )
@@ -144,6 +167,7 @@ def main() -> None:
         read = numba.njit(_column_sums)
         read(pdf_raw)
         t_rd = _best(lambda: read(pdf_raw), args.repeat)
+        t_read = t_rd
         for nslots, storage in ((1, "double"), (2, "weight")):
             t_k = _best(lambda s=nslots: kernel(flat, nb, s), args.repeat)
             t_k1 = _best(lambda s=nslots: kernel(one_bin, 1, s), args.repeat)
@@ -151,6 +175,12 @@ def main() -> None:
                 f"[{storage}] tensor kernel alone {t_k:.3f} s; all events in one bin {t_k1:.3f} s; "
                 f"one sequential read of the float32 tensor {t_rd:.3f} s"
             )
+    if t_read is not None:
+        tensor_part = med("double") - med("nominal")
+        print(
+            f"tensor part of the Double fill {tensor_part * per_event:.1f} ns/event = "
+            f"{tensor_part / t_read:.2f}x one sequential read of the float32 tensor (the floor)"
+        )
     print(f"nominal fill:                    {t_nom:8.3f} s   1.00x")
     from wremnants_dask.tensorhist import HAVE_NUMBA
 

@@ -113,7 +113,7 @@ def width_weights(
 
 
 def pdf_weights(lhe_pdf: ak.Array, n_expected: int) -> np.ndarray:
-    """LHEPdfWeight as a dense (n, n_expected) tensor of w_var / w_nominal.
+    """LHEPdfWeight as a dense (n, n_expected) tensor of w_var / w_nominal (branch dtype).
 
     Raises a ValueError naming the branch if an event carries a different number of weights:
     a silent truncation would mislabel PDF members.
@@ -125,7 +125,11 @@ def pdf_weights(lhe_pdf: ak.Array, n_expected: int) -> np.ndarray:
             f"LHEPdfWeight has {bad.tolist()} entries per event, expected {n_expected} "
             "(PDF set with alphaS variations)"
         )
-    flat = ak.to_numpy(ak.flatten(lhe_pdf, axis=1)).astype(np.float64)
+    # Kept in the branch's float32: the fill kernel multiplies by the float64 nominal weight
+    # exactly, and a float64 copy would double the memory traffic of the largest tensor.
+    flat = ak.to_numpy(ak.flatten(lhe_pdf, axis=1))
+    if flat.dtype != np.float32 and flat.dtype != np.float64:
+        flat = flat.astype(np.float64)
     return flat.reshape(len(counts), n_expected)
 
 

@@ -32,6 +32,8 @@ import awkward as ak
 import hist
 import numpy as np
 
+from wremnants_dask import bin_lookup
+
 STORAGES = ("double", "weight")
 
 try:  # optional compiled kernels: add each event's tensor row into its bin's contiguous row
@@ -155,10 +157,26 @@ try:  # optional compiled kernels: add each event's tensor row into its bin's co
                 row[j] += x
                 row2[j] += x * x
 
+    @numba.njit(cache=True, nogil=True)
+    def _bins_add(out: np.ndarray, flat: np.ndarray, w: np.ndarray, unit: bool) -> None:
+        """``out[flat[e], 0, 0] += w[e]`` (and ``out[.., 1, 0] += w[e]**2`` for ``weight``
+        storage): the scalar fill in one pass, where bincount needs a full-size result per
+        slot and a squared-weight temporary. ``unit``: every weight is 1 (``w`` unused)."""
+        squares = out.shape[1] == 2
+        for e in range(flat.shape[0]):
+            b = flat[e]
+            if b < 0:
+                continue
+            we = 1.0 if unit else w[e]
+            out[b, 0, 0] += we
+            if squares:
+                out[b, 1, 0] += we * we
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numpy fallback
     HAVE_NUMBA = False
 
+_NO_WEIGHTS = np.ones(0)
 # Events ahead whose histogram row is prefetched (measured in bench/bench_tensorfill.py).
 _AHEAD = 4
 # Events ahead whose tensor row is prefetched (non-temporally).
@@ -178,6 +196,9 @@ def warm_kernels() -> None:
         t = np.ones((1, 2), dtype=dtype)
         _rows_add(np.zeros((1, 1, 2)), flat, w, t)
         _rows_add2(np.zeros((1, 2, 2)), flat, w, t)
+    for storage in ("double", "weight"):
+        _bins_add(np.zeros((1, 2 if storage == "weight" else 1, 1)), flat, w, False)
+    bin_lookup.warm()
 
 
 def tensor_axis(
@@ -305,17 +326,23 @@ class TensorHist:
                 f"histogram {self.name!r}: {len(values)} value arrays for {len(self.axes)} axes "
                 f"({[ax.name for ax in self.axes]})"
             )
+        arrays = []
+        for ax, v in zip(self.axes, values):
+            v = _to_numpy_1d(v, f"histogram {self.name!r}, axis {ax.name!r}")
+            if arrays and len(v) != len(arrays[0]):
+                raise ValueError(
+                    f"histogram {self.name!r}: axis {ax.name!r} has {len(v)} values, "
+                    f"expected {len(arrays[0])}"
+                )
+            arrays.append(v)
+        if not arrays:  # no ordinary axes: a pure tensor (one bin)
+            raise ValueError(f"histogram {self.name!r} needs at least one ordinary axis")
+        lookup = bin_lookup.cached(self.axes, self._strides)
+        if lookup is not None:
+            return lookup(arrays)
         flat: np.ndarray | None = None
         keep: np.ndarray | None = None
-        n = None
-        for ax, v, stride in zip(self.axes, values, self._strides):
-            v = _to_numpy_1d(v, f"histogram {self.name!r}, axis {ax.name!r}")
-            if n is None:
-                n = len(v)
-            elif len(v) != n:
-                raise ValueError(
-                    f"histogram {self.name!r}: axis {ax.name!r} has {len(v)} values, expected {n}"
-                )
+        for ax, v, stride in zip(self.axes, arrays, self._strides):
             idx = _axis_index(ax, v)
             idx += _flow_offset(ax)
             ext = _extent(ax)
@@ -325,8 +352,7 @@ class TensorHist:
                     keep = ok if keep is None else keep & ok
             idx = idx.astype(np.int64, copy=False)
             flat = idx * stride if flat is None else flat + idx * stride
-        if flat is None:  # no ordinary axes: a pure tensor (one bin)
-            raise ValueError(f"histogram {self.name!r} needs at least one ordinary axis")
+        assert flat is not None
         return flat, keep
 
     # ------------------------------------------------------------------------------ fill
@@ -386,14 +412,15 @@ class TensorHist:
             )
         if n == 0:
             return
-        if (
-            t is not None
-            and self.ntensor > 1
-            and (method == "rows" or (method == "auto" and HAVE_NUMBA))
-        ):
+        if method == "rows" or (method == "auto" and HAVE_NUMBA):
             if not HAVE_NUMBA:
                 raise ValueError("fill method 'rows' needs numba")
-            self._fill_rows(flat, keep, w, t)
+            fk = flat if keep is None else np.where(keep, flat, -1)
+            if t is not None:
+                self._fill_rows(fk, w, t)
+            else:  # no tensor: ntensor is 1
+                unit = w is None
+                _bins_add(self._allocate(), fk, _NO_WEIGHTS if unit else w, unit)
             return
         if keep is not None:
             flat = flat[keep]
@@ -425,16 +452,13 @@ class TensorHist:
         else:
             raise ValueError(f"unknown fill method {method!r}")
 
-    def _fill_rows(
-        self, flat: np.ndarray, keep: np.ndarray | None, w: np.ndarray | None, t: np.ndarray
-    ) -> None:
-        """Compiled fill; dropped events get bin -1 instead of copying the (n, k) tensor."""
+    def _fill_rows(self, fk: np.ndarray, w: np.ndarray | None, t: np.ndarray) -> None:
+        """Compiled fill; dropped events have bin -1 (``fk``) instead of copying the tensor."""
         data = self._allocate()
         if t.dtype != np.float32 and t.dtype != np.float64:
             t = t.astype(np.float64)
         t = np.ascontiguousarray(t)
-        wv = w if w is not None else np.ones(len(flat))
-        fk = flat if keep is None else np.where(keep, flat, -1)
+        wv = w if w is not None else np.ones(len(fk))
         if self.storage == "weight":
             _rows_add2(data, fk, wv, t)
         else:
@@ -549,8 +573,11 @@ def _axis_index(ax: Any, v: np.ndarray) -> np.ndarray:
     if isinstance(ax, hist.axis.Variable) and not ax.traits.circular:
         edges = ax.edges
         idx = np.searchsorted(edges, v, side="right").astype(np.int64) - 1
-        # x == last edge, larger values and NaN go to overflow (index size), as in boost.
+        # Larger values and NaN go to overflow (index size), as in boost; so does the last
+        # edge, which boost puts into the last bin when there is no overflow bin.
         np.minimum(idx, ax.size, out=idx)
+        if not ax.traits.overflow:
+            idx[v == edges[-1]] = ax.size - 1
         return idx
     if isinstance(ax, hist.axis.StrCategory):
         lookup = {c: i for i, c in enumerate(ax)}
