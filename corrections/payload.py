@@ -13,11 +13,13 @@ import functools
 import gzip
 import json
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from wremnants_dask.corrections.tables import BinnedTable, build_table
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"
 SF_STEPS: tuple[str, ...] = ("idip", "iso", "trigger")
@@ -99,6 +101,11 @@ def _load(path: str, mtime_ns: int) -> tuple[Any, dict[str, Any], dict[str, Any]
     return cset, info, meta
 
 
+@functools.lru_cache(maxsize=64)
+def _table(path: str, mtime_ns: int, name: str) -> BinnedTable | None:
+    return build_table(_load(path, mtime_ns)[1]["by_name"][name])
+
+
 def _n_eigen(corr: dict, path: Path) -> int:
     items = {it["key"]: it["value"] for it in corr["data"]["content"]}
     if "stat_up" not in items or items["stat_up"].get("nodetype") != "category":
@@ -128,12 +135,19 @@ class CorrectionsPayload:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = Path(state["path"])
 
-    def _get(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def _mtime(self) -> int:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            return self.path.stat().st_mtime_ns
         except FileNotFoundError:
-            mtime = -1
-        return _load(str(self.path), mtime)
+            return -1
+
+    def _get(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        return _load(str(self.path), self._mtime())
+
+    def table(self, name: str) -> BinnedTable | None:
+        """Correction ``name`` as a dense table (constants on one clamped grid), else None."""
+        self._get()  # validated (and a clear error) first
+        return _table(str(self.path), self._mtime(), name)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -171,6 +185,22 @@ class CorrectionsPayload:
         self, step: str, eta: np.ndarray, pt: np.ndarray, variation: str = "nominal", eigen: int = 0
     ) -> np.ndarray:
         return self.evaluate(f"muon_sf_{step}", eta, pt, variation, int(eigen))
+
+    def muon_sf_lookup(
+        self, step: str, eta: np.ndarray, pt: np.ndarray
+    ) -> Callable[..., np.ndarray]:
+        """``f(variation="nominal", eigen=0)`` = ``muon_sf(step, eta, pt, variation, eigen)``,
+        with the (eta, pt) bins looked up once for all variations when the correction is a
+        plain table (``corrections.tables``); correctionlib otherwise."""
+        table = self.table(f"muon_sf_{step}")
+        if table is None or table.inputs != ["eta", "pt"]:
+            return lambda variation="nominal", eigen=0: self.muon_sf(
+                step, eta, pt, variation, eigen
+            )
+        bins = table.bin_index(eta, pt)
+        return lambda variation="nominal", eigen=0: table.values(
+            bins, variation=variation, eigen=int(eigen)
+        )
 
     def mc_efficiency(self, step: str, eta: np.ndarray, pt: np.ndarray) -> np.ndarray:
         return self.evaluate("muon_eff_mc", step, eta, pt)

@@ -86,10 +86,11 @@ def muon_sf_weights(
             anti = np.where(e < 1.0, (1.0 - e * sf) / (1.0 - e), 1.0)
         return np.where(fails[step], anti, sf)
 
+    sf = {step: payload.muon_sf_lookup(step, eta, pt) for step in SF_STEPS}
     nom = np.ones((n_mu, len(SF_STEPS)))
     for i, step in enumerate(SF_STEPS):
         use = steps_mask.get(step, np.ones(n_mu, dtype=bool))
-        nom[:, i] = np.where(use, factor(step, payload.muon_sf(step, eta, pt)), 1.0)
+        nom[:, i] = np.where(use, factor(step, sf[step]()), 1.0)
     nominal = product_per_event(nom.prod(axis=1), counts)
     eta_edges = payload.sf_eta_edges()
     n_eta = eta_edges.size - 1
@@ -105,11 +106,11 @@ def muon_sf_weights(
         with np.errstate(divide="ignore", invalid="ignore"):
             base = np.where(use & (nom[:, i] != 0), nom[:, i], 1.0)
             for j, var in enumerate(("syst_down", "syst_up")):
-                val = factor(step, payload.muon_sf(step, eta, pt, var))
+                val = factor(step, sf[step](var))
                 rel_syst[:, i, j] = np.where(use, val / base, 1.0)
             for k in range(n_eig):
                 for j, var in enumerate(("stat_down", "stat_up")):
-                    val = factor(step, payload.muon_sf(step, eta, pt, var, k))
+                    val = factor(step, sf[step](var, k))
                     rel_stat[:, i, k, j] = np.where(use, val / base, 1.0)
     slot = np.clip(bin_index(eta, eta_edges), 0, n_eta - 1)  # SFs clamp in eta too
     syst = product_per_event(rel_syst, counts)
