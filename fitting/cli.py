@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=123456)
     p.add_argument("--toys-no-data", action="store_true", help="toys: no Poisson data fluctuation")
     p.add_argument("--toys-no-constraints", action="store_true", help="toys: no aux randomisation")
+    p.add_argument(
+        "--toys-no-mcstat",
+        action="store_true",
+        help="toys: keep the MC-statistics (Barlow-Beeston) auxiliary counts at their nominal",
+    )
     p.add_argument("--freeze", action="append", default=[], help="freeze a parameter")
     p.add_argument(
         "--set",
@@ -115,6 +120,7 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
             seed=args.seed,
             data=not args.toys_no_data,
             constraints=not args.toys_no_constraints,
+            mcstat=not args.toys_no_mcstat,
             errors=res.cov is not None and fi.npar <= 500,
         )
         out["toys"] = {

@@ -403,10 +403,15 @@ class Fitter:
         constraints: bool = True,
         batch: int = 100,
         errors: bool = True,
+        mcstat: bool = True,
     ) -> dict[str, np.ndarray]:
         """Pseudo-experiments at ``x_true``: Poisson data and/or randomised auxiliary data
-        (frequentist constraint randomisation), fitted in vmapped batches. With ``errors`` the
-        per-toy POI uncertainties come from each toy's exact Hessian (dense; small models)."""
+        (frequentist constraint randomisation), fitted in vmapped batches. With ``mcstat``
+        (and Barlow-Beeston terms in the model) the MC-statistics auxiliary counts are drawn
+        too, k_obs ~ Poisson(k), as the templates would fluctuate with another MC sample;
+        without it toys ignore the template uncertainty and under-cover where it matters.
+        With ``errors`` the per-toy POI uncertainties come from each toy's exact Hessian
+        (dense; small models)."""
         x_true = self.model.x0 if x_true is None else np.asarray(x_true)
         rng = np.random.default_rng(seed)
         asi = self.asimov_obs(x_true)
@@ -424,10 +429,17 @@ class Fitter:
             p = c == POISSON
             aux[:, p] = rng.poisson((x_true * w)[p], size=(ntoys, int(p.sum())))
         obs = {"data": jnp.asarray(d), "aux": jnp.asarray(aux)}
+        kinv = np.asarray(self.model.arrays["kinv"])
+        if mcstat and self.model.static.bb_mode != "none" and np.any(kinv > 0):
+            with np.errstate(divide="ignore"):
+                k = np.where(kinv > 0, 1.0 / kinv, 0.0)
+            obs["bb_aux"] = jnp.asarray(rng.poisson(k, size=(ntoys, *k.shape)).astype(float))
         x0 = np.tile(self.model.x0, (ntoys, 1))
         free = np.tile(self.free, (ntoys, 1))
         out = self.batch_fit(x0, free, obs, batch)
         out["data"], out["aux"] = d, aux
+        if "bb_aux" in obs:
+            out["bb_aux"] = np.asarray(obs["bb_aux"])
         if errors:
             pi = [self.fi.param_index(p) for p in self.pois]
             fidx = np.nonzero(self.free)[0]

@@ -122,9 +122,12 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
         the yields in the other parameters and their own (small) second-derivative block."""
         a = arrays
         nu = model.yields(x, a)  # [nbins, nproc]
-        kinv = a["kinv"] if s.bb_mode == "lite" else jnp.zeros(s.nbins)
-        d1 = a["mask"] * jax.vmap(jax.grad(model.bin_loss))(nu.sum(1), obs["data"], kinv)
-        d2 = jax.vmap(jax.grad(jax.grad(model.bin_loss)))(nu.sum(1), obs["data"], kinv)
+        lite = s.bb_mode == "lite"
+        kinv = a["kinv"] if lite else jnp.zeros(s.nbins)
+        r = model.bb_ratio(obs, a) if lite else jnp.ones(s.nbins)
+        args = (nu.sum(1), obs["data"], kinv, r)
+        d1 = a["mask"] * jax.vmap(jax.grad(model.bin_loss))(*args)
+        d2 = jax.vmap(jax.grad(jax.grad(model.bin_loss)))(*args)
         cons = lambda y: jnp.sum(model.constraint_terms(y, obs["aux"], a))  # noqa: E731
         diag = jax.jvp(jax.grad(cons), (x,), (jnp.ones_like(x),))[1]  # diagonal Hessian
         out = {"w": a["mask"] * d2, "diag": diag}

@@ -61,6 +61,11 @@ def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
     return nu - n + xlogy(n, n) - xlogy(n, nu)
 
 
+def rr_safe(r: jnp.ndarray) -> jnp.ndarray:
+    """``r`` with zeros replaced by 1 (a divisor where the numerator vanishes with r)."""
+    return jnp.where(r > 0, r, 1.0)
+
+
 def _pois_const(n: jnp.ndarray, xp: Any = jnp) -> jnp.ndarray:
     if xp is np:
         return scipy.special.gammaln(n + 1.0) + n - scipy.special.xlogy(n, n)
@@ -234,30 +239,45 @@ class FitModel:
         return base * jnp.exp(logn)
 
     # ------------------------------------------------------------------ likelihood
-    def bin_loss(self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray) -> jnp.ndarray:
-        """Per-bin data term as a function of the bin total (BB lite profiled)."""
+    def bb_ratio(self, obs: dict[str, jnp.ndarray], a: dict[str, Any]) -> jnp.ndarray:
+        """MC-statistics auxiliary observations as ratios r = k_obs / k to the effective MC
+        counts k = 1/kinv: drawn per toy (``obs["bb_aux"]``: k_obs), else 1 (k_obs = k)."""
+        if "bb_aux" not in obs:
+            return jnp.ones_like(a["kinv"])
+        return obs["bb_aux"] * a["kinv"]
+
+    def bin_loss(
+        self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray, r: jnp.ndarray
+    ) -> jnp.ndarray:
+        """Per-bin data term as a function of the bin total, BB lite profiled: the bin's gamma
+        scales the prediction nu and the auxiliary MC count k_obs = r k ~ Poisson(gamma k)."""
         if self.static.bb_mode != "lite":
             return _pois(n, nu)
         has = kinv > 0
         k = 1.0 / jnp.where(has, kinv, 1.0)
-        g = jnp.where(has, (n + k) / (nu + k), 1.0)
-        cons = jnp.where(has, k * (g - 1.0 - jnp.log(g)), 0.0)
+        g = jnp.where(has, (n + r * k) / (nu + k), 1.0)
+        cons = jnp.where(has, k * _pois(r, g), 0.0)  # Poisson(r k | g k), offset at g = r
         return _pois(n, g * nu) + cons
 
-    def _bb_full(self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray) -> jnp.ndarray:
-        """Per-bin data term with one profiled gamma per process (nu, kinv: [nbins, nproc])."""
-        tot = nu.sum(1)
+    def _bb_full(
+        self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray, r: jnp.ndarray
+    ) -> jnp.ndarray:
+        """Per-bin data term with one profiled gamma per process (nu, kinv, r: [nbins, nproc]).
+
+        Zero gradient in gamma_p gives gamma_p = r_p / (1 + q_p t) with q = kinv nu and
+        t = 1 - n / T, T the total prediction; t is the root of (1 - t) T(t) = n, decreasing
+        in t above -1 / max q (over processes with r > 0)."""
         q = kinv * nu  # [nbins, nproc]
+        rr = jnp.where(kinv > 0, r, 1.0)
 
         def h(t):
-            g = 1.0 / (1.0 + q * t[:, None])
+            g = rr / (1.0 + q * t[:, None])
             return (1.0 - t) * (nu * g).sum(1) - n, g
 
-        qmax = jnp.max(q, axis=1)
-        t_lo = jnp.where(qmax > 0, -1.0 / jnp.where(qmax > 0, qmax, 1.0), -jnp.inf)
-        c = 1.0 - n / jnp.where(tot > 0, tot, 1.0)
-        lo = jnp.maximum(jnp.minimum(0.0, c), t_lo * (1.0 - 1e-12))
-        hi = jnp.maximum(0.0, c)
+        qmax = jnp.max(jnp.where(rr > 0, q, 0.0), axis=1)
+        t_lo = jnp.where(qmax > 0, -1.0 / jnp.where(qmax > 0, qmax, 1.0), -1.0)
+        lo = t_lo * (1.0 - 1e-12)
+        hi = jnp.ones_like(lo)
 
         def bisect(_, lohi):
             lo_, hi_ = lohi
@@ -271,12 +291,11 @@ class FitModel:
         t = jax.lax.stop_gradient(0.5 * (lo + hi))
         for _ in range(2):  # exact first and second derivatives through the root
             val, g = h(t)
-            dh = -(nu * g).sum(1) - (1.0 - t) * (kinv * nu * nu * g * g).sum(1)
+            dh = -(nu * g).sum(1) - (1.0 - t) * (q * nu * g * g / rr_safe(rr)).sum(1)
             t = t - val / jnp.where(dh != 0, dh, 1.0)
-        g = jnp.where(kinv > 0, 1.0 / (1.0 + q * t[:, None]), 1.0)
-        cons = jnp.where(
-            kinv > 0, (g - 1.0 - jnp.log(g)) / jnp.where(kinv > 0, kinv, 1.0), 0.0
-        ).sum(1)
+        g = jnp.where(kinv > 0, rr / (1.0 + q * t[:, None]), 1.0)
+        k = jnp.where(kinv > 0, 1.0 / jnp.where(kinv > 0, kinv, 1.0), 0.0)
+        cons = jnp.where(kinv > 0, k * _pois(rr, g), 0.0).sum(1)
         return _pois(n, (g * nu).sum(1)) + cons
 
     def constraint_terms(
@@ -316,6 +335,8 @@ class FitModel:
         ).sum()
         kinv = a["kinv"]
         k = xp.where(kinv > 0, 1.0 / xp.where(kinv > 0, kinv, 1.0), 0.0)
+        if "bb_aux" in obs:
+            k = xp.where(kinv > 0, obs["bb_aux"], 0.0)
         bb = xp.where(kinv > 0, _pois_const(k, xp), 0.0)
         bb = bb.sum(1) if bb.ndim == 2 else bb
         return xp.sum(a["mask"] * (_pois_const(obs["data"], xp) + bb)) + cons
@@ -323,10 +344,11 @@ class FitModel:
     # ------------------------------------------------------------------ Gauss-Newton pieces
     def data_term(self, nu: jnp.ndarray, obs: dict[str, jnp.ndarray], a: dict[str, Any]):
         """The data part of ``nll`` as a function of the yields [nbins, nproc]."""
+        r = self.bb_ratio(obs, a)
         if self.static.bb_mode == "full":
-            data = self._bb_full(nu, obs["data"], a["kinv"])
+            data = self._bb_full(nu, obs["data"], a["kinv"], r)
         else:
-            data = self.bin_loss(nu.sum(1), obs["data"], a["kinv"])
+            data = self.bin_loss(nu.sum(1), obs["data"], a["kinv"], r)
         return jnp.sum(a["mask"] * data)
 
     def value_grad_gn(
@@ -428,8 +450,10 @@ class FitModel:
         """(per-bin curvature of the data term in its total, per-parameter constraint curvature)."""
         a = self.arrays if a is None else a
         nu = self._yields(x, a).sum(1) if tot is None else tot
-        kinv = a["kinv"] if self.static.bb_mode == "lite" else jnp.zeros_like(nu)
-        d2 = jax.vmap(jax.grad(jax.grad(self.bin_loss)))(nu, obs["data"], kinv)
+        lite = self.static.bb_mode == "lite"
+        kinv = a["kinv"] if lite else jnp.zeros_like(nu)
+        r = self.bb_ratio(obs, a) if lite else jnp.ones_like(nu)
+        d2 = jax.vmap(jax.grad(jax.grad(self.bin_loss)))(nu, obs["data"], kinv, r)
         w = a["mask"] * jnp.maximum(d2, 0.0)
         cons, wid, aux = a["constraint"], a["width"], obs["aux"]
         xs = jnp.where(cons == POISSON, x, 1.0)
