@@ -61,7 +61,7 @@ def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
     return nu - n + xlogy(n, n) - xlogy(n, nu)
 
 
-def rr_safe(r: jnp.ndarray) -> jnp.ndarray:
+def _safe_divisor(r: jnp.ndarray) -> jnp.ndarray:
     """``r`` with zeros replaced by 1 (a divisor where the numerator vanishes with r)."""
     return jnp.where(r > 0, r, 1.0)
 
@@ -291,7 +291,7 @@ class FitModel:
         t = jax.lax.stop_gradient(0.5 * (lo + hi))
         for _ in range(2):  # exact first and second derivatives through the root
             val, g = h(t)
-            dh = -(nu * g).sum(1) - (1.0 - t) * (q * nu * g * g / rr_safe(rr)).sum(1)
+            dh = -(nu * g).sum(1) - (1.0 - t) * (q * nu * g * g / _safe_divisor(rr)).sum(1)
             t = t - val / jnp.where(dh != 0, dh, 1.0)
         g = jnp.where(kinv > 0, rr / (1.0 + q * t[:, None]), 1.0)
         k = jnp.where(kinv > 0, 1.0 / jnp.where(kinv > 0, kinv, 1.0), 0.0)

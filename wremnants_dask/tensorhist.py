@@ -2,8 +2,9 @@
 
 A ``TensorHist`` has ordinary ``hist`` axes (looked up from per-event values) and *tensor axes*
 (no lookup: each event carries a weight tensor, e.g. 103 PDF weights or a 2x48 grid of
-efficiency variations). The flat bin index is computed once per event (and shared between the
-histograms of a chunk filled with the same values, see ``processor.ChunkOutput.fill``); with
+efficiency variations). The flat bin index is computed once per event (compiled per axis kind,
+``bin_lookup``; shared between the histograms of a chunk filled with the same values, see
+``processor.ChunkOutput.fill``); with
 numba a compiled kernel adds ``weight * tensor`` row by row without building the product,
 prefetching the histogram rows of the next events for writing and their tensor rows
 non-temporally (read once, they should not evict the histogram); without numba a single
@@ -374,7 +375,8 @@ class TensorHist:
         the same axes and values (``values`` are then only used for their count).
         ``method``: ``"bincount"`` (one bincount over ``bin*ntensor+k``), ``"percomponent"``
         (one bincount per tensor cell), ``"addat"`` (``np.add.at``), ``"rows"`` (compiled
-        loop adding each event's tensor into its bin's contiguous row; needs numba) or
+        loop adding each event's tensor into its bin's contiguous row, or its weight into its
+        bin without a tensor; needs numba) or
         ``"auto"`` (rows when numba is there, else bincount, or add.at for fills much sparser
         than the histogram). All give the same sums.
         """
