@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,23 +71,38 @@ def _prompt_flavours(group: str, boson: str | None) -> tuple[int, ...] | None:
 
 @functools.lru_cache(maxsize=64)
 def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None]:
-    """Branch names of a file's tree and the LHEPdfWeight length (metadata + one entry)."""
-    import uproot
+    """Branch names of a file's tree and the LHEPdfWeight length.
+
+    The tree comes from the engine's per-process cache (``runner.open_tree``): the plan has
+    just opened this file to check it, and parsing the metadata of ~1500 NanoAOD branches
+    again costs as much. The length is read from the first entry of the counter branch
+    ``nLHEPdfWeight`` (a few bytes), else parsed from the branch title, else read from the
+    first entry of the weights (which decompresses a whole basket of 103-float rows).
+    """
+    from wremnants_dask.runner import open_tree
 
     try:
-        with uproot.open(path) as f:
-            tree = f[treename]
-            names = frozenset(tree.keys())
-            n_pdf = None
-            if "LHEPdfWeight" in names:
-                if tree.num_entries > 0:
-                    first = tree["LHEPdfWeight"].array(entry_stop=1, library="ak")
-                    n_pdf = int(ak.num(first, axis=1)[0])
-                else:
-                    n_pdf = theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
+        tree = open_tree(os.path.abspath(path), treename)
+        names = frozenset(tree.keys())
+        n_pdf = None
+        if "LHEPdfWeight" in names:
+            n_pdf = _pdf_length(tree)
     except (OSError, KeyError, ValueError) as exc:
         raise ProcessorError(f"cannot read the branch list of {path} ({treename}): {exc}") from exc
     return names, n_pdf
+
+
+def _pdf_length(tree: Any) -> int | None:
+    """Entries of LHEPdfWeight in the first event (see ``_file_branches``)."""
+    if tree.num_entries == 0:
+        return theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
+    if "nLHEPdfWeight" in tree.keys():
+        return int(tree["nLHEPdfWeight"].array(entry_stop=1, library="np")[0])
+    from_title = theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
+    if from_title is not None:
+        return from_title
+    first = tree["LHEPdfWeight"].array(entry_stop=1, library="ak")
+    return int(ak.num(first, axis=1)[0])
 
 
 _WARNED: set[tuple[str, str]] = set()
