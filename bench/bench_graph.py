@@ -4,6 +4,8 @@
 
 Case 1: 500 references to the real NanoAOD file (~1500 branches; each file is opened once).
 Case 2: 500 distinct small files written here with uproot.
+Case 3: the same 500 files with a 2-worker LocalCluster client: the workers inspect the files
+(as the histmaker does with its cluster); the cluster is started and warmed up untimed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from wremnants_dask import runner
 from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
 
 
-def _time(files: list, label: str) -> None:
+def _time(files: list, label: str, client=None) -> None:
     runner._FILE_CACHE.clear()
     t0 = time.perf_counter()
-    plan = runner.build_plan([dy(files)], MuonKinematicsProcessor(), step_size=10)
+    plan = runner.build_plan([dy(files)], MuonKinematicsProcessor(), step_size=10, client=client)
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     g = runner.optimize_graph(plan.graph, plan.keys)
@@ -53,6 +55,14 @@ def main() -> None:
             p.write_bytes(src.read_bytes())
             files.append(p)
         _time(files, "distinct small files")
+        from distributed import Client, LocalCluster
+
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
+            Client(cl) as client,
+        ):
+            runner.warm_up(client, MuonKinematicsProcessor(), wait=True)
+            _time(files, "distinct small files, inspected on 2 workers", client)
 
 
 if __name__ == "__main__":

@@ -159,3 +159,40 @@ def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
         if worker is not None:
             _stop(worker)
         _stop(sched)
+
+
+@pytest.mark.slow
+def test_many_files_are_inspected_on_the_workers(files, tmp_path):
+    """Above runner._REMOTE_INSPECT_MIN files the workers inspect them: the same plan (entries,
+    chunks, Runs sums, columns) as in one process, and the same named errors for bad files."""
+    from distributed import Client, LocalCluster
+
+    src = files[0]
+    many = []
+    for i in range(runner._REMOTE_INSPECT_MIN + 4):
+        p = tmp_path / f"copy{i}.root"
+        p.write_bytes(src.read_bytes())
+        many.append(p)
+    corrupt = tmp_path / "corrupt.root"
+    corrupt.write_bytes(b"not a ROOT file")
+    nophi = copy_nano_subset(tmp_path / "nophi.root", drop="Muon_phi")
+    inputs = [*many, corrupt, nophi, tmp_path / "missing.root"]
+    kwargs = dict(step_size=40, skip_bad_files=True)
+    local = runner.build_plan([dy(inputs)], MuonKinematicsProcessor(), **kwargs)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cl,
+        Client(cl) as client,
+    ):
+        runner._FILE_CACHE.clear()  # the client process must not answer from its own cache
+        remote = runner.build_plan([dy(inputs)], MuonKinematicsProcessor(), client=client, **kwargs)
+        ran_on = client.run(lambda: len(runner._FILE_CACHE))
+    assert sum(ran_on.values()) >= runner._REMOTE_INSPECT_MIN  # the workers did inspect them
+    a, b = local.datasets["dy"], remote.datasets["dy"]
+    assert a.steps == b.steps and a.n_entries == b.n_entries and a.columns == b.columns
+    assert a.gen_sums == b.gen_sums
+    reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in b.skipped}
+    assert reasons == {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in a.skipped}
+    assert set(reasons) == {"corrupt.root", "nophi.root", "missing.root"}
+    assert "Muon_phi" in reasons["nophi.root"]

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> Path:
             max_events=args.max_events,
             split_every=args.split_every,
             skip_bad_files=args.skip_bad_files,
+            client=client,
         )
         n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
         print(

@@ -385,8 +385,25 @@ class Plan:
 _INSPECT_THREADS = 8
 
 
-def _inspect_all(paths: Sequence[Any], treename: str) -> list[FileInfo | BadInputError]:
-    """``inspect_file`` for every path (a thread pool for many files), errors as values."""
+# With a distributed client and at least this many files, the files other than the traced
+# one are inspected on the workers: parsing ROOT metadata is CPU-bound Python that threads in
+# one process do not parallelise, and on a cluster the workers are many and near the files.
+_REMOTE_INSPECT_MIN = 16
+
+
+def _inspect_remote(path: str, treename: str) -> FileInfo | tuple[str, str]:
+    """``inspect_file`` on a worker: the info (no open tree, no form), or (path, reason)."""
+    try:
+        return inspect_file(path, treename)
+    except BadInputError as err:
+        return (err.path, err.reason)
+
+
+def _inspect_all(
+    paths: Sequence[Any], treename: str, client: Any = None
+) -> list[FileInfo | BadInputError]:
+    """``inspect_file`` for every path (on the client's workers, or a thread pool, for many
+    files), errors as values."""
 
     unique = list(dict.fromkeys(str(p) for p in paths))  # a file listed twice is opened once
 
@@ -396,7 +413,12 @@ def _inspect_all(paths: Sequence[Any], treename: str) -> list[FileInfo | BadInpu
         except BadInputError as err:
             return err
 
-    if len(unique) < 4:
+    if client is not None and len(unique) > _REMOTE_INSPECT_MIN:
+        found = {unique[0]: one(unique[0])}
+        futures = client.map(_inspect_remote, unique[1:], treename=treename, pure=False)
+        for path, got in zip(unique[1:], client.gather(futures)):
+            found[path] = BadInputError(*got) if isinstance(got, tuple) else got
+    elif len(unique) < 4:
         found = dict(zip(unique, map(one, unique)))
     else:
         with ThreadPoolExecutor(min(_INSPECT_THREADS, len(unique))) as pool:
@@ -405,11 +427,12 @@ def _inspect_all(paths: Sequence[Any], treename: str) -> list[FileInfo | BadInpu
 
 
 def _check_files(
-    dataset: Any, skip_bad_files: bool
+    dataset: Any, skip_bad_files: bool, client: Any = None
 ) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
     """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
     good, skipped, sums = [], [], None
-    for path, found in zip(dataset.files, _inspect_all(dataset.files, dataset.treename)):
+    found_all = _inspect_all(dataset.files, dataset.treename, client)
+    for path, found in zip(dataset.files, found_all):
         try:
             if isinstance(found, BadInputError):
                 raise found
@@ -438,8 +461,12 @@ def build_plan(
     max_events: int | None = None,
     split_every: int = DEFAULT_SPLIT_EVERY,
     skip_bad_files: bool = False,
+    client: Any = None,
 ) -> Plan:
-    """Check the inputs, trace the processor's columns and build the task graph."""
+    """Check the inputs, trace the processor's columns and build the task graph.
+
+    ``client``: a ``distributed.Client``; datasets with many files are then inspected on its
+    workers (see ``_inspect_all``). The graph does not depend on it."""
     t0 = time.perf_counter()
     if step_size < 1:
         raise ValueError(f"step_size must be positive, got {step_size}")
@@ -451,7 +478,7 @@ def build_plan(
     for dataset in datasets:
         if dataset.name in plans:
             raise ValueError(f"dataset {dataset.name!r} given twice")
-        good, skipped, sums = _check_files(dataset, skip_bad_files)
+        good, skipped, sums = _check_files(dataset, skip_bad_files, client)
         if not good:
             if skip_bad_files:
                 whole_skipped.extend(skipped)
@@ -810,5 +837,6 @@ def run(
         max_events=max_events,
         split_every=split_every,
         skip_bad_files=skip_bad_files,
+        client=client,
     )
     return execute(plan, client, progress=progress, performance_report=performance_report)
