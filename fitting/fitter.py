@@ -407,10 +407,10 @@ class Fitter:
     ) -> dict[str, np.ndarray]:
         """Pseudo-experiments at ``x_true``: Poisson data and/or randomised auxiliary data
         (frequentist constraint randomisation), fitted in vmapped batches. With ``mcstat``
-        (and Barlow-Beeston terms in the model) the MC-statistics auxiliary counts are drawn
+        (and Barlow-Beeston lite in the model) the MC-statistics auxiliary counts are drawn
         too, k_obs ~ Poisson(k), as the templates would fluctuate with another MC sample;
         without it toys ignore the template uncertainty and under-cover where it matters.
-        With ``errors`` the per-toy POI uncertainties come from each toy's exact Hessian
+        BB full keeps the nominal counts (see ``FitModel.bb_ratio``). With ``errors`` the per-toy POI uncertainties come from each toy's exact Hessian
         (dense; small models)."""
         x_true = self.model.x0 if x_true is None else np.asarray(x_true)
         rng = np.random.default_rng(seed)
@@ -430,7 +430,7 @@ class Fitter:
             aux[:, p] = rng.poisson((x_true * w)[p], size=(ntoys, int(p.sum())))
         obs = {"data": jnp.asarray(d), "aux": jnp.asarray(aux)}
         kinv = np.asarray(self.model.arrays["kinv"])
-        if mcstat and self.model.static.bb_mode != "none" and np.any(kinv > 0):
+        if mcstat and self.model.static.bb_mode == "lite" and np.any(kinv > 0):
             with np.errstate(divide="ignore"):
                 k = np.where(kinv > 0, 1.0 / kinv, 0.0)
             obs["bb_aux"] = jnp.asarray(rng.poisson(k, size=(ntoys, *k.shape)).astype(float))

@@ -61,11 +61,6 @@ def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
     return nu - n + xlogy(n, n) - xlogy(n, nu)
 
 
-def _safe_divisor(r: jnp.ndarray) -> jnp.ndarray:
-    """``r`` with zeros replaced by 1 (a divisor where the numerator vanishes with r)."""
-    return jnp.where(r > 0, r, 1.0)
-
-
 def _pois_const(n: jnp.ndarray, xp: Any = jnp) -> jnp.ndarray:
     if xp is np:
         return scipy.special.gammaln(n + 1.0) + n - scipy.special.xlogy(n, n)
@@ -244,6 +239,10 @@ class FitModel:
         counts k = 1/kinv: drawn per toy (``obs["bb_aux"]``: k_obs), else 1 (k_obs = k)."""
         if "bb_aux" not in obs:
             return jnp.ones_like(a["kinv"])
+        if self.static.bb_mode != "lite":
+            # BB full with drawn counts has corner solutions (a process whose count is 0 can
+            # take all the data at a pinned t) that the closed form in _bb_full does not cover
+            raise ValueError("drawn MC-statistics counts (obs['bb_aux']) need bb_mode 'lite'")
         return obs["bb_aux"] * a["kinv"]
 
     def bin_loss(
@@ -254,30 +253,29 @@ class FitModel:
         if self.static.bb_mode != "lite":
             return _pois(n, nu)
         has = kinv > 0
+        # no data and no MC count (a toy's draw): gamma-hat = 0 and the bin's profiled term
+        # is 0 for every nu; computed on safe inputs so that no NaN gradient leaks through
+        empty = has & (n <= 0) & (r <= 0)
+        r = jnp.where(empty, 1.0, r)
         k = 1.0 / jnp.where(has, kinv, 1.0)
         g = jnp.where(has, (n + r * k) / (nu + k), 1.0)
         cons = jnp.where(has, k * _pois(r, g), 0.0)  # Poisson(r k | g k), offset at g = r
-        return _pois(n, g * nu) + cons
+        return jnp.where(empty, 0.0, _pois(n, g * nu) + cons)
 
-    def _bb_full(
-        self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray, r: jnp.ndarray
-    ) -> jnp.ndarray:
-        """Per-bin data term with one profiled gamma per process (nu, kinv, r: [nbins, nproc]).
-
-        Zero gradient in gamma_p gives gamma_p = r_p / (1 + q_p t) with q = kinv nu and
-        t = 1 - n / T, T the total prediction; t is the root of (1 - t) T(t) = n, decreasing
-        in t above -1 / max q (over processes with r > 0)."""
+    def _bb_full(self, nu: jnp.ndarray, n: jnp.ndarray, kinv: jnp.ndarray) -> jnp.ndarray:
+        """Per-bin data term with one profiled gamma per process (nu, kinv: [nbins, nproc])."""
+        tot = nu.sum(1)
         q = kinv * nu  # [nbins, nproc]
-        rr = jnp.where(kinv > 0, r, 1.0)
 
         def h(t):
-            g = rr / (1.0 + q * t[:, None])
+            g = 1.0 / (1.0 + q * t[:, None])
             return (1.0 - t) * (nu * g).sum(1) - n, g
 
-        qmax = jnp.max(jnp.where(rr > 0, q, 0.0), axis=1)
-        t_lo = jnp.where(qmax > 0, -1.0 / jnp.where(qmax > 0, qmax, 1.0), -1.0)
-        lo = t_lo * (1.0 - 1e-12)
-        hi = jnp.ones_like(lo)
+        qmax = jnp.max(q, axis=1)
+        t_lo = jnp.where(qmax > 0, -1.0 / jnp.where(qmax > 0, qmax, 1.0), -jnp.inf)
+        c = 1.0 - n / jnp.where(tot > 0, tot, 1.0)
+        lo = jnp.maximum(jnp.minimum(0.0, c), t_lo * (1.0 - 1e-12))
+        hi = jnp.maximum(0.0, c)
 
         def bisect(_, lohi):
             lo_, hi_ = lohi
@@ -291,11 +289,12 @@ class FitModel:
         t = jax.lax.stop_gradient(0.5 * (lo + hi))
         for _ in range(2):  # exact first and second derivatives through the root
             val, g = h(t)
-            dh = -(nu * g).sum(1) - (1.0 - t) * (q * nu * g * g / _safe_divisor(rr)).sum(1)
+            dh = -(nu * g).sum(1) - (1.0 - t) * (kinv * nu * nu * g * g).sum(1)
             t = t - val / jnp.where(dh != 0, dh, 1.0)
-        g = jnp.where(kinv > 0, rr / (1.0 + q * t[:, None]), 1.0)
-        k = jnp.where(kinv > 0, 1.0 / jnp.where(kinv > 0, kinv, 1.0), 0.0)
-        cons = jnp.where(kinv > 0, k * _pois(rr, g), 0.0).sum(1)
+        g = jnp.where(kinv > 0, 1.0 / (1.0 + q * t[:, None]), 1.0)
+        cons = jnp.where(
+            kinv > 0, (g - 1.0 - jnp.log(g)) / jnp.where(kinv > 0, kinv, 1.0), 0.0
+        ).sum(1)
         return _pois(n, (g * nu).sum(1)) + cons
 
     def constraint_terms(
@@ -346,7 +345,7 @@ class FitModel:
         """The data part of ``nll`` as a function of the yields [nbins, nproc]."""
         r = self.bb_ratio(obs, a)
         if self.static.bb_mode == "full":
-            data = self._bb_full(nu, obs["data"], a["kinv"], r)
+            data = self._bb_full(nu, obs["data"], a["kinv"])
         else:
             data = self.bin_loss(nu.sum(1), obs["data"], a["kinv"], r)
         return jnp.sum(a["mask"] * data)
