@@ -45,12 +45,17 @@ def _values(ax, dtype, rng) -> np.ndarray:
     return np.round(v).astype(dtype)
 
 
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
 @pytest.mark.parametrize("kind", ["regular", "variable", "integer", "boolean"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32, np.bool_])
-def test_one_axis_fill_equals_hist(kind: str, dtype) -> None:
+def test_one_axis_fill_equals_hist(kind: str, dtype, path: str, monkeypatch) -> None:
+    """Both lookups (the compiled one, and the numpy one used without numba) equal boost."""
     rng = np.random.default_rng(7)
     for ax in _axes_of_kind(kind):
         assert bin_lookup.cached([ax], [1]) is not None, ax
+    if path == "numpy":
+        monkeypatch.setattr(bin_lookup, "cached", lambda axes, strides: None)
+    for ax in _axes_of_kind(kind):
         v = _values(ax, dtype, rng)
         w = rng.normal(1.0, 0.3, len(v))
         ours = TensorHist([ax], storage="weight")

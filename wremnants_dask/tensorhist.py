@@ -584,8 +584,10 @@ def _axis_index(ax: Any, v: np.ndarray) -> np.ndarray:
     if isinstance(ax, hist.axis.StrCategory):
         lookup = {c: i for i, c in enumerate(ax)}
         return np.fromiter((lookup.get(s, ax.size) for s in v), dtype=np.int64, count=len(v))
-    if isinstance(ax, hist.axis.Boolean):
-        return v.astype(np.int64)
+    if isinstance(ax, hist.axis.Boolean):  # boost casts to int: |x| < 1 is False, NaN True
+        if v.dtype.kind == "f":
+            return ((np.abs(v) >= 1.0) | np.isnan(v)).astype(np.int64)
+        return (v != 0).astype(np.int64)
     if isinstance(ax, hist.axis.IntCategory):
         cats = np.asarray(list(ax), dtype=np.int64)
         order = np.argsort(cats)
