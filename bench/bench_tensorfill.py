@@ -166,14 +166,13 @@ def main() -> None:
 
         read = numba.njit(_column_sums)
         read(pdf_raw)
-        t_rd = _best(lambda: read(pdf_raw), args.repeat)
-        t_read = t_rd
+        t_read = _best(lambda: read(pdf_raw), args.repeat)
         for nslots, storage in ((1, "double"), (2, "weight")):
             t_k = _best(lambda s=nslots: kernel(flat, nb, s), args.repeat)
             t_k1 = _best(lambda s=nslots: kernel(one_bin, 1, s), args.repeat)
             print(
                 f"[{storage}] tensor kernel alone {t_k:.3f} s; all events in one bin {t_k1:.3f} s; "
-                f"one sequential read of the float32 tensor {t_rd:.3f} s"
+                f"one sequential read of the float32 tensor {t_read:.3f} s"
             )
     if t_read is not None:
         tensor_part = med("double") - med("nominal")

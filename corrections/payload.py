@@ -146,8 +146,9 @@ class CorrectionsPayload:
 
     def table(self, name: str) -> BinnedTable | None:
         """Correction ``name`` as a dense table (constants on one clamped grid), else None."""
-        self._get()  # validated (and a clear error) first
-        return _table(str(self.path), self._mtime(), name)
+        mtime = self._mtime()
+        _load(str(self.path), mtime)  # validated (and a clear error) first
+        return _table(str(self.path), mtime, name)
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -21,12 +21,13 @@ import scipy.special
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .hessian import make_hessian
 from .minimizer import CONVERGED, HANDOFF, STATUS_TEXT, MinimizerOptions, make_minimizer
-from .model import FitModel
+from .model import FitModel, mc_counts
 from .yield_errors import make_parts, yield_variances
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
 # converges only linearly (minimizer.SLOW_EDM_RATIO); exact Newton steps finish (at most
-# NEWTON_STEPS, also the limit of the polish after a converged minimiser). W-mass fit, 610 parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
+# NEWTON_STEPS, also the limit of the polish after a converged minimiser). W-mass fit, 610
+# parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
 HANDOFF_EDM = 1e-3
 NEWTON_STEPS = 4
 
@@ -219,9 +220,8 @@ class Fitter:
         """Exact Hessian and covariance at ``res.x``, after up to ``NEWTON_STEPS`` exact Newton steps
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
         t0 = time.perf_counter()
-        polish = NEWTON_STEPS
         idx = np.nonzero(res.free)[0]
-        for step in range(polish + 1):
+        for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
             # parameters at an active bound are not part of the Gaussian approximation
             g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
@@ -243,10 +243,10 @@ class Fitter:
             res.newton_steps = step
             if res.edm <= self.opts.tol_edm:
                 break
-            if step == polish:
+            if step == NEWTON_STEPS:
                 raise FitError(
                     f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}"
-                    + (f" after {polish} Newton steps" if polish else "")
+                    + (f" after {NEWTON_STEPS} Newton steps" if NEWTON_STEPS else "")
                 )
             # Newton step with the exact Hessian (the minimiser's EDM was Gauss-Newton based)
             x = res.x.copy()
@@ -410,8 +410,8 @@ class Fitter:
         (and Barlow-Beeston lite in the model) the MC-statistics auxiliary counts are drawn
         too, k_obs ~ Poisson(k), as the templates would fluctuate with another MC sample;
         without it toys ignore the template uncertainty and under-cover where it matters.
-        BB full keeps the nominal counts (see ``FitModel.bb_ratio``). With ``errors`` the per-toy POI uncertainties come from each toy's exact Hessian
-        (dense; small models)."""
+        BB full keeps the nominal counts (see ``FitModel.bb_ratio``). With ``errors`` the
+        per-toy POI uncertainties come from each toy's exact Hessian (dense; small models)."""
         x_true = self.model.x0 if x_true is None else np.asarray(x_true)
         rng = np.random.default_rng(seed)
         asi = self.asimov_obs(x_true)
@@ -429,10 +429,8 @@ class Fitter:
             p = c == POISSON
             aux[:, p] = rng.poisson((x_true * w)[p], size=(ntoys, int(p.sum())))
         obs = {"data": jnp.asarray(d), "aux": jnp.asarray(aux)}
-        kinv = np.asarray(self.model.arrays["kinv"])
-        if mcstat and self.model.static.bb_mode == "lite" and np.any(kinv > 0):
-            with np.errstate(divide="ignore"):
-                k = np.where(kinv > 0, 1.0 / kinv, 0.0)
+        k = mc_counts(np.asarray(self.model.arrays["kinv"]), np)
+        if mcstat and self.model.static.bb_mode == "lite" and np.any(k > 0):
             obs["bb_aux"] = jnp.asarray(rng.poisson(k, size=(ntoys, *k.shape)).astype(float))
         x0 = np.tile(self.model.x0, (ntoys, 1))
         free = np.tile(self.free, (ntoys, 1))

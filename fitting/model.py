@@ -61,6 +61,12 @@ def _pois(n: jnp.ndarray, nu: jnp.ndarray) -> jnp.ndarray:
     return nu - n + xlogy(n, n) - xlogy(n, nu)
 
 
+def mc_counts(kinv: Any, xp: Any = jnp) -> Any:
+    """Effective MC counts k = 1/kinv of the Barlow-Beeston terms (0 where there are none):
+    the nominal auxiliary observations, and the means toys draw them from."""
+    return xp.where(kinv > 0, 1.0 / xp.where(kinv > 0, kinv, 1.0), 0.0)
+
+
 def _pois_const(n: jnp.ndarray, xp: Any = jnp) -> jnp.ndarray:
     if xp is np:
         return scipy.special.gammaln(n + 1.0) + n - scipy.special.xlogy(n, n)
@@ -333,9 +339,7 @@ class FitModel:
             xp.where(c == POISSON, _pois_const(aux, xp), 0.0),
         ).sum()
         kinv = a["kinv"]
-        k = xp.where(kinv > 0, 1.0 / xp.where(kinv > 0, kinv, 1.0), 0.0)
-        if "bb_aux" in obs:
-            k = xp.where(kinv > 0, obs["bb_aux"], 0.0)
+        k = xp.where(kinv > 0, obs["bb_aux"], 0.0) if "bb_aux" in obs else mc_counts(kinv, xp)
         bb = xp.where(kinv > 0, _pois_const(k, xp), 0.0)
         bb = bb.sum(1) if bb.ndim == 2 else bb
         return xp.sum(a["mask"] * (_pois_const(obs["data"], xp) + bb)) + cons

@@ -86,17 +86,17 @@ def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None
         names = frozenset(tree.keys())
         n_pdf = None
         if "LHEPdfWeight" in names:
-            n_pdf = _pdf_length(tree)
+            n_pdf = _pdf_length(tree, names)
     except (OSError, KeyError, ValueError) as exc:
         raise ProcessorError(f"cannot read the branch list of {path} ({treename}): {exc}") from exc
     return names, n_pdf
 
 
-def _pdf_length(tree: Any) -> int | None:
+def _pdf_length(tree: Any, names: frozenset[str]) -> int | None:
     """Entries of LHEPdfWeight in the first event (see ``_file_branches``)."""
     if tree.num_entries == 0:
         return theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
-    if "nLHEPdfWeight" in tree.keys():
+    if "nLHEPdfWeight" in names:
         return int(tree["nLHEPdfWeight"].array(entry_stop=1, library="np")[0])
     from_title = theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
     if from_title is not None:

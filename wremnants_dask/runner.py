@@ -385,7 +385,7 @@ class Plan:
 _INSPECT_THREADS = 8
 
 
-# With a distributed client and at least this many files, the files other than the traced
+# With a distributed client and more than this many files, the files other than the traced
 # one are inspected on the workers: parsing ROOT metadata is CPU-bound Python that threads in
 # one process do not parallelise, and on a cluster the workers are many and near the files.
 _REMOTE_INSPECT_MIN = 16

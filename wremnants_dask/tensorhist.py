@@ -296,6 +296,8 @@ class TensorHist:
         # sums of squares. Allocated on first fill: a chunk that fills nothing costs no memory.
         self._nslots = 2 if storage == "weight" else 1
         self._data: np.ndarray | None = None
+        # bin_lookup.cached(axes) once found (False: none, the numpy path); picklable
+        self._lookup: Any = None
 
     # ----------------------------------------------------------------- construction helpers
     def empty_like(self) -> TensorHist:
@@ -338,9 +340,10 @@ class TensorHist:
             arrays.append(v)
         if not arrays:  # no ordinary axes: a pure tensor (one bin)
             raise ValueError(f"histogram {self.name!r} needs at least one ordinary axis")
-        lookup = bin_lookup.cached(self.axes, self._strides)
-        if lookup is not None:
-            return lookup(arrays)
+        if self._lookup is None:  # once per histogram, not per fill
+            self._lookup = bin_lookup.cached(self.axes, self._strides) or False
+        if self._lookup:
+            return self._lookup(arrays)
         flat: np.ndarray | None = None
         keep: np.ndarray | None = None
         for ax, v, stride in zip(self.axes, arrays, self._strides):
