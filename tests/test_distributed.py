@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from engine_helpers import copy_nano_subset, dy
+from engine_helpers import copy_nano_subset, data, dy
 
 from wremnants_dask import histmaker, runner
 from wremnants_dask.histio import HistFile
@@ -196,3 +196,41 @@ def test_many_files_are_inspected_on_the_workers(files, tmp_path):
     assert reasons == {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in a.skipped}
     assert set(reasons) == {"corrupt.root", "nophi.root", "missing.root"}
     assert "Muon_phi" in reasons["nophi.root"]
+
+
+@pytest.mark.slow
+def test_datasets_with_larger_chunks_go_first(files):
+    """The distributed run submits datasets by estimated chunk cost (compressed bytes of the
+    columns read plus a per-event cost), largest first: the simulation (PDF and scale weights
+    read) gets a higher scheduler priority than the data, which comes first in the list. The
+    priorities are read on a scheduler without workers (nothing runs yet); the histograms,
+    once a worker joins, are those of the synchronous run."""
+    from distributed import Client, LocalCluster
+
+    datasets = [data(), dy(files)]
+    proc = MuonKinematicsProcessor()
+    plan = runner.build_plan(datasets, proc, step_size=40)
+    assert plan.datasets["dy"].chunk_cost > plan.datasets["data"].chunk_cost
+    sync = runner.execute(plan, None)
+    with (
+        LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cl,
+        Client(cl) as client,
+    ):
+        futures = runner._submit_by_cost(client, runner.optimize_graph(plan.graph, plan.keys), plan)
+        deadline = time.monotonic() + 30
+        priorities: dict[str, list] = {}
+        while time.monotonic() < deadline and sum(map(len, priorities.values())) < 4:
+            time.sleep(0.1)
+            found = client.run_on_scheduler(
+                lambda dask_scheduler: [
+                    (str(k), ts.priority) for k, ts in dask_scheduler.tasks.items()
+                ]
+            )
+            priorities = {d: [p for k, p in found if f"process-{d}-" in k] for d in ("dy", "data")}
+        assert len(priorities["dy"]) == 3 and len(priorities["data"]) == 1
+        assert max(priorities["dy"]) < min(priorities["data"])  # lower tuple: scheduled first
+        cl.scale(1)
+        result = runner.execute(plan, client)
+        del futures
+    _same(result["dy"], sync["dy"])
+    assert result["data"].n_events == sync["data"].n_events

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -174,49 +175,59 @@ def main(argv: list[str] | None = None) -> Path:
         f"({', '.join(d.name for d in datasets)}) -> {out}"
     )
     t0 = time.perf_counter()
-    with make_client(args) as client:
-        if client is not None:  # workers import while the graph is built
-            runner.warm_up(client, processor)
-        plan = runner.build_plan(
-            datasets,
-            processor,
-            step_size=args.step_size,
-            max_events=args.max_events,
-            split_every=args.split_every,
-            skip_bad_files=args.skip_bad_files,
-            client=client,
-        )
-        n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
-        print(
-            f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
-            f"built in {plan.build_seconds:.2f} s"
-        )
-        for s in plan.skipped_files:
-            print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
-        result = runner.execute(
-            plan,
-            client,
-            progress=not args.no_progress,
-            performance_report=args.performance_report,
-        )
-    info = result.info
-    print(
-        f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
-        f"({info['events_per_second'] or 0:.0f} events/s)"
-    )
+    with ThreadPoolExecutor(1) as writer:
+        with make_client(args) as client:
+            if client is not None:  # workers import while the graph is built
+                runner.warm_up(client, processor)
+            plan = runner.build_plan(
+                datasets,
+                processor,
+                step_size=args.step_size,
+                max_events=args.max_events,
+                split_every=args.split_every,
+                skip_bad_files=args.skip_bad_files,
+                client=client,
+            )
+            n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
+            print(
+                f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
+                f"built in {plan.build_seconds:.2f} s"
+            )
+            for s in plan.skipped_files:
+                print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
+            result = runner.execute(
+                plan,
+                client,
+                progress=not args.no_progress,
+                performance_report=args.performance_report,
+            )
+            info = result.info
+            print(
+                f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
+                f"({info['events_per_second'] or 0:.0f} events/s)"
+            )
+            # Written while the local cluster shuts down (about a second of waiting on its
+            # processes), not after.
+            written = writer.submit(_write_output, out, args, plan, result, t0)
+        written.result()
+    print(f"wrote {out}")
+    return out
+
+
+def _write_output(
+    out: Path, args: argparse.Namespace, plan: runner.Plan, result: runner.RunResult, t0: float
+) -> Path:
     input_files = [f for p in plan.datasets.values() for f in p.files]
     meta = make_metadata(
         vars(args),
         input_files=input_files,
         stage="histmaker",
         analysis=args.analysis,
-        run=info,
+        run=result.info,
         skipped_files=plan.skipped_files,
         total_seconds=time.perf_counter() - t0,
     )
-    histio.write_run(out, result, meta)
-    print(f"wrote {out}")
-    return out
+    return histio.write_run(out, result, meta)
 
 
 if __name__ == "__main__":
