@@ -17,17 +17,6 @@ from wremnants_dask.processors.common import SampleInfo, gen_pt_of, np1
 
 from wremnants_dask.processor import ChunkOutput
 
-MUON_BRANCHES = [
-    "Muon_pt",
-    "Muon_eta",
-    "Muon_phi",
-    "Muon_charge",
-    "Muon_mediumId",
-    "Muon_looseId",
-    "Muon_dxy",
-    "Muon_pfRelIso04_all",
-]
-
 
 @dataclass
 class Dimuons:

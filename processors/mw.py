@@ -30,16 +30,6 @@ from wremnants_dask.processors.common import (
 from wremnants_dask.processor import ChunkOutput, Events
 from wremnants_dask.tensorhist import TensorHist
 
-MUON_BRANCHES = [
-    "Muon_pt",
-    "Muon_eta",
-    "Muon_phi",
-    "Muon_charge",
-    "Muon_mediumId",
-    "Muon_looseId",
-    "Muon_dxy",
-    "Muon_pfRelIso04_all",
-]
 EVENT_BRANCHES = ["HLT_IsoMu24", "MET_pt", "MET_phi"]
 
 
@@ -91,7 +81,7 @@ class WMassProcessor(MuonAnalysis):
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
-        cols = read_columns(events, info, MUON_BRANCHES + EVENT_BRANCHES, optional)
+        cols = read_columns(events, info, S.MUON_BRANCHES + EVENT_BRANCHES, optional)
         if events.tracing:
             return
         pt = calibrated_pt(self.payload, cols, info.is_data, self.options)

@@ -17,6 +17,17 @@ ISO_CUT = 0.15
 MT_CUT = 40.0
 VETO_PT = 15.0
 MLL_WINDOW = (60.0, 120.0)
+# The muon branches the selections read (good_muons, loose_muons, the isolation).
+MUON_BRANCHES = [
+    "Muon_pt",
+    "Muon_eta",
+    "Muon_phi",
+    "Muon_charge",
+    "Muon_mediumId",
+    "Muon_looseId",
+    "Muon_dxy",
+    "Muon_pfRelIso04_all",
+]
 
 _GOLDEN: dict[str, LumiMask] = {}
 

@@ -21,7 +21,7 @@ from wremnants_dask.processors.common import (
     np1,
     read_columns,
 )
-from wremnants_dask.processors.dimuon import MUON_BRANCHES, select_dimuons
+from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 from wremnants_dask.processors.zdilepton import dimuon_sf_inputs
 
@@ -44,7 +44,7 @@ class ZWlikeProcessor(MuonAnalysis):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = MUON_BRANCHES + ["HLT_IsoMu24", "MET_pt", "MET_phi", "event"]
+        required = S.MUON_BRANCHES + ["HLT_IsoMu24", "MET_pt", "MET_phi", "event"]
         if info.is_data:
             required += ["run", "luminosityBlock"]
         optional = [*S.TRIGOBJ_BRANCHES, *mc_columns(info)]

@@ -20,7 +20,7 @@ from wremnants_dask.processors.common import (
     mc_columns,
     read_columns,
 )
-from wremnants_dask.processors.dimuon import MUON_BRANCHES, select_dimuons
+from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 
 from wremnants_dask.processor import ChunkOutput, Events
@@ -67,7 +67,7 @@ class ZDileptonProcessor(MuonAnalysis):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = MUON_BRANCHES + ["HLT_IsoMu24"]
+        required = S.MUON_BRANCHES + ["HLT_IsoMu24"]
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
         cols = read_columns(
             events, info, required + (["run", "luminosityBlock"] if info.is_data else []), optional
