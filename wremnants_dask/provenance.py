@@ -35,6 +35,8 @@ _PACKAGES = (
     "pyhf",
     "h5py",
     "correctionlib",
+    "numba",  # the compiled fill kernels
+    "isal",  # ZLIB decompression of the input baskets (fast_zlib)
 )
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent

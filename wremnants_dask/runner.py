@@ -43,6 +43,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask_awkward.lib.io.columnar import ColumnProjectionMixin
 
 from wremnants_dask.cutflow import CutFlow
+from wremnants_dask.fast_zlib import use_isal_decompression
 from wremnants_dask.processor import (
     ChunkOutput,
     ChunkResult,
@@ -218,6 +219,9 @@ def _tree_form(tree: Any) -> ak.forms.RecordForm:
 
 
 # ----------------------------------------------------------------------------- input layer
+# Every process that reads chunks imports this module (workers unpickle ChunkReader from it).
+ZLIB_LIBRARY = use_isal_decompression()
+
 _OPEN_TREES: OrderedDict[tuple[str, str, int, int], Any] = OrderedDict()
 _OPEN_LOCK = threading.Lock()
 # Open trees kept per process. Opening a NanoAOD tree parses the metadata of all its ~1500
