@@ -1,18 +1,20 @@
-"""ISA-L decompression of ZLIB baskets: switched on for the engine's reads, same arrays as zlib,
-and the compression of written files untouched."""
+"""ISA-L for ZLIB: the engine's reads inflate with it (same arrays as zlib), and the files we
+write deflate with it into standard ZLIB streams that the standard library inflates."""
 
 from __future__ import annotations
 
 import zlib
 
 import awkward as ak
+import numpy as np
 import pytest
 import uproot
 import uproot.compression
 from conftest import NANOAOD_DATA, NANOAOD_DY
 
 from wremnants_dask import runner
-from wremnants_dask.fast_zlib import use_isal_decompression
+from wremnants_dask.fast_zlib import IsalZLIB, use_isal_decompression, zlib_compression
+from wremnants_dask.synth.writer import NanoAODWriter
 
 pytest.importorskip("isal")
 
@@ -52,8 +54,33 @@ def test_same_arrays_as_zlib(decompressor, path, monkeypatch):
     assert ak.array_equal(arrays["zlib"], arrays["isal"], equal_nan=True)
 
 
-def test_written_files_keep_zlib_compression():
-    """The generator writes with ``uproot.ZLIB(1)``: still the standard library's bytes."""
+def test_uproot_zlib_compression_unchanged():
+    """Only the decompressor is switched: ``uproot.ZLIB`` still deflates with zlib."""
     payload = bytes(range(256)) * 400
     assert uproot.ZLIB(1).library == "zlib"
     assert uproot.ZLIB(1).compress(payload) == zlib.compress(payload, level=1)
+
+
+def test_isal_written_file_reads_with_zlib(decompressor, tmp_path):
+    """A file deflated by ISA-L is a plain ZLIB(1) file: the standard library inflates it to
+    the arrays that were written (what ROOT itself would do)."""
+    assert isinstance(zlib_compression(1), IsalZLIB)
+    assert isinstance(NanoAODWriter(tmp_path / "x.root").compression, IsalZLIB)
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 6, 20_000)
+    written = {
+        "x": rng.normal(size=20_000).astype(np.float32),
+        "n": rng.integers(0, 1000, 20_000),
+        "v": ak.unflatten(rng.exponential(size=counts.sum()).astype(np.float32), counts),
+    }
+    path = tmp_path / "isal.root"
+    with uproot.recreate(path, compression=zlib_compression(1)) as f:
+        f.mktree("Events", {k: v.type.content if k == "v" else v.dtype for k, v in written.items()})
+        f["Events"].extend(written)
+    decompressor.library = "zlib"
+    with uproot.open(path) as f:
+        assert f.file.compression == uproot.ZLIB(1)
+        got = f["Events"].arrays(library="ak")
+        assert f["Events"]["v"].compressed_bytes < 0.9 * f["Events"]["v"].uncompressed_bytes
+    for k, v in written.items():
+        assert ak.array_equal(got[k], v), k

@@ -20,6 +20,7 @@ import uproot
 import uproot.writing._cascadetree as _cascadetree
 
 from ..atomic import atomic_path
+from ..fast_zlib import zlib_compression
 from .chunk import EventChunk, offsets_of
 
 _PATCH_LOCK = threading.Lock()
@@ -72,7 +73,7 @@ class NanoAODWriter:
         self.path = Path(path)
         # room for one basket per chunk: uproot re-declares the tree when it runs out
         self._capacity = max(10, n_chunks + 1)
-        self.compression = compression if compression is not None else uproot.ZLIB(1)
+        self.compression = compression if compression is not None else zlib_compression(1)
         self._events = None
         self.n_events = 0
 
