@@ -7,7 +7,6 @@ Generator and return arrays, so one chunk of events is produced without Python l
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 MU_MASS = 0.1056584
 TAU_MASS = 1.77686
@@ -95,6 +94,8 @@ def sample_boson_pt(rng: np.random.Generator, n: int, b: float, power: float, pt
 
 def sample_truncnorm(rng: np.random.Generator, n: int, sigma: float, limit: float, mean=0.0):
     """Normal(mean, sigma) truncated to |x - mean| < limit (exact inverse CDF)."""
+    from scipy import special  # here, not at import: checking a cached dataset imports synth
+
     c = special.ndtr(limit / sigma)
     return mean + sigma * special.ndtri(rng.uniform(1.0 - c, c, n))
 
