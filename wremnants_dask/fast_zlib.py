@@ -10,8 +10,9 @@ object that reads baskets (uproot 5.7), so the switch here is set on that object
 
 Compressing is where zlib is slowest: at level 1 it was over half of the generator's time.
 ``zlib_compression`` gives a ``uproot.ZLIB`` that deflates with ISA-L at its level 1: a W
-sample generates 2.2x faster, its file is 11% larger, and it reads as fast. uproot's own ``"isal"`` option would map our level 1 to ISA-L level 0,
-which stores the data almost uncompressed, hence the small subclass.
+sample generates 2.2x faster, its file is 11% larger, and it reads as fast. uproot's own
+``"isal"`` option would map our level 1 to ISA-L level 0, which stores the data almost
+uncompressed, hence the small subclass.
 """
 
 from __future__ import annotations
