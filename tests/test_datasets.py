@@ -436,3 +436,41 @@ def test_generator_spec_checked_against_generator(tmp_path: Path, gen: str, mess
         load_datasets(cfg, cache_dir=tmp_path / "cache")
     assert str(cfg) in str(err.value)
     assert not (tmp_path / "cache").exists()  # rejected before generating anything
+
+
+def test_threaded_generation_equals_one_by_one(tmp_path: Path, monkeypatch) -> None:
+    """Samples are generated in threads, largest first; the events are those of generating
+    them one by one (each sample draws from its own seeded generator)."""
+    import threading
+
+    import awkward as ak
+    import uproot
+
+    from wremnants_dask import datasets as D
+
+    _synth_or_skip()
+    cfg = write(tmp_path, GEN_CONFIG)
+    seen: list[tuple[str, int]] = []
+    generate = D._generate
+
+    def spy(s, *args):
+        seen.append((s.name, threading.get_ident()))
+        return generate(s, *args)
+
+    monkeypatch.setattr(D, "_generate", spy)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    one_by_one = load_datasets(cfg, cache_dir=tmp_path / "one")
+    assert {t for _, t in seen} == {threading.get_ident()}
+    seen.clear()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    threaded = load_datasets(cfg, cache_dir=tmp_path / "threads")
+    # Largest first (pseudodata counts as largest): two threads start data and zmm, and wp
+    # waits for one of them.
+    assert {n for n, _ in seen[:2]} == {"data", "zmm"} and seen[2][0] == "wp"
+    assert threading.get_ident() not in {t for _, t in seen}
+    assert [d.name for d in threaded] == ["zmm", "wp", "data"]  # the config's order
+    for a, b in zip(one_by_one, threaded):
+        assert len(a.files) == len(b.files)
+        for fa, fb in zip(a.files, b.files):
+            ea, eb = uproot.open(fa)["Events"].arrays(), uproot.open(fb)["Events"].arrays()
+            assert ak.array_equal(ea, eb, equal_nan=True), (a.name, fa)

@@ -25,6 +25,9 @@ __all__ = ["MANIFEST", "cache_dir", "cached_build", "spec_key"]
 
 MANIFEST = "manifest.json"
 _ENV = "WREMNANTS_DASK_CACHE"
+# Read once: os.umask can only be read by setting it, which races with other threads' writes.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -92,9 +95,7 @@ def cached_build(
         if final.exists():  # a folder without manifest: an older, broken entry
             shutil.rmtree(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{safe_label}-{key}.tmp", dir=root))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a cache may be shared
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; a cache may be shared
         try:
             outputs = build(tmp)
             manifest = {"spec": spec, "key": key, "outputs": outputs}
