@@ -461,7 +461,7 @@ def _generate_all(
     samples: list[_Sample], scale: float, synth: Any, root: Path | None
 ) -> dict[str, dict[str, Any]]:
     """``_generate`` for each sample, in a few threads: the generator spends most of its time in
-    numpy and in compression, which release the GIL (1.4x faster on 2 cores than one by one).
+    numpy and in compression, which release the GIL (1.5x faster on 2 cores than one by one).
     The largest samples start first; the cache's lock keeps two builds of one entry apart."""
 
     def size(s: _Sample) -> float:
