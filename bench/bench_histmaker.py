@@ -90,11 +90,11 @@ def floor(plan: runner.Plan) -> float:
     The files are opened before the clock starts (the strictest floor: the engine has to
     open each file at least once per worker).
     """
-    p = plan.datasets["bench"]
-    handles = [uproot.open(path) for path in p.steps]
-    trees = [fh["Events"] for fh in handles]
+    parts = [(p, path, steps) for p in plan.datasets.values() for path, steps in p.steps.items()]
+    handles = [uproot.open(path) for _, path, _ in parts]
+    trees = [fh[p.dataset.treename] for fh, (p, _, _) in zip(handles, parts)]
     t0 = time.perf_counter()
-    for tree, steps in zip(trees, p.steps.values()):
+    for tree, (p, _, steps) in zip(trees, parts):
         for a, b in steps:
             tree.arrays(p.columns, entry_start=a, entry_stop=b)
     t = time.perf_counter() - t0

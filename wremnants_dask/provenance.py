@@ -36,7 +36,7 @@ _PACKAGES = (
     "h5py",
     "correctionlib",
     "numba",  # the compiled fill kernels
-    "isal",  # ZLIB decompression of the input baskets (fast_zlib)
+    "isal",  # ZLIB of the input baskets and of generated files (fast_zlib)
 )
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
