@@ -15,7 +15,7 @@ import time
 import hist
 import numpy as np
 
-from wremnants_dask import abcd, histops
+from wremnants_dask.fitsetup import abcd, histops
 
 
 def build(n_mt: int, n_var: int, seed: int = 1) -> tuple[hist.Hist, hist.Hist, hist.Hist]:

@@ -20,18 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from conftest import NANOAOD_DY
 from engine_helpers import copy_nano_subset, dy
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
-from wremnants_dask import runner
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
+from wremnants_dask import engine
 
 
 def _time(files: list, label: str, client=None) -> None:
-    runner._FILE_CACHE.clear()
+    files._FILE_CACHE.clear()
     t0 = time.perf_counter()
-    plan = runner.build_plan([dy(files)], MuonKinematicsProcessor(), step_size=10, client=client)
+    plan = engine.build_plan([dy(files)], MuonKinematicsProcessor(), step_size=10, client=client)
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
-    g = runner.optimize_graph(plan.graph, plan.keys)
+    g = engine.optimize_graph(plan.graph, plan.keys)
     n_tasks = len(dict(g))
     t_opt = time.perf_counter() - t0
     print(
@@ -61,7 +61,7 @@ def main() -> None:
             LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl,
             Client(cl) as client,
         ):
-            runner.warm_up(client, MuonKinematicsProcessor(), wait=True)
+            engine.warm_up(client, MuonKinematicsProcessor(), wait=True)
             _time(files, "distinct small files, inspected on 2 workers", client)
 
 

@@ -9,7 +9,7 @@ LHEScaleWeight[9] plus ``--fillers`` unused float branches), then for the nomina
   floor:  uproot reading exactly the branches the engine reads, no processing, one process;
   sync:   the engine in one process (no scheduler);
   dist:   the engine through a ``--workers``-process distributed LocalCluster, after
-          ``runner.warm_up`` (worker imports and kernel loading; its time is printed, and the
+          ``engine.warm_up`` (worker imports and kernel loading; its time is printed, and the
           histmaker overlaps it with building the graph).
 ``--repeat N`` takes the best of N runs of each (the machine may be shared).
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import uproot
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
-from wremnants_dask import runner
-from wremnants_dask.datasets import Dataset
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
+from wremnants_dask import engine
+from wremnants_dask.inputs.datasets import Dataset
 
 
 def write_file(path: Path, n: int, fillers: int, seed: int, chunk: int = 200_000) -> None:
@@ -84,7 +84,7 @@ def write_file(path: Path, n: int, fillers: int, seed: int, chunk: int = 200_000
         }
 
 
-def floor(plan: runner.Plan) -> float:
+def floor(plan: engine.Plan) -> float:
     """Seconds for uproot to read the engine's columns over the same steps, one process.
 
     The files are opened before the clock starts (the strictest floor: the engine has to
@@ -137,23 +137,23 @@ def main() -> None:
         Client(cl) as client,
     ):
         t0 = time.perf_counter()
-        runner.warm_up(client, MuonKinematicsProcessor(), wait=True)
+        engine.warm_up(client, MuonKinematicsProcessor(), wait=True)
         print(f"worker warm-up (imports, kernels): {time.perf_counter() - t0:.2f} s")
         modes = {"nominal": (False,), "pdf": (True,), None: (False, True)}[args.only]
         for syst in modes:
             t_floor, t_sync, t_dist = (math.inf,) * 3
             alive = []  # distinct processors -> distinct graph keys: no result reuse
-            runner._OPEN_TREES.clear()  # sync: the first run opens the files like a worker
+            files._OPEN_TREES.clear()  # sync: the first run opens the files like a worker
             for rep in range(args.repeat):
                 proc = MuonKinematicsProcessor(systematics=syst, n_pdf=103, n_scale=9)
-                plan = runner.build_plan([ds], proc, step_size=args.step_size)
+                plan = engine.build_plan([ds], proc, step_size=args.step_size)
                 alive.append(proc)
                 t_floor = min(t_floor, floor(plan))
                 t0 = time.perf_counter()
-                runner.execute(plan, None)
+                engine.execute(plan, None)
                 t_sync = min(t_sync, time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                r = runner.execute(plan, client)
+                r = engine.execute(plan, client)
                 t_dist = min(t_dist, time.perf_counter() - t0)
                 if rep == 0:
                     first = (time.perf_counter() - t0, t_sync)

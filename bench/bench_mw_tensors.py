@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from wremnants_dask import runner
-from wremnants_dask.analyses import get_processor
-from wremnants_dask.datasets import Dataset
+from wremnants_dask.processors.registry import get_processor
+
+from wremnants_dask import engine
+from wremnants_dask.inputs.datasets import Dataset
 from wremnants_dask.synth import PROCESSES, generate_sample
 
 
@@ -38,7 +39,7 @@ def sample(outdir: Path, n_events: int) -> Dataset:
 def time_run(ds: Dataset, systematics: bool) -> tuple[float, int, int]:
     proc = get_processor("mw", systematics=systematics)
     t0 = time.perf_counter()
-    res = runner.run([ds], proc)
+    res = engine.run([ds], proc)
     dt = time.perf_counter() - t0
     r = res[ds.name]
     cells = sum(h.values(flow=True).size for h in r.hists.values())

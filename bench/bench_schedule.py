@@ -6,8 +6,8 @@ Both runs compute the same plan (the default synthetic datasets and analysis, ca
 same warm cluster, interleaved round by round because the machine is shared:
 
 - "graph order": the whole graph in one ``client.get``, then ``client.gather`` and the
-  conversion of every result to ``hist.Hist`` (what ``runner.execute`` did before);
-- "engine": ``runner.execute``: datasets submitted largest chunks first with scheduler
+  conversion of every result to ``hist.Hist`` (what ``engine.execute`` did before);
+- "engine": ``engine.execute``: datasets submitted largest chunks first with scheduler
   priorities, each result fetched and converted as its dataset completes.
 
 Printed per round: time until the histograms are in hand, the makespan of the tasks, and the
@@ -41,10 +41,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from distributed import Client, LocalCluster, get_task_stream
+    from wremnants_dask.processors.registry import DEFAULT_ANALYSIS, get_processor
 
-    from wremnants_dask import runner
-    from wremnants_dask.analyses import DEFAULT_ANALYSIS, get_processor
-    from wremnants_dask.datasets import load_datasets
+    from wremnants_dask import engine
+    from wremnants_dask.inputs.datasets import load_datasets
 
     datasets = load_datasets(None)
     processor = get_processor(DEFAULT_ANALYSIS, systematics=True)
@@ -55,17 +55,17 @@ def main() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        runner.warm_up(client, processor, wait=True)
-        runner.execute(runner.build_plan(datasets, processor, client=client), client)  # warm
+        engine.warm_up(client, processor, wait=True)
+        engine.execute(engine.build_plan(datasets, processor, client=client), client)  # warm
         for rnd in range(args.rounds):
             for mode in ("graph order", "engine") if rnd % 2 == 0 else ("engine", "graph order"):
-                plan = runner.build_plan(datasets, processor, client=client)
+                plan = engine.build_plan(datasets, processor, client=client)
                 with get_task_stream(client) as ts:
                     t0 = time.time()
                     if mode == "engine":
-                        runner.execute(plan, client)
+                        engine.execute(plan, client)
                     else:
-                        graph = runner.optimize_graph(plan.graph, plan.keys)
+                        graph = engine.optimize_graph(plan.graph, plan.keys)
                         results = client.gather(client.get(graph, plan.keys, sync=False))
                         [{k: h.to_hist() for k, h in r.hists.items()} for r in results]
                     total = time.time() - t0

@@ -32,9 +32,9 @@ import argparse
 import time
 
 import numpy as np
+from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
-from wremnants_dask.muon_kinematics import kinematic_axes
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 
 def _best(fn, repeat: int) -> float:
@@ -80,7 +80,7 @@ def main() -> None:
         h.fill(*vals, weight=w)
 
     t_nom = _best(nominal, args.repeat)
-    from wremnants_dask.processor import ChunkOutput
+    from wremnants_dask.engine.processor import ChunkOutput
 
     class _Mc:
         name, is_data = "bench", False
@@ -148,7 +148,7 @@ def main() -> None:
     print(
         f"{n} events, 5D histogram ({TensorHist(kinematic_axes()).nbins} bins incl. flow), weight storage"
     )
-    from wremnants_dask import tensorhist
+    from wremnants_dask.engine import tensorhist
 
     if tensorhist.HAVE_NUMBA:
         import numba
@@ -181,7 +181,7 @@ def main() -> None:
             f"{tensor_part / t_read:.2f}x one sequential read of the float32 tensor (the floor)"
         )
     print(f"nominal fill:                    {t_nom:8.3f} s   1.00x")
-    from wremnants_dask.tensorhist import HAVE_NUMBA
+    from wremnants_dask.engine.tensorhist import HAVE_NUMBA
 
     methods = ("rows",) * HAVE_NUMBA + ("bincount", "percomponent", "addat")
     for storage in ("double", "weight"):

@@ -27,10 +27,11 @@ import uproot
 import uproot.compression
 from bench_histmaker import floor
 from bench_mw_tensors import sample
+from wremnants_dask.processors.registry import get_processor
 
-from wremnants_dask import runner
-from wremnants_dask.analyses import get_processor
-from wremnants_dask.fast_zlib import IsalZLIB
+from wremnants_dask import engine
+from wremnants_dask.inputs import reader
+from wremnants_dask.utils.fast_zlib import IsalZLIB
 from wremnants_dask.synth import generate_sample, writer
 
 LIBRARIES = ("zlib", "isal")
@@ -44,13 +45,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of this many per round")
     ap.add_argument("--outdir", default=None, help="sample cache folder (default: a temp dir)")
     args = ap.parse_args()
-    if runner.ZLIB_LIBRARY != "isal":
+    if reader.ZLIB_LIBRARY != "isal":
         raise SystemExit("isal is not installed: pip install isal")
     outdir = Path(args.outdir or tempfile.mkdtemp(prefix="bench_zlib_"))
     outdir.mkdir(parents=True, exist_ok=True)
     ds = sample(outdir, args.events)
     proc = get_processor("mw", systematics=True)
-    plan = runner.build_plan([ds], proc)
+    plan = engine.build_plan([ds], proc)
     decompressor = uproot.compression._decompress_ZLIB
     sizes: dict[str, int] = {}
 
@@ -65,7 +66,7 @@ def main() -> None:
 
     jobs = {
         "read": lambda: floor(plan),
-        "mw": lambda: runner.run([ds], proc),
+        "mw": lambda: engine.run([ds], proc),
         "generate": generate,
     }
     for job in jobs.values():  # warm: imports, open trees, compiled kernels, page cache

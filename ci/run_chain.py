@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-MASS_POI = {
-    "mw": "massShiftW100MeV",
-    "mz_wlike": "massShiftZ100MeV",
-    "mz_dilepton": "massShiftZ100MeV",
-}
+
+def fit_analyses() -> list[str]:
+    """Registered analyses that declare a fit (the chain needs one)."""
+    from wremnants_dask.processors.registry import ANALYSES, processor_class
+
+    return sorted(n for n in ANALYSES if processor_class(n).fit_setup is not None)
 
 
 def run_stage(name: str, cmd: list[str], log: Path) -> float:
@@ -38,11 +39,19 @@ def run_stage(name: str, cmd: list[str], log: Path) -> float:
     return dt
 
 
+def mass_param(fitinput: Path) -> str:
+    """The measured mass parameter that setup_fit recorded in the fit input's metadata."""
+    import h5py
+
+    with h5py.File(fitinput, "r") as f:
+        return json.loads(f.attrs["metadata"])["setup"]["mass_param"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir")
     p.add_argument("--config", default="synthetic_small", help="dataset config")
-    p.add_argument("--analysis", default="mw", choices=sorted(MASS_POI))
+    p.add_argument("--analysis", default="mw", choices=fit_analyses())
     p.add_argument("--workers", default="sync", help="'sync' or the number of local workers")
     args = p.parse_args(argv)
     out = Path(args.outdir)
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             "fit",
-            [
+            lambda: [
                 py,
                 "-m",
                 "wremnants_dask.fit",
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-o",
                 str(out / "fit"),
                 "--poi",
-                MASS_POI[args.analysis],
+                mass_param(fitinput),
                 "--impacts",
             ],
         ),
@@ -99,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             ],
         ),
     ]
-    times = {name: run_stage(name, cmd, out / f"{name}.log") for name, cmd in stages}
+    # a stage given as a function is built when it runs (the fit reads its POI from the input)
+    times = {
+        name: run_stage(name, cmd() if callable(cmd) else cmd, out / f"{name}.log")
+        for name, cmd in stages
+    }
     summary = json.loads((out / "plots" / "summary.json").read_text())
     result = {
         "analysis": args.analysis,

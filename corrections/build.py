@@ -33,8 +33,8 @@ import numpy as np
 from wremnants_dask.corrections import muon_models
 from wremnants_dask.corrections.sf_eigen import ratio_error, scaled_pt, smooth_and_decompose
 
-from wremnants_dask.atomic import atomic_path
-from wremnants_dask.provenance import make_metadata
+from wremnants_dask.utils.atomic import atomic_path
+from wremnants_dask.utils.provenance import make_metadata
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"
 SF_STEPS = ("idip", "iso", "trigger")

@@ -9,8 +9,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .fitinput import FitInput, FitInputError, read_fit_input, write_fit_input  # noqa: E402
+from .fitinput_writer import FitInputWriter  # noqa: E402
 from .fitter import FitError, FitResult, Fitter, fit  # noqa: E402
-from .writer import FitInputWriter  # noqa: E402
 
 __all__ = [
     "FitError",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from wremnants_dask.provenance import make_metadata
+from wremnants_dask.utils.provenance import make_metadata
 
 from .fitinput import GAUSS, FitInputError, read_fit_input
 from .fitter import FitError, Fitter, check_names

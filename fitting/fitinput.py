@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from wremnants_dask.atomic import atomic_path
+from wremnants_dask.utils.atomic import atomic_path
 
 FREE, GAUSS, POISSON = 0, 1, 2
 SHAPE_INTERP = ("smooth", "piecewise")  # smooth == pyhf code4p form; piecewise == code0/code1

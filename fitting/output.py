@@ -17,10 +17,10 @@ import h5py
 import hist
 import numpy as np
 
-from wremnants_dask.atomic import atomic_path
+from wremnants_dask.utils.atomic import atomic_path
 
 from .fitinput import FitInput
-from .writer import axis_from_dict
+from .fitinput_writer import axis_from_dict
 
 # The FitResult scalars summarised in the output (attributes of the results file).
 FIT_SUMMARY_FIELDS = (
@@ -55,7 +55,7 @@ def write_hist(group: h5py.Group, name: str, h: hist.Hist) -> None:
 
 
 def _axis_json(ax: Any) -> dict[str, Any]:
-    from .writer import axis_to_dict
+    from .fitinput_writer import axis_to_dict
 
     return axis_to_dict(ax)
 

@@ -13,7 +13,7 @@ import hist
 import numpy as np
 
 from .fitinput import FitInput
-from .writer import FitInputWriter
+from .fitinput_writer import FitInputWriter
 
 PROCESSES = [
     "Wmunu",

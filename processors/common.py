@@ -25,8 +25,8 @@ from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
 
-from wremnants_dask.processor import ChunkOutput, Events, Processor, ProcessorError, touch
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,13 @@ def _prompt_flavours(group: str, boson: str | None) -> tuple[int, ...] | None:
 def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None]:
     """Branch names of a file's tree and the LHEPdfWeight length.
 
-    The tree comes from the engine's per-process cache (``runner.open_tree``): the plan has
+    The tree comes from the engine's per-process cache (``engine.open_tree``): the plan has
     just opened this file to check it, and parsing the metadata of ~1500 NanoAOD branches
     again costs as much. The length is read from the first entry of the counter branch
     ``nLHEPdfWeight`` (a few bytes), else parsed from the branch title, else read from the
     first entry of the weights (which decompresses a whole basket of 103-float rows).
     """
-    from wremnants_dask.runner import open_tree
+    from wremnants_dask.inputs.files import open_tree
 
     try:
         tree = open_tree(os.path.abspath(path), treename)
@@ -421,6 +421,32 @@ class MuonAnalysis(Processor):
 
     def sample_info(self, dataset: Any) -> SampleInfo:
         return sample_info(dataset)
+
+    def analysis_metadata(self) -> dict[str, Any]:
+        """The boson masses and widths (GeV) of the payload this run used: the fit setup reads
+        the reference of the mass templates from here, not from a default payload."""
+        ref = {b: boson_reference(self.payload, b) for b in ("W", "Z")}
+        return {
+            "reference_mass_gev": {b: m for b, (m, _) in ref.items()},
+            "reference_width_gev": {b: g for b, (_, g) in ref.items()},
+            "corrections": str(self.payload.path),
+        }
+
+    def event_weights(
+        self, cols: dict[str, Any], sel: np.ndarray, muons: SelectedMuons, info: SampleInfo
+    ) -> EventWeights:
+        """The nominal weight and variation tensors of the selected events, with this
+        analysis's payload, systematics switch, eff-stat treatment and mass window."""
+        return event_weights(
+            cols,
+            sel,
+            muons,
+            info,
+            self.payload,
+            systematics=self.systematics,
+            eff_stat_diagonal=self.eff_stat_diagonal,
+            bw_window=self.bw_window,
+        )
 
     def declare(self, base: str, axes: Sequence[Any], dataset: Any) -> dict[str, TensorHist]:
         return declare(

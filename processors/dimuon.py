@@ -13,9 +13,9 @@ from typing import Any
 import awkward as ak
 import numpy as np
 from wremnants_dask.processors import selection as S
-from wremnants_dask.processors.common import SampleInfo, gen_pt_of, np1
+from wremnants_dask.processors.common import SampleInfo, gen_pt_of
 
-from wremnants_dask.processor import ChunkOutput
+from wremnants_dask.engine.processor import ChunkOutput
 
 
 @dataclass
@@ -46,13 +46,9 @@ def select_dimuons(
     pt_max: float | None = S.PT_MAX,
 ) -> Dimuons:
     """Apply the dimuon selection with a cut flow ``main``; see the module docstring."""
-    iso = cols["Muon_pfRelIso04_all"] < S.ISO_CUT
-    good = S.good_muons(cols, pt, pt_max=pt_max) & iso
-    loose = S.loose_muons(cols, pt)
-    n_good = np1(ak.sum(good, axis=1))
-    n_loose = np1(ak.sum(loose | good, axis=1))
-
-    cf = S.event_preselection(out, cols, info.is_data, len(n_good))
+    good, n_good, n_loose, cf = S.muon_preselection(
+        out, cols, pt, info.is_data, pt_max=pt_max, isolated=True
+    )
     mask = cf.cut("two good muons", n_good == 2)
     mask = cf.cut("loose muon veto", n_loose == 2)
     charge = _pair(cols["Muon_charge"], good)

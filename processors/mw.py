@@ -19,7 +19,6 @@ from wremnants_dask.processors.common import (
     MuonAnalysis,
     SelectedMuons,
     eta_pt_charge_axes,
-    event_weights,
     fill_all,
     gen_pt_of,
     mc_columns,
@@ -27,8 +26,8 @@ from wremnants_dask.processors.common import (
     read_columns,
 )
 
-from wremnants_dask.processor import ChunkOutput, Events
-from wremnants_dask.tensorhist import TensorHist
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 
 EVENT_BRANCHES = ["HLT_IsoMu24", "MET_pt", "MET_phi"]
 
@@ -67,6 +66,14 @@ class WMassProcessor(MuonAnalysis):
 
     name = "mw"
     eff_stat_diagonal = True
+    fit_setup = {
+        "histogram": "nominal",
+        "fit_axes": ["eta", "pt", "charge"],
+        "signal": "Wmunu",
+        "boson": "W",
+        "region": {"passIso": True, "passMT": True},
+        "nonprompt": True,
+    }
 
     def axes(self) -> list[Any]:
         return [
@@ -85,12 +92,7 @@ class WMassProcessor(MuonAnalysis):
         if events.tracing:
             return
         pt = calibrated_pt(self.payload, cols, info.is_data, self.options)
-        good = S.good_muons(cols, pt)
-        loose = S.loose_muons(cols, pt)
-        n_good = np1(ak.sum(good, axis=1))
-        n_loose = np1(ak.sum(loose | good, axis=1))
-
-        cf = S.event_preselection(out, cols, info.is_data, len(n_good))
+        good, n_good, n_loose, cf = S.muon_preselection(out, cols, pt, info.is_data)
         mask = cf.cut("one good muon", n_good == 1)
         mask = cf.cut("loose muon veto", n_loose == 1)
         matched = S.trigger_matched(cols)
@@ -119,15 +121,6 @@ class WMassProcessor(MuonAnalysis):
         muons = SelectedMuons(
             mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
-        weights = event_weights(
-            cols,
-            sel,
-            muons,
-            info,
-            self.payload,
-            systematics=self.systematics,
-            eff_stat_diagonal=self.eff_stat_diagonal,
-            bw_window=self.bw_window,
-        )
+        weights = self.event_weights(cols, sel, muons, info)
         values = [mu_eta, mu_pt, mu_charge, mu_iso < S.ISO_CUT, mt > S.MT_CUT]
         fill_all(out, "nominal", values, weights)

@@ -8,7 +8,7 @@ import awkward as ak
 import numpy as np
 from wremnants_dask.processors.common import np1
 
-from wremnants_dask.lumi import LumiMask, read_golden_json
+from wremnants_dask.inputs.lumi import LumiMask, read_golden_json
 
 PT_MIN, PT_MAX = 26.0, 56.0
 ETA_MAX = 2.4
@@ -68,6 +68,27 @@ def event_preselection(out: Any, cols: dict[str, Any], is_data: bool, n_events: 
         )
     cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
     return cf
+
+
+def muon_preselection(
+    out: Any,
+    cols: dict[str, Any],
+    pt: ak.Array,
+    is_data: bool,
+    *,
+    pt_max: float | None = PT_MAX,
+    isolated: bool = False,
+) -> tuple[ak.Array, np.ndarray, np.ndarray, Any]:
+    """What the single-muon and dimuon selections share: good muons (isolated ones with
+    ``isolated=True``), the counts of good and of good-or-loose muons per event, and the ``main``
+    cut flow after the event preselection. Returns ``(good, n_good, n_loose, cutflow)``."""
+    good = good_muons(cols, pt, pt_max=pt_max)
+    if isolated:
+        good = good & (cols["Muon_pfRelIso04_all"] < ISO_CUT)
+    loose = loose_muons(cols, pt)
+    n_good = np1(ak.sum(good, axis=1))
+    n_loose = np1(ak.sum(loose | good, axis=1))
+    return good, n_good, n_loose, event_preselection(out, cols, is_data, len(n_good))
 
 
 def loose_muons(cols: dict[str, Any], pt: ak.Array | None = None) -> ak.Array:

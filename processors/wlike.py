@@ -15,7 +15,6 @@ from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
     eta_pt_charge_axes,
-    event_weights,
     fill_all,
     mc_columns,
     np1,
@@ -25,8 +24,8 @@ from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 from wremnants_dask.processors.zdilepton import dimuon_sf_inputs
 
-from wremnants_dask.processor import ChunkOutput, Events
-from wremnants_dask.tensorhist import TensorHist
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 
 
 def wlike_choice(event: np.ndarray) -> np.ndarray:
@@ -38,6 +37,12 @@ class ZWlikeProcessor(MuonAnalysis):
     """Histogram ``nominal`` (eta, pt, charge) of the kept muon, plus ``nominal_<variation>``."""
 
     name = "mz_wlike"
+    fit_setup = {
+        "histogram": "nominal",
+        "fit_axes": ["eta", "pt", "charge"],
+        "signal": "Zmumu",
+        "boson": "Z",
+    }
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         return self.declare("nominal", eta_pt_charge_axes(self.payload), dataset)
@@ -71,16 +76,7 @@ class ZWlikeProcessor(MuonAnalysis):
         muons = dimuon_sf_inputs(
             dm.eta[sub], dm.pt[sub], dm.gen_pt[sub], None if dm.matched is None else dm.matched[sub]
         )
-        weights = event_weights(
-            cols,
-            mask,
-            muons,
-            info,
-            self.payload,
-            systematics=self.systematics,
-            eff_stat_diagonal=False,
-            bw_window=self.bw_window,
-        )
+        weights = self.event_weights(cols, mask, muons, info)
         k = keep[sub]
         r = np.arange(k.size)
         values = [dm.eta[sub][r, k], dm.pt[sub][r, k], dm.charge[sub][r, k]]

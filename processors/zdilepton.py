@@ -15,7 +15,6 @@ from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
     SelectedMuons,
-    event_weights,
     fill_all,
     mc_columns,
     read_columns,
@@ -23,8 +22,8 @@ from wremnants_dask.processors.common import (
 from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 
-from wremnants_dask.processor import ChunkOutput, Events
-from wremnants_dask.tensorhist import TensorHist
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 
 PTLL_EDGES = (0, 2, 4, 6, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 80, 100)
 
@@ -56,6 +55,7 @@ class ZDileptonProcessor(MuonAnalysis):
     """Histograms ``mll`` (mll) and ``ptll_yll`` (ptll, yll), plus ``<name>_<variation>``."""
 
     name = "mz_dilepton"
+    fit_setup = {"histogram": "mll", "fit_axes": ["mll"], "signal": "Zmumu", "boson": "Z"}
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         mll = [hist.axis.Regular(60, 60.0, 120.0, name="mll", label="m(mu mu) (GeV)")]
@@ -80,15 +80,6 @@ class ZDileptonProcessor(MuonAnalysis):
             dm.pt[:, 0], dm.eta[:, 0], dm.phi[:, 0], dm.pt[:, 1], dm.eta[:, 1], dm.phi[:, 1]
         )
         muons = dimuon_sf_inputs(dm.eta, dm.pt, dm.gen_pt, dm.matched)
-        weights = event_weights(
-            cols,
-            dm.mask,
-            muons,
-            info,
-            self.payload,
-            systematics=self.systematics,
-            eff_stat_diagonal=False,
-            bw_window=self.bw_window,
-        )
+        weights = self.event_weights(cols, dm.mask, muons, info)
         fill_all(out, "mll", [mll], weights)
         fill_all(out, "ptll_yll", [ptll, yll], weights)

@@ -6,8 +6,13 @@ import hist
 import numpy as np
 import pytest
 
-from wremnants_dask import abcd, histops
-from wremnants_dask.smoothing import eigen_shifts, fit_log_polynomial, fit_log_ratio, poly_basis
+from wremnants_dask.fitsetup import abcd, histops
+from wremnants_dask.fitsetup.smoothing import (
+    eigen_shifts,
+    fit_log_polynomial,
+    fit_log_ratio,
+    poly_basis,
+)
 
 PT_EDGES = np.linspace(26, 56, 31)
 FR_SLOPE = -0.03  # true log fake rate slope per GeV

@@ -6,8 +6,8 @@ import hist
 import numpy as np
 import pytest
 
-from wremnants_dask import bin_lookup
-from wremnants_dask.tensorhist import TensorHist
+from wremnants_dask.engine import bin_lookup
+from wremnants_dask.engine.tensorhist import TensorHist
 
 pytest.importorskip("numba")
 
@@ -92,7 +92,7 @@ def test_five_axes_and_tensor_equal_hist() -> None:
     ]
     w = rng.normal(1, 0.1, n)
     t = rng.normal(1, 0.05, (n, 4)).astype(np.float32)
-    from wremnants_dask.tensorhist import tensor_axis
+    from wremnants_dask.engine.tensorhist import tensor_axis
 
     ours = TensorHist(axes, [tensor_axis("pdf", 4)], storage="double")
     ours.fill(*vals, weight=w, tensor=t)
@@ -134,7 +134,7 @@ def test_lookup_is_faster_than_per_axis_numpy() -> None:
 
     rng = np.random.default_rng(1)
     n = 300_000
-    from wremnants_dask.muon_kinematics import kinematic_axes
+    from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
     axes = kinematic_axes()
     vals = [

@@ -23,9 +23,16 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("chain")
-    env = dict(os.environ, WREMNANTS_DASK_CACHE=str(out / "cache"))
+    # the user-facing workflow script, on the reduced sample (it calls ci/run_chain.py)
+    env = dict(
+        os.environ,
+        WREMNANTS_DASK_CACHE=str(out / "cache"),
+        CONFIG="synthetic_small",
+        WORKERS="sync",
+        PYTHON=sys.executable,
+    )
     subprocess.run(
-        [sys.executable, str(REPO / "ci" / "run_chain.py"), str(out)],
+        ["bash", str(REPO / "scripts" / "wmass_chain.sh"), str(out)],
         check=True,
         env=env,
         timeout=900,

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import GOLDEN_JSON, LUMI_CSV, NANOAOD_DATA, NANOAOD_DY, SHARED
 
-from wremnants_dask import cache
-from wremnants_dask.datasets import (
+from wremnants_dask.inputs import samplecache as cache
+from wremnants_dask.inputs.datasets import (
     PROCESSES,
     ConfigError,
     Dataset,
@@ -372,7 +372,7 @@ def test_generator_samples_end_to_end(tmp_path: Path) -> None:
     import numpy as np
     import uproot
 
-    from wremnants_dask import lumi, normalization
+    from wremnants_dask.inputs import lumi, normalization
 
     synth = _synth_or_skip()
     cfg = write(tmp_path, GEN_CONFIG)
@@ -446,7 +446,7 @@ def test_threaded_generation_equals_one_by_one(tmp_path: Path, monkeypatch) -> N
     import awkward as ak
     import uproot
 
-    from wremnants_dask import datasets as D
+    from wremnants_dask.inputs import datasets as D
 
     _synth_or_skip()
     cfg = write(tmp_path, GEN_CONFIG)

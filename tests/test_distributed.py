@@ -13,10 +13,14 @@ import time
 import numpy as np
 import pytest
 from engine_helpers import copy_nano_subset, data, dy
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
-from wremnants_dask import histmaker, runner
-from wremnants_dask.histio import HistFile
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
+from wremnants_dask import engine
+from wremnants_dask.cli import histmaker
+from wremnants_dask.engine import executor
+from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.inputs import files as input_files
+from wremnants_dask.inputs import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sync_result(files):
-    return runner.run([dy(files)], MuonKinematicsProcessor(), step_size=40)
+    return engine.run([dy(files)], MuonKinematicsProcessor(), step_size=40)
 
 
 def _same(a, b):
@@ -58,7 +62,7 @@ def test_local_cluster_matches_sync(files, sync_result, tmp_path):
         Client(cl) as client,
     ):
         report = tmp_path / "report.html"
-        r = runner.run(
+        r = engine.run(
             [dy(files)],
             MuonKinematicsProcessor(),
             client,
@@ -125,7 +129,7 @@ def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
 
         with Client(address, timeout=20) as client:
             client.wait_for_workers(1, timeout=20)
-            r = runner.run([dy(files)], MuonKinematicsProcessor(), client, step_size=13)
+            r = engine.run([dy(files)], MuonKinematicsProcessor(), client, step_size=13)
         _same(r["dy"], sync_result["dy"])
         assert r.info["scheduler"] == address
         # the CLI against the same scheduler
@@ -163,13 +167,13 @@ def test_real_scheduler_and_worker_processes(files, sync_result, tmp_path):
 
 @pytest.mark.slow
 def test_many_files_are_inspected_on_the_workers(files, tmp_path):
-    """Above runner._REMOTE_INSPECT_MIN files the workers inspect them: the same plan (entries,
+    """Above preprocess._REMOTE_INSPECT_MIN files the workers inspect them: the same plan (entries,
     chunks, Runs sums, columns) as in one process, and the same named errors for bad files."""
     from distributed import Client, LocalCluster
 
     src = files[0]
     many = []
-    for i in range(runner._REMOTE_INSPECT_MIN + 4):
+    for i in range(preprocess._REMOTE_INSPECT_MIN + 4):
         p = tmp_path / f"copy{i}.root"
         p.write_bytes(src.read_bytes())
         many.append(p)
@@ -178,17 +182,17 @@ def test_many_files_are_inspected_on_the_workers(files, tmp_path):
     nophi = copy_nano_subset(tmp_path / "nophi.root", drop="Muon_phi")
     inputs = [*many, corrupt, nophi, tmp_path / "missing.root"]
     kwargs = dict(step_size=40, skip_bad_files=True)
-    local = runner.build_plan([dy(inputs)], MuonKinematicsProcessor(), **kwargs)
+    local = engine.build_plan([dy(inputs)], MuonKinematicsProcessor(), **kwargs)
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cl,
         Client(cl) as client,
     ):
-        runner._FILE_CACHE.clear()  # the client process must not answer from its own cache
-        remote = runner.build_plan([dy(inputs)], MuonKinematicsProcessor(), client=client, **kwargs)
-        ran_on = client.run(lambda: len(runner._FILE_CACHE))
-    assert sum(ran_on.values()) >= runner._REMOTE_INSPECT_MIN  # the workers did inspect them
+        input_files._FILE_CACHE.clear()  # the client process must not answer from its own cache
+        remote = engine.build_plan([dy(inputs)], MuonKinematicsProcessor(), client=client, **kwargs)
+        ran_on = client.run(lambda: len(input_files._FILE_CACHE))
+    assert sum(ran_on.values()) >= preprocess._REMOTE_INSPECT_MIN  # the workers did inspect them
     a, b = local.datasets["dy"], remote.datasets["dy"]
     assert a.steps == b.steps and a.n_entries == b.n_entries and a.columns == b.columns
     assert a.gen_sums == b.gen_sums
@@ -209,14 +213,16 @@ def test_datasets_with_larger_chunks_go_first(files):
 
     datasets = [data(), dy(files)]
     proc = MuonKinematicsProcessor()
-    plan = runner.build_plan(datasets, proc, step_size=40)
+    plan = engine.build_plan(datasets, proc, step_size=40)
     assert plan.datasets["dy"].chunk_cost > plan.datasets["data"].chunk_cost
-    sync = runner.execute(plan, None)
+    sync = engine.execute(plan, None)
     with (
         LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cl,
         Client(cl) as client,
     ):
-        futures = runner._submit_by_cost(client, runner.optimize_graph(plan.graph, plan.keys), plan)
+        futures = executor._submit_by_cost(
+            client, engine.optimize_graph(plan.graph, plan.keys), plan
+        )
         deadline = time.monotonic() + 30
         priorities: dict[str, list] = {}
         while time.monotonic() < deadline and sum(map(len, priorities.values())) < 4:
@@ -230,7 +236,7 @@ def test_datasets_with_larger_chunks_go_first(files):
         assert len(priorities["dy"]) == 3 and len(priorities["data"]) == 1
         assert max(priorities["dy"]) < min(priorities["data"])  # lower tuple: scheduled first
         cl.scale(1)
-        result = runner.execute(plan, client)
+        result = engine.execute(plan, client)
         del futures
     _same(result["dy"], sync["dy"])
     assert result["data"].n_events == sync["data"].n_events

@@ -5,12 +5,13 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 import pytest
+from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
-from wremnants_dask import runner, tensorhist
-from wremnants_dask.muon_kinematics import kinematic_axes
-from wremnants_dask.processor import ChunkOutput, _select
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
-from wremnants_dask.weights import Weights
+from wremnants_dask.engine import tensorhist
+from wremnants_dask.engine.event_weights import Weights
+from wremnants_dask.engine.processor import ChunkOutput, _select
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.inputs import files, reader
 
 
 class _Mc:
@@ -118,11 +119,11 @@ def test_chunk_reader_reads_only_its_columns_and_caches_the_open_tree(tmp_path) 
     with uproot.recreate(path) as f:
         f.mktree("Events", {"a": np.float64, "b": np.int64, "c": np.float64})
         f["Events"].extend({"a": np.arange(10.0), "b": np.arange(10), "c": np.ones(10)})
-    info = runner.inspect_file(str(path), "Events", want_form=True)
-    reader = runner.ChunkReader("Events", ["a", "b"], runner._sub_form(info.form, ["a", "b"]))
-    arr = reader((str(path), 2, 6))
+    info = files.inspect_file(str(path), "Events", want_form=True)
+    chunk_reader = reader.ChunkReader("Events", ["a", "b"], reader.sub_form(info.form, ["a", "b"]))
+    arr = chunk_reader((str(path), 2, 6))
     assert arr.fields == ["a", "b"] and arr.a.tolist() == [2.0, 3.0, 4.0, 5.0]
-    assert arr.layout.form == reader.form
-    assert reader.project_columns(frozenset({"b"})).columns == ["b"]
-    tree = runner.open_tree(str(path), "Events")
-    assert runner.open_tree(str(path), "Events") is tree
+    assert arr.layout.form == chunk_reader.form
+    assert chunk_reader.project_columns(frozenset({"b"})).columns == ["b"]
+    tree = files.open_tree(str(path), "Events")
+    assert files.open_tree(str(path), "Events") is tree

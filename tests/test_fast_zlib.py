@@ -12,9 +12,9 @@ import uproot
 import uproot.compression
 from conftest import NANOAOD_DATA, NANOAOD_DY
 
-from wremnants_dask import runner
-from wremnants_dask.fast_zlib import IsalZLIB, use_isal_decompression, zlib_compression
-from wremnants_dask.synth.writer import NanoAODWriter
+from wremnants_dask.inputs import reader
+from wremnants_dask.utils.fast_zlib import IsalZLIB, use_isal_decompression, zlib_compression
+from wremnants_dask.synth.rootfile import NanoAODWriter
 
 pytest.importorskip("isal")
 
@@ -28,7 +28,7 @@ def decompressor():
 
 
 def test_engine_reads_with_isal(decompressor):
-    assert runner.ZLIB_LIBRARY == "isal"
+    assert reader.ZLIB_LIBRARY == "isal"
     assert decompressor.library == "isal"
     assert use_isal_decompression() == "isal"  # idempotent
 

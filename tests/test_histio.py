@@ -6,8 +6,8 @@ import hist
 import numpy as np
 import pytest
 
-from wremnants_dask.histio import HistFile, write_hists
-from wremnants_dask.provenance import make_metadata
+from wremnants_dask.histograms.histio import HistFile, write_hists
+from wremnants_dask.utils.provenance import make_metadata
 
 
 def _hists():

@@ -7,8 +7,8 @@ import pytest
 from conftest import NANOAOD_DATA, NANOAOD_DY
 from engine_helpers import reference_muon_kinematics
 
-from wremnants_dask import histmaker
-from wremnants_dask.histio import HistFile
+from wremnants_dask.cli import histmaker
+from wremnants_dask.histograms.histio import HistFile
 
 
 def test_cli_writes_histograms_and_provenance(tmp_path, capsys):

@@ -6,7 +6,7 @@ import hist
 import numpy as np
 import pytest
 
-from wremnants_dask import histops
+from wremnants_dask.fitsetup import histops
 
 
 def _weighted(axes, rng, scale=100.0):

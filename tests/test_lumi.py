@@ -13,8 +13,8 @@ import pytest
 import uproot
 from conftest import GOLDEN_JSON, LUMI_CSV, NANOAOD_DATA
 
-from wremnants_dask import lumi
-from wremnants_dask.datasets import load_datasets
+from wremnants_dask.inputs import lumi
+from wremnants_dask.inputs.datasets import load_datasets
 
 
 def plain_csv(path: Path) -> dict[tuple[int, int], tuple[float, float]]:

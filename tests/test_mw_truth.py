@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from scipy import stats
 from wremnants_dask.corrections import build
+from wremnants_dask.processors.registry import get_processor
 
-from wremnants_dask import runner
-from wremnants_dask.analyses import get_processor
-from wremnants_dask.datasets import Dataset
+from wremnants_dask import engine
+from wremnants_dask.inputs.datasets import Dataset
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_pseudodata, generate_sample
 
 N_FILES = 8
@@ -74,7 +74,7 @@ def threshold(nbins: int, k: int = N_FILES) -> float:
 def test_w_mass_weights_match_shifted_sample(samples):
     nom = _datasets(samples["w_nom"], "wnom", "Wmunu", "wplus_munu")
     sh = _datasets(samples["w_shift"], "wsh", "Wmunu", "wplus_munu")
-    res = runner.run(nom + sh, get_processor("mw"))
+    res = engine.run(nom + sh, get_processor("mw"))
 
     def pt_proj(h):  # pT spectrum, 3 GeV bins, all other axes summed
         v = h.values()
@@ -113,7 +113,7 @@ def test_w_mass_weights_match_shifted_sample(samples):
 def test_z_mass_weights_match_shifted_sample(samples):
     nom = _datasets(samples["z_nom"], "znom", "Zmumu", "zmumu")
     sh = _datasets(samples["z_shift"], "zsh", "Zmumu", "zmumu")
-    res = runner.run(nom + sh, get_processor("mz_dilepton"))
+    res = engine.run(nom + sh, get_processor("mz_dilepton"))
 
     def mll_proj(h):  # 80-100 GeV in 1 GeV bins
         return h.values()[20:40]
@@ -136,8 +136,8 @@ def test_scale_weights_match_direct_shift(samples, tmp_path):
     truth = json.loads(json.dumps(SynthParams().truth()))
     payload = build.write_payload(build.build_payload(truth, scale_var=0.01), tmp_path)
     nom = _datasets(samples["w_nom"], "wnom", "Wmunu", "wplus_munu")
-    res_w = runner.run(nom, get_processor("mw", corrections=str(payload)))
-    res_d = runner.run(
+    res_w = engine.run(nom, get_processor("mw", corrections=str(payload)))
+    res_d = engine.run(
         nom, get_processor("mw", corrections=str(payload), systematics=False, mc_pt_shift=0.01)
     )
 
@@ -175,8 +175,8 @@ def test_scale_factors_reproduce_pseudodata(samples, tmp_path):
     truth = json.loads(json.dumps(SynthParams().truth()))
     truth["efficiency"]["data"] = truth["efficiency"]["mc"]  # scale factors = 1
     no_sf = build.write_payload(build.build_payload(truth), tmp_path)
-    res = runner.run([data, mc], get_processor("mw", systematics=False))
-    res_nosf = runner.run([mc], get_processor("mw", systematics=False, corrections=str(no_sf)))
+    res = engine.run([data, mc], get_processor("mw", systematics=False))
+    res_nosf = engine.run([mc], get_processor("mw", systematics=False, corrections=str(no_sf)))
 
     def proj(h):  # 8 eta regions x passIso
         v = h.values(), h.variances()

@@ -9,8 +9,8 @@ import pytest
 import uproot
 from conftest import NANOAOD_DATA, NANOAOD_DY
 
-from wremnants_dask import normalization as norm
-from wremnants_dask.datasets import Dataset, load_datasets
+from wremnants_dask.inputs import normalization as norm
+from wremnants_dask.inputs.datasets import Dataset, load_datasets
 
 
 def direct_runs(path: Path, suffix: str) -> tuple[float, float, int]:

@@ -9,13 +9,13 @@ import pytest
 import uproot
 from conftest import NANOAOD_DY
 from engine_helpers import dy
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
-from wremnants_dask import runner
-from wremnants_dask.cutflow import CutFlow
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
-from wremnants_dask.processor import Events, Processor
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
-from wremnants_dask.weights import Weights, as_tensor
+from wremnants_dask import engine
+from wremnants_dask.engine.cutflow import CutFlow
+from wremnants_dask.engine.event_weights import Weights, as_tensor
+from wremnants_dask.engine.processor import Events, Processor
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_cutflow_and_weights_against_numpy(arrays):
 def test_columns_read_are_exactly_those_used():
     """On the real NanoAOD file (~1500 branches), the input layer reads only what is used."""
     assert len(uproot.open(NANOAOD_DY)["Events"].keys()) > 1400
-    plan = runner.build_plan([dy()], MuonKinematicsProcessor(), step_size=40)
+    plan = engine.build_plan([dy()], MuonKinematicsProcessor(), step_size=40)
     used = {
         "nMuon",
         "Muon_pt",
@@ -98,10 +98,10 @@ def test_columns_read_are_exactly_those_used():
     (inp,) = [layer for name, layer in plan.graph.layers.items() if name.startswith("from-uproot")]
     assert set(inp.io_func.common_keys) == used
     # and without systematics the PDF/scale branches are not read
-    plan = runner.build_plan([dy()], MuonKinematicsProcessor(systematics=False), step_size=40)
+    plan = engine.build_plan([dy()], MuonKinematicsProcessor(systematics=False), step_size=40)
     assert set(plan.datasets["dy"].columns) == used - {"LHEPdfWeight", "LHEScaleWeight"}
     # what a chunk task actually receives
-    graph = runner.optimize_graph(plan.graph, plan.keys)
+    graph = engine.optimize_graph(plan.graph, plan.keys)
     import dask
 
     inp_key = next(k for k in dict(plan.graph) if k[0].startswith("from-uproot"))
@@ -142,11 +142,11 @@ def test_graph_layers_do_not_grow_with_selections_or_systematics(tmp_path):
     from engine_helpers import copy_nano_subset
 
     f = copy_nano_subset(tmp_path / "s.root")
-    small = runner.build_plan([dy([f])], ManyCuts(n_cuts=1, n_syst=1), step_size=10)
-    big = runner.build_plan([dy([f])], ManyCuts(n_cuts=30, n_syst=25), step_size=10)
+    small = engine.build_plan([dy([f])], ManyCuts(n_cuts=1, n_syst=1), step_size=10)
+    big = engine.build_plan([dy([f])], ManyCuts(n_cuts=30, n_syst=25), step_size=10)
     assert len(small.graph.layers) == len(big.graph.layers) == 3
     assert len(dict(small.graph)) == len(dict(big.graph))
-    r = runner.execute(big)["dy"]
+    r = engine.execute(big)["dy"]
     assert r.cutflows["main"].steps[-1] == "cut29"
     met = uproot.open(f)["Events"]["MET_pt"].array(library="np")
     gw = uproot.open(f)["Events"]["genWeight"].array(library="np").astype(float)
@@ -167,7 +167,7 @@ class Branchy(Processor):
 
 
 def test_untraceable_processor_gets_a_clear_error():
-    from wremnants_dask.processor import ProcessorError
+    from wremnants_dask.engine.processor import ProcessorError
 
     with pytest.raises(ProcessorError, match="Branchy failed while tracing.*dataset 'dy'"):
-        runner.build_plan([dy()], Branchy())
+        engine.build_plan([dy()], Branchy())

@@ -12,10 +12,10 @@ import uproot
 from conftest import GOLDEN_JSON, NANOAOD_DATA, NANOAOD_DY
 from wremnants_dask.corrections.payload import CorrectionError
 from wremnants_dask.processors.common import _WARNED
+from wremnants_dask.processors.registry import get_processor
 
-from wremnants_dask import runner
-from wremnants_dask.analyses import get_processor
-from wremnants_dask.datasets import Dataset
+from wremnants_dask import engine
+from wremnants_dask.inputs.datasets import Dataset
 
 DY = Dataset("dy_m50", "Zmumu", (str(NANOAOD_DY),), False, 6077.22, "2018")
 DATA = Dataset(
@@ -28,7 +28,7 @@ def results():
     _WARNED.clear()
     out = {}
     for name in ("mw", "mz_dilepton", "mz_wlike"):
-        out[name] = runner.run([DY, DATA], get_processor(name))
+        out[name] = engine.run([DY, DATA], get_processor(name))
     return out
 
 
@@ -112,7 +112,7 @@ def test_real_data(results):
         cf = results[name]["data_dimuon"].cutflows["main"]
         assert cf.steps[1] == "golden json" and cf.counts[1] == 0
     uncertified = dataclasses.replace(DATA, golden_json=None)
-    res = runner.run([uncertified], get_processor("mz_dilepton", systematics=False))
+    res = engine.run([uncertified], get_processor("mz_dilepton", systematics=False))
     cf = res["data_dimuon"].cutflows["main"]
     hlt = int(np.sum(uproot.open(NANOAOD_DATA)["Events"]["HLT_IsoMu24"].array(library="np")))
     assert cf.counts[cf.steps.index("trigger")] == hlt

@@ -93,8 +93,8 @@ def test_diagonal_eff_stat_expands_to_full_tensor(tmp_path):
     from wremnants_dask.processors.common import expand_eff_stat
     from wremnants_dask.processors.mw import WMassProcessor
 
-    from wremnants_dask.datasets import Dataset
-    from wremnants_dask.processor import ChunkOutput, Events
+    from wremnants_dask.engine.processor import ChunkOutput, Events
+    from wremnants_dask.inputs.datasets import Dataset
     from wremnants_dask.synth import generate_sample
 
     class FullTensorMW(WMassProcessor):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import NANOAOD_DATA, NANOAOD_DY
 from engine_helpers import copy_nano_subset, data, dy, reference_muon_kinematics, write_tree
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
-from wremnants_dask import runner
-from wremnants_dask.muon_kinematics import MuonKinematicsProcessor
-from wremnants_dask.processor import Processor
-from wremnants_dask.runner import BadInputError
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
+from wremnants_dask import engine
+from wremnants_dask.engine import BadInputError
+from wremnants_dask.engine.processor import Processor
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 
 def _close(h: hist.Hist, ref: hist.Hist) -> None:
@@ -24,7 +24,7 @@ def _close(h: hist.Hist, ref: hist.Hist) -> None:
 
 @pytest.fixture(scope="module")
 def full_run():
-    return runner.run([dy(), data()], MuonKinematicsProcessor(), step_size=20)
+    return engine.run([dy(), data()], MuonKinematicsProcessor(), step_size=20)
 
 
 def test_histograms_match_event_loop(full_run):
@@ -71,7 +71,7 @@ def subset(tmp_path_factory):
 
 @pytest.mark.parametrize("step_size,split_every", [(1, 2), (7, 3), (40, 8)])
 def test_result_independent_of_chunking(full_run, subset, step_size, split_every):
-    r = runner.run(
+    r = engine.run(
         [dy([subset])], MuonKinematicsProcessor(), step_size=step_size, split_every=split_every
     )
     assert r.info["graph_layers"] == 3
@@ -91,7 +91,7 @@ def test_result_independent_of_chunking(full_run, subset, step_size, split_every
 
 def test_max_events_and_multiple_files(tmp_path, subset):
     f1 = copy_nano_subset(tmp_path / "first25.root", entry_stop=25)
-    r = runner.run([dy([f1, subset])], MuonKinematicsProcessor(), step_size=16, max_events=55)
+    r = engine.run([dy([f1, subset])], MuonKinematicsProcessor(), step_size=16, max_events=55)
     assert r["dy"].n_events == 55
     assert r["dy"].files == [str(f1), str(subset)]
     # 25 events of the first file, then the first 30 of the second
@@ -103,7 +103,7 @@ def test_max_events_and_multiple_files(tmp_path, subset):
 
 def test_files_with_different_branch_types_are_named(tmp_path, subset):
     with pytest.raises(BadInputError, match=r"dy_subset.root.*nMuon.*int32.*uint32"):
-        runner.build_plan([dy([NANOAOD_DY, subset])], MuonKinematicsProcessor())
+        engine.build_plan([dy([NANOAOD_DY, subset])], MuonKinematicsProcessor())
 
 
 class BigHist(Processor):
@@ -121,10 +121,10 @@ class BigHist(Processor):
 
 def test_tree_reduction_memory_is_bounded(subset):
     one_copy = 52 * 10000 * 8
-    plan = runner.build_plan([dy([subset])], BigHist(), step_size=1, split_every=4)  # 40 partials
+    plan = engine.build_plan([dy([subset])], BigHist(), step_size=1, split_every=4)  # 40 partials
     tracemalloc.start()
     try:
-        res = runner.execute(plan)
+        res = engine.execute(plan)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -137,37 +137,37 @@ def test_tree_reduction_memory_is_bounded(subset):
 def test_missing_file_is_named(tmp_path):
     missing = tmp_path / "nope.root"
     with pytest.raises(BadInputError, match="nope.root.*cannot access"):
-        runner.build_plan([dy([NANOAOD_DY, missing])], MuonKinematicsProcessor())
+        engine.build_plan([dy([NANOAOD_DY, missing])], MuonKinematicsProcessor())
 
 
 def test_corrupt_and_empty_files_are_named(tmp_path):
     corrupt = tmp_path / "corrupt.root"
     corrupt.write_bytes(b"root" + b"\x00garbage" * 100)
     with pytest.raises(BadInputError, match="corrupt.root.*not a readable ROOT file"):
-        runner.build_plan([dy([corrupt])], MuonKinematicsProcessor())
+        engine.build_plan([dy([corrupt])], MuonKinematicsProcessor())
     truncated = tmp_path / "truncated.root"
     truncated.write_bytes(NANOAOD_DY.read_bytes()[:5000])
     with pytest.raises(BadInputError, match="truncated.root"):
-        runner.build_plan([dy([truncated])], MuonKinematicsProcessor())
+        engine.build_plan([dy([truncated])], MuonKinematicsProcessor())
     zero = tmp_path / "zero.root"
     zero.write_bytes(b"")
     with pytest.raises(BadInputError, match="zero.root.*empty"):
-        runner.build_plan([dy([zero])], MuonKinematicsProcessor())
+        engine.build_plan([dy([zero])], MuonKinematicsProcessor())
     noentries = copy_nano_subset(tmp_path / "noentries.root", entry_stop=0)
     with pytest.raises(BadInputError, match="noentries.root.*0 entries"):
-        runner.build_plan([dy([noentries])], MuonKinematicsProcessor())
+        engine.build_plan([dy([noentries])], MuonKinematicsProcessor())
     notree = write_tree(tmp_path / "notree.root", {"x": np.arange(3.0)})
     with pytest.raises(BadInputError, match="notree.root.*no readable tree 'Other'"):
         ds = dy([notree])
         import dataclasses
 
-        runner.build_plan([dataclasses.replace(ds, treename="Other")], MuonKinematicsProcessor())
+        engine.build_plan([dataclasses.replace(ds, treename="Other")], MuonKinematicsProcessor())
 
 
 def test_missing_branch_is_named(tmp_path):
     nophi = copy_nano_subset(tmp_path / "nophi.root", drop="Muon_phi")
     with pytest.raises(BadInputError, match=r"nophi.root.*Muon_phi"):
-        runner.build_plan([dy([NANOAOD_DY, nophi])], MuonKinematicsProcessor())
+        engine.build_plan([dy([NANOAOD_DY, nophi])], MuonKinematicsProcessor())
 
 
 def test_skip_bad_files_records_reasons(tmp_path):
@@ -175,7 +175,7 @@ def test_skip_bad_files_records_reasons(tmp_path):
     corrupt = tmp_path / "corrupt.root"
     corrupt.write_bytes(b"not root at all")
     good = copy_nano_subset(tmp_path / "good.root")
-    r = runner.run(
+    r = engine.run(
         [dy([good, nophi, corrupt, tmp_path / "missing.root"]), data([tmp_path / "missing2.root"])],
         MuonKinematicsProcessor(),
         skip_bad_files=True,

@@ -8,7 +8,7 @@ import hist
 import numpy as np
 import pytest
 
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 
 def _axes():
@@ -35,7 +35,7 @@ def _events(rng, n):
 @pytest.mark.parametrize("storage", ["double", "weight"])
 @pytest.mark.parametrize("method", ["auto", "bincount", "percomponent", "addat", "rows"])
 def test_tensor_fill_matches_per_component_hist_fills(storage, method):
-    from wremnants_dask.tensorhist import HAVE_NUMBA
+    from wremnants_dask.engine.tensorhist import HAVE_NUMBA
 
     if method == "rows" and not HAVE_NUMBA:
         pytest.skip("numba not installed")

@@ -1,6 +1,5 @@
-"""CLI shim: ``python -m wremnants_dask.fit INPUT.hdf5 -o OUTDIR`` runs the JAX fitter."""
-
-from __future__ import annotations
+"""``python -m wremnants_dask.fit INPUT.hdf5 -o DIR``: the JAX fitter (its command lives in
+``fitting/cli.py``)."""
 
 import sys
 

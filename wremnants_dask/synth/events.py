@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import weights as wts
+from . import lhe_weights as wts
 from .chunk import EventChunk
 from .detector import prefiring_weights, reconstruct
 from .params import World

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from wremnants_dask.utils.atomic import atomic_write_text
 
 LS_SECONDS = 23.31
 FIRST_RUN = 315257

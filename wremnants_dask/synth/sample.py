@@ -14,15 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance
-from ..atomic import atomic_write_text
+from wremnants_dask.utils import provenance
+from wremnants_dask.utils.atomic import atomic_write_text
+
 from .chunk import EventChunk
 from .events import make_events
 from .fillers import add_fillers
 from .lumiplan import plan_lumisections, write_brilcalc_csv, write_golden_json
 from .params import SynthParams
 from .processes import PROCESSES, process_info
-from .writer import NanoAODWriter
+from .rootfile import NanoAODWriter
 
 DEFAULT_CHUNK = 50_000
 _MC, _DATA, _COUNT, _LUMI, _FILL = 0, 1, 2, 3, 4

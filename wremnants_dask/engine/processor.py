@@ -2,7 +2,7 @@
 
 An analysis subclasses :class:`Processor`, declares its histograms per dataset
 (:meth:`Processor.histograms`) and fills them chunk by chunk (:meth:`Processor.process`).
-The engine (``runner.py``) calls ``process`` once per chunk of events inside one blockwise
+The engine (``engine.py``) calls ``process`` once per chunk of events inside one blockwise
 dask-awkward layer, after a trace without data (awkward typetracer) has found the branches the
 processor touches; only those are read.
 
@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import awkward as ak
 import numpy as np
 
-from wremnants_dask.cutflow import CutFlow
-from wremnants_dask.tensorhist import TensorHist, is_typetracer
+from wremnants_dask.engine.cutflow import CutFlow
+from wremnants_dask.engine.tensorhist import TensorHist, is_typetracer
 
 __all__ = [
     "ChunkOutput",
@@ -362,10 +362,21 @@ class Processor:
     """
 
     name: ClassVar[str] = "processor"
+    #: How the analysis becomes a fit, as plain data written into the histmaker output's
+    #: metadata (read by the fit setup, which never imports processors): ``histogram``,
+    #: ``fit_axes``, ``signal`` (process group), ``boson`` (``W``/``Z``, the measured mass),
+    #: ``region`` (axis -> selected value), ``nonprompt`` (ABCD from data), ``channel``.
+    #: ``None``: the analysis has no fit.
+    fit_setup: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, *, systematics: bool = True, **options: Any) -> None:
         self.systematics = systematics
         self.options = options
+
+    def analysis_metadata(self) -> dict[str, Any]:
+        """JSON-able facts later stages need about this run's analysis (written into the
+        output's metadata), e.g. the boson masses the simulation is centred on."""
+        return {}
 
     def histograms(self, dataset: Any) -> Mapping[str, TensorHist] | Iterable[TensorHist]:
         """Declare the (empty) histograms to fill for ``dataset``."""

@@ -15,9 +15,9 @@ import awkward as ak
 import hist
 import numpy as np
 
-from wremnants_dask.processor import ChunkOutput, Events, Processor
-from wremnants_dask.tensorhist import TensorHist, tensor_axis
-from wremnants_dask.weights import Weights, as_tensor
+from wremnants_dask.engine.event_weights import Weights, as_tensor
+from wremnants_dask.engine.processor import ChunkOutput, Events, Processor
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 __all__ = ["MuonKinematicsProcessor", "kinematic_axes"]
 
@@ -35,7 +35,7 @@ def kinematic_axes() -> list[Any]:
 
 def _vector_sizes(path: str, treename: str, branches: tuple[str, ...]) -> dict[str, int | None]:
     """Entries per event of fixed-size jagged branches, from the first event of a file."""
-    from wremnants_dask.runner import open_tree  # runner imports processors' modules lazily
+    from wremnants_dask.inputs.files import open_tree  # runner imports processors' modules lazily
 
     out: dict[str, int | None] = dict.fromkeys(branches)
     tree = open_tree(os.path.abspath(path), treename)  # shared with the engine's file check

@@ -11,7 +11,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from wremnants_dask.tensorhist import is_typetracer
+from wremnants_dask.engine.tensorhist import is_typetracer
 
 
 def _as_numpy(x: Any) -> np.ndarray:

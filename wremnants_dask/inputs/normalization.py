@@ -16,16 +16,18 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "GEN_SUM_BRANCHES",
     "GenSums",
     "NormalizationError",
     "dataset_gen_sums",
     "mc_scale",
     "read_gen_sums",
     "scale_factor",
+    "sums_from_runs_tree",
 ]
 
 # (canonical name, accepted spellings in order of preference)
-_BRANCHES = {
+GEN_SUM_BRANCHES = {
     "sumw": ("genEventSumw", "genEventSumw_"),
     "sumw2": ("genEventSumw2", "genEventSumw2_"),
     "count": ("genEventCount", "genEventCount_"),
@@ -59,6 +61,28 @@ class GenSums:
         return self.sumw**2 / self.sumw2 if self.sumw2 > 0 else 0.0
 
 
+def sums_from_runs_tree(tree: Any, where: str) -> GenSums:
+    """Generator sums of one open ``Runs`` tree (either branch spelling); ``where`` names it in
+    errors. Shared by :func:`read_gen_sums` and the engine's file inspection."""
+    available = set(tree.keys())
+    chosen = {}
+    for key, names in GEN_SUM_BRANCHES.items():
+        name = next((n for n in names if n in available), None)
+        if name is None:
+            raise NormalizationError(
+                f"{where} has none of the branches {list(names)} (is this a data file?)"
+            )
+        chosen[key] = name
+    arrays = tree.arrays(list(chosen.values()), library="np")
+    vals = {k: arrays[n] for k, n in chosen.items()}
+    return GenSums(
+        sumw=float(np.sum(vals["sumw"], dtype=np.float64)),
+        sumw2=float(np.sum(vals["sumw2"], dtype=np.float64)),
+        count=int(np.sum(vals["count"], dtype=np.int64)),
+        n_files=1,
+    )
+
+
 def _read_one(path: str | os.PathLike, treename: str) -> GenSums:
     import uproot
 
@@ -72,25 +96,7 @@ def _read_one(path: str | os.PathLike, treename: str) -> GenSums:
                 f"{path} has no {treename!r} tree: cannot read the generator sums "
                 "(simulation files need it; data files have no generator sums)"
             )
-        tree = fh[treename]
-        available = set(tree.keys())
-        chosen = {}
-        for key, names in _BRANCHES.items():
-            name = next((n for n in names if n in available), None)
-            if name is None:
-                raise NormalizationError(
-                    f"{path}:{treename} has none of the branches {list(names)} "
-                    "(is this a data file?)"
-                )
-            chosen[key] = name
-        arrays = tree.arrays(list(chosen.values()), library="np")
-    vals = {k: arrays[n] for k, n in chosen.items()}
-    return GenSums(
-        sumw=float(np.sum(vals["sumw"], dtype=np.float64)),
-        sumw2=float(np.sum(vals["sumw2"], dtype=np.float64)),
-        count=int(np.sum(vals["count"], dtype=np.int64)),
-        n_files=1,
-    )
+        return sums_from_runs_tree(fh[treename], f"{path}:{treename}")
 
 
 def read_gen_sums(files: Iterable[str | os.PathLike], treename: str = "Runs") -> GenSums:

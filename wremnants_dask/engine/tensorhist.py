@@ -33,7 +33,7 @@ import awkward as ak
 import hist
 import numpy as np
 
-from wremnants_dask import bin_lookup
+from wremnants_dask.engine import bin_lookup
 
 STORAGES = ("double", "weight")
 

@@ -9,6 +9,7 @@ CSV does not know about is an error by default rather than a silent underestimat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -412,3 +413,15 @@ def dataset_lumi(
     return integrated_lumi(
         runs, lumis, dataset.lumi_csv, dataset.golden_json, column=column, on_missing=on_missing
     )
+
+
+def processed_lumi(dataset: Any, files: Sequence[str]) -> tuple[float | None, str | None]:
+    """Certified luminosity of the (run, lumi section) pairs in ``files`` of a data dataset,
+    or why it could not be computed (the histograms of the run stay valid either way)."""
+    ds = dataset
+    if dataclasses.is_dataclass(ds) and list(ds.files) != list(files):
+        ds = dataclasses.replace(ds, files=tuple(files))
+    try:
+        return float(dataset_lumi(ds)), None
+    except Exception as err:  # recorded in the output; the histograms are still valid
+        return None, f"{type(err).__name__}: {err}"

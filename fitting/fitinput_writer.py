@@ -27,7 +27,7 @@ from typing import Any
 import hist
 import numpy as np
 
-from wremnants_dask.provenance import make_metadata
+from wremnants_dask.utils.provenance import make_metadata
 
 from .fitinput import FREE, GAUSS, Channel, FitInput, FitInputError, SparseTensor, write_fit_input
 from .symmetrize import SYMMETRIZE, symmetrize

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import hist
 import numpy as np
 
-from wremnants_dask import histops
-from wremnants_dask.smoothing import LogPolyFit, eigen_shifts, fit_log_ratio
+from wremnants_dask.fitsetup import histops
+from wremnants_dask.fitsetup.smoothing import LogPolyFit, eigen_shifts, fit_log_ratio
 
 __all__ = ["NonPromptPrediction", "extrapolation_weights", "predict_nonprompt"]
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wremnants_dask.atomic import atomic_path
+from wremnants_dask.utils.atomic import atomic_path
 
 COLORS = {
     "Wmunu": "#e42536",
@@ -31,7 +31,7 @@ COLORS = {
 
 def axis_dict(ax: Any) -> dict[str, Any]:
     """Serialise a hist axis the way fit inputs store their channel axes."""
-    from wremnants_dask.fitting.writer import axis_to_dict
+    from wremnants_dask.fitting.fitinput_writer import axis_to_dict
 
     return axis_to_dict(ax)
 

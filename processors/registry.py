@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from wremnants_dask.processor import Processor
+from wremnants_dask.engine.processor import Processor
 
 DEFAULT_ANALYSIS = "mw"
 
@@ -17,7 +17,7 @@ ANALYSES: dict[str, str] = {
     "mw": "wremnants_dask.processors.mw:WMassProcessor",
     "mz_dilepton": "wremnants_dask.processors.zdilepton:ZDileptonProcessor",
     "mz_wlike": "wremnants_dask.processors.wlike:ZWlikeProcessor",
-    "muon_kinematics": "wremnants_dask.muon_kinematics:MuonKinematicsProcessor",
+    "muon_kinematics": "wremnants_dask.processors.muon_kinematics:MuonKinematicsProcessor",
 }
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import uproot
 import uproot.writing._cascadetree as _cascadetree
 
-from ..atomic import atomic_path
-from ..fast_zlib import zlib_compression
+from wremnants_dask.utils.fast_zlib import zlib_compression
+from wremnants_dask.utils.atomic import atomic_path
+
 from .chunk import EventChunk, offsets_of
 
 _PATCH_LOCK = threading.Lock()

@@ -24,8 +24,8 @@ import h5py
 import hist
 import numpy as np
 
-from wremnants_dask.atomic import atomic_path
-from wremnants_dask.provenance import dumps
+from wremnants_dask.utils.atomic import atomic_path
+from wremnants_dask.utils.provenance import dumps
 
 FORMAT = "wremnants_dask.histio/1"
 
@@ -176,7 +176,7 @@ def write_hists(
 
 
 def write_run(path: str | os.PathLike, result: Any, metadata: Mapping[str, Any], **kw: Any) -> Path:
-    """Write a ``runner.RunResult`` with the run ``metadata`` (its ``info`` is added)."""
+    """Write a ``engine.RunResult`` with the run ``metadata`` (its ``info`` is added)."""
     meta = dict(metadata)
     meta.setdefault("run", result.info)
     payload = {name: (r.hists, r.info()) for name, r in result.datasets.items()}

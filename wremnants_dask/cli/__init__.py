@@ -1,0 +1,1 @@
+"""Command lines. Each ``python -m wremnants_dask.<command>`` module is a shim into one of these."""

@@ -1,0 +1,234 @@
+"""Command line histmaker: datasets + analysis -> one HDF5 file of histograms.
+
+``python -m wremnants_dask.histmaker`` with no arguments runs the default analysis on the default
+synthetic datasets (generated into the cache on first use) with a local Dask cluster, and
+writes ``<outfolder>/<analysis>[_<postfix>].hdf5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from wremnants_dask import engine
+from wremnants_dask.histograms import histio
+from wremnants_dask.processors.registry import ANALYSES, DEFAULT_ANALYSIS, get_processor
+from wremnants_dask.utils.provenance import make_metadata
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m wremnants_dask.histmaker",
+        description="Fill the analysis histograms of the datasets with Dask and write one HDF5 file.",
+    )
+    p.add_argument(
+        "-a",
+        "--analysis",
+        default=DEFAULT_ANALYSIS,
+        help=f"analysis name ({', '.join(sorted(ANALYSES))}) or module:Class",
+    )
+    p.add_argument(
+        "--dataset-config",
+        default=None,
+        help="dataset YAML config (default: the synthetic datasets)",
+    )
+    p.add_argument(
+        "--datasets",
+        "--filterProcs",
+        dest="filter_procs",
+        nargs="+",
+        default=None,
+        help="only these datasets/groups (names or glob patterns)",
+    )
+    p.add_argument(
+        "--excludeProcs",
+        dest="exclude_procs",
+        nargs="+",
+        default=None,
+        help="skip these datasets/groups",
+    )
+    p.add_argument(
+        "--maxFiles",
+        dest="max_files",
+        type=int,
+        default=None,
+        help="at most this many files per dataset",
+    )
+    p.add_argument(
+        "--max-events",
+        "--maxEvents",
+        dest="max_events",
+        type=int,
+        default=None,
+        help="at most this many events per dataset",
+    )
+    p.add_argument(
+        "-j",
+        "--workers",
+        type=int,
+        default=max(1, min(os.cpu_count() or 1, 8)),
+        help="local cluster worker processes",
+    )
+    p.add_argument("--threads-per-worker", type=int, default=1)
+    p.add_argument(
+        "--step-size", type=int, default=engine.DEFAULT_STEP_SIZE, help="events per chunk (task)"
+    )
+    p.add_argument(
+        "--split-every",
+        type=int,
+        default=engine.DEFAULT_SPLIT_EVERY,
+        help="fan-in of the tree reduction of partial histograms",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "sync"),
+        default="local",
+        help="local: distributed LocalCluster; sync: one process, no Dask scheduler",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:port)"
+    )
+    p.add_argument("-o", "--outfolder", default=".", help="output folder")
+    p.add_argument("-p", "--postfix", default=None, help="appended to the output file name")
+    p.add_argument(
+        "--no-systematics",
+        action="store_true",
+        help="nominal histograms only (passed to the processor)",
+    )
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable/corrupt/empty files and record them in the output",
+    )
+    p.add_argument(
+        "--performance-report",
+        default=None,
+        metavar="FILE.html",
+        help="save Dask's performance report (distributed executors)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    name = args.analysis.replace(":", "_").replace(".", "_")
+    if args.postfix:
+        name += f"_{args.postfix}"
+    return Path(args.outfolder) / f"{name}.hdf5"
+
+
+@contextlib.contextmanager
+def make_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client for the chosen executor (None for synchronous execution)."""
+    if args.scheduler:
+        from distributed import Client
+
+        with Client(args.scheduler) as client:
+            print(
+                f"connected to Dask scheduler {args.scheduler}; dashboard: {client.dashboard_link}"
+            )
+            yield client
+        return
+    if args.executor == "sync":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        print(
+            f"local Dask cluster: {args.workers} workers x {args.threads_per_worker} threads; "
+            f"dashboard: {client.dashboard_link}"
+        )
+        yield client
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = make_parser().parse_args(argv)
+    from wremnants_dask.inputs.datasets import load_datasets
+
+    datasets = load_datasets(
+        args.dataset_config,
+        filter_procs=args.filter_procs,
+        exclude_procs=args.exclude_procs,
+        max_files=args.max_files,
+    )
+    if not datasets:
+        raise SystemExit("no datasets selected")
+    processor = get_processor(args.analysis, systematics=not args.no_systematics)
+    out = output_path(args)
+    print(
+        f"analysis {args.analysis}: {len(datasets)} datasets "
+        f"({', '.join(d.name for d in datasets)}) -> {out}"
+    )
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(1) as writer:
+        with make_client(args) as client:
+            if client is not None:  # workers import while the graph is built
+                engine.warm_up(client, processor)
+            plan = engine.build_plan(
+                datasets,
+                processor,
+                step_size=args.step_size,
+                max_events=args.max_events,
+                split_every=args.split_every,
+                skip_bad_files=args.skip_bad_files,
+                client=client,
+            )
+            n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
+            print(
+                f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
+                f"built in {plan.build_seconds:.2f} s"
+            )
+            for s in plan.skipped_files:
+                print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
+            result = engine.execute(
+                plan,
+                client,
+                progress=not args.no_progress,
+                performance_report=args.performance_report,
+            )
+            info = result.info
+            print(
+                f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
+                f"({info['events_per_second'] or 0:.0f} events/s)"
+            )
+            # Written while the local cluster shuts down (about a second of waiting on its
+            # processes), not after.
+            written = writer.submit(_write_output, out, args, plan, result, t0)
+        written.result()
+    print(f"wrote {out}")
+    return out
+
+
+def _write_output(
+    out: Path, args: argparse.Namespace, plan: engine.Plan, result: engine.RunResult, t0: float
+) -> Path:
+    input_files = [f for p in plan.datasets.values() for f in p.files]
+    meta = make_metadata(
+        vars(args),
+        input_files=input_files,
+        stage="histmaker",
+        analysis=args.analysis,
+        # what the fit setup needs, carried forward: it never imports the processors
+        fit_setup=plan.processor.fit_setup,
+        analysis_metadata=plan.processor.analysis_metadata(),
+        run=result.info,
+        skipped_files=plan.skipped_files,
+        total_seconds=time.perf_counter() - t0,
+    )
+    return histio.write_run(out, result, meta)

@@ -1,0 +1,1 @@
+"""Fit setup: histmaker output -> fit input (normalisation, grouping, non-prompt ABCD, systematics)."""

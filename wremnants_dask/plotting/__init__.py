@@ -1,0 +1,1 @@
+"""Plots and result summaries of fit inputs and fit results."""

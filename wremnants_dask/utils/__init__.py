@@ -1,0 +1,1 @@
+"""Small utilities every stage uses: atomic output files and provenance metadata."""
