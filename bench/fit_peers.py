@@ -414,7 +414,6 @@ def _ours_worker(ns: argparse.Namespace) -> None:
         return
     import jax
     import jax.numpy as jnp
-
     from wremnants_dask.fitting.minimizer import make_minimizer
     from wremnants_dask.fitting.model import FitModel
 

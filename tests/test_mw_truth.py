@@ -18,10 +18,10 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
+from wremnants_dask.corrections import build
 
 from wremnants_dask import runner
 from wremnants_dask.analyses import get_processor
-from wremnants_dask.corrections import build
 from wremnants_dask.datasets import Dataset
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_pseudodata, generate_sample
 

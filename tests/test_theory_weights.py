@@ -8,7 +8,6 @@ import pytest
 import uproot
 from conftest import NANOAOD_DY
 from scipy import integrate, stats
-
 from wremnants_dask.processors import theory
 
 
