@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from float_compare import assert_tree_close
+
 from wremnants_dask.corrections import build
 from wremnants_dask.corrections.payload import CorrectionError, CorrectionsPayload, load_payload
 from wremnants_dask.corrections.sf_eigen import ratio_error, smooth_and_decompose
-
 from wremnants_dask.synth.params import SynthParams
 
 
@@ -241,8 +241,8 @@ def test_prefiring_map_matches_generator_branches(tmp_path, payload, truth):
     """1 - (1 - p_event) prod_mu (1 - p_mu(eta)) from the payload == L1PreFiringWeight_Nom."""
     import awkward as ak
     import uproot
-    from wremnants_dask.processors.muon_weights import prefiring_weights
 
+    from wremnants_dask.processors.muon_weights import prefiring_weights
     from wremnants_dask.synth import generate_sample
 
     (f,) = generate_sample("zmumu", 4000, tmp_path, seed=5)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting import model as fit_model
 from wremnants_dask.fitting.fitter import Fitter
