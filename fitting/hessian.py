@@ -33,11 +33,12 @@ from .model import ONCE_COMPILER_OPTIONS, FitModel
 
 
 def compiler_options(model: FitModel) -> dict[str, Any]:
-    """XLA options for the once-per-fit programs of ``model``. ``ONCE_COMPILER_OPTIONS`` skip
+    """XLA options for the Hessian programs of ``model``. ``ONCE_COMPILER_OPTIONS`` skip
     LLVM's optimisation where the run time is BLAS over the shape tensor; a model without that
-    tensor (a pyhf HistFactory import) spends it in generated elementwise and autodiff code,
-    where the optimisation pays: 169-parameter ATLAS 4L workspace, Hessian 1.8 s -> 0.4 s and
-    minimiser 2.3 s -> 0.8 s, first call (compile included) no slower (2-core machine)."""
+    tensor (a pyhf HistFactory import) spends it in generated autodiff code, where the
+    optimisation pays at run time (169-parameter ATLAS 4L workspace: 1.8 s -> 0.4 s per
+    Hessian) for a longer compilation (3 s -> 13 s, 2-core machine). The minimiser keeps
+    ``ONCE_COMPILER_OPTIONS`` (its compilation dominates a single fit)."""
     return ONCE_COMPILER_OPTIONS if model.static.nT else {}
 
 

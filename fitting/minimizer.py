@@ -36,8 +36,8 @@ import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
-from .hessian import compiler_options, weighted_gram
-from .model import FitModel
+from .hessian import weighted_gram
+from .model import ONCE_COMPILER_OPTIONS, FitModel
 
 CONVERGED, MAXITER, NONFINITE, HANDOFF, STALLED = 0, 1, 2, 3, 4
 STATUS_TEXT = {
@@ -374,7 +374,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "status": status,
         }
 
-    jitted = jax.jit(minimize_a, compiler_options=compiler_options(model))
+    jitted = jax.jit(minimize_a, compiler_options=ONCE_COMPILER_OPTIONS)
 
     def minimize(x0, obs, free, handoff=0.0):
         return jitted(x0, obs, free, model.arrays, jnp.asarray(handoff, jnp.float64))
