@@ -17,7 +17,10 @@ returned notes.
 from __future__ import annotations
 
 import copy
+import gzip
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,21 @@ from .fitinput import FREE, GAUSS, POISSON, Channel, FitInput, FitInputError
 
 _NORM_CODES = {"code1": "code1", "code4": "code4"}
 _HISTO_CODES = {"code0": "code0", "code4p": "code4p"}
+
+
+def read_workspace(path: str | Path) -> dict[str, Any]:
+    """A pyhf workspace from ``.json`` or ``.json.gz`` (HEPData publishes both)."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise FitInputError(f"cannot read pyhf workspace {path}: {err}") from err
+
+
+def is_workspace_path(path: str | Path) -> bool:
+    return str(path).endswith((".json", ".json.gz"))
 
 
 def validate_workspace(spec: dict[str, Any]) -> None:

@@ -252,3 +252,14 @@ def test_status_names_parameters_at_bounds():
     perm = [names.index(n) for n in fitter.names]
     assert res.nll_full <= nll + 1e-9
     np.testing.assert_allclose(res.x, bf[perm], atol=1e-4)  # pyhf's SLSQP stopping tolerance
+
+
+def test_cli_fits_a_published_workspace(tmp_path, capsys):
+    """``wremnants-fit BkgOnly.json.gz -o out``: the notes of the import are printed,
+    the fit without POI runs and writes its results."""
+    from wremnants_dask.fitting.cli import main
+
+    rc = main([str(DATA / "dvmuon_srmet_bkgonly.json.gz"), "-o", str(tmp_path)])
+    assert rc == 0
+    assert "note: measurement POI 'mu_Sig' is not a parameter" in capsys.readouterr().err
+    assert (tmp_path / "fitresults.hdf5").exists()
