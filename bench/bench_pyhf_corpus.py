@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pyhf
+
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.pyhf_io import from_pyhf
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pyhf
 import pytest
+
 from wremnants_dask.fitting.fitter import FitResult, Fitter
 from wremnants_dask.fitting.pyhf_io import from_pyhf, to_pyhf
 
