@@ -21,13 +21,13 @@ import hist
 import numpy as np
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
 from wremnants_dask.processors import theory
-from wremnants_dask.processors.eras import EraTable, Resolution, evaluate, leaves, load_table
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
 
 from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.inputs.nanoaod_eras import EraTable, Resolution, evaluate, leaves, load_table
 
 log = logging.getLogger(__name__)
 
@@ -496,6 +496,15 @@ class MuonAnalysis(Processor):
 
     def sample_info(self, dataset: Any) -> SampleInfo:
         return sample_info(dataset, self.required_inputs, self.eras)
+
+    def dataset_metadata(self, dataset: Any) -> dict[str, Any]:
+        """The era, the era table and the branch (or expression) read for each input."""
+        inputs = self.sample_info(dataset).inputs
+        return {
+            "era": str(dataset.era),
+            "nanoaod_era_table": self.eras.path,
+            "nanoaod_inputs": {} if inputs is None else inputs.mapping(),
+        }
 
     def analysis_metadata(self) -> dict[str, Any]:
         """The boson masses and widths (GeV) of the payload this run used: the fit setup reads

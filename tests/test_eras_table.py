@@ -7,8 +7,8 @@ from pathlib import Path
 import awkward as ak
 import pytest
 import uproot
-from wremnants_dask.processors import eras
-from wremnants_dask.processors.eras import EraTableError, MissingInputError
+from wremnants_dask.inputs import nanoaod_eras as eras
+from wremnants_dask.inputs.nanoaod_eras import EraTableError, MissingInputError
 
 DATA = Path(__file__).resolve().parent / "data" / "nanoaod"
 MUON = ["Muon_pt", "Muon_eta", "Muon_looseId", "Muon_mediumId"]

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import uproot
 from conftest import GOLDEN_JSON
-from wremnants_dask.processors import eras
+from wremnants_dask.inputs import nanoaod_eras as eras
 from wremnants_dask.processors.common import _WARNED
+from wremnants_dask.processors.registry import get_processor
 
-from wremnants_dask import runner
-from wremnants_dask.analyses import get_processor
-from wremnants_dask.datasets import Dataset
+from wremnants_dask import engine
+from wremnants_dask.inputs.datasets import Dataset
 
 DATA = Path(__file__).resolve().parent / "data" / "nanoaod"
 
@@ -187,10 +187,10 @@ def _mass(ev: dict, i: int, good: list[int]) -> float:
 
 
 # ------------------------------------------------------------------ the runs
-def run_case(case: Case, analysis: str, **options) -> runner.RunResult:
+def run_case(case: Case, analysis: str, **options) -> engine.RunResult:
     _WARNED.clear()
     proc = get_processor(analysis, calibrate_data=False, **options)
-    return runner.run([dataset(case)], proc)
+    return engine.run([dataset(case)], proc)
 
 
 @pytest.mark.parametrize("analysis", ["mw", "mz_dilepton"])

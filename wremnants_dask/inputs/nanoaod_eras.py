@@ -1,10 +1,11 @@
-"""Which branch of a NanoAOD file holds each input of the muon analyses, per era.
+"""Which branch of a NanoAOD file holds each input, per era (configs/nanoaod_eras.yaml).
 
 CMS NanoAOD renamed and added branches between versions (v4 to v15) and eras (2015 to Run 3):
-trigger paths, ID flags, the MET flavour, prefiring weights, the ``Runs`` sums. The table
-``configs/nanoaod_eras.yaml`` maps each input (named as in NanoAODv6) to candidates per era; this
-module loads it, resolves the candidates against a file's branch list and evaluates the chosen
-ones on a chunk. The analyses keep reading ``cols["Muon_looseId"]``, whatever the file calls it.
+trigger paths, ID flags, the MET flavour, prefiring weights, the ``Runs`` sums. The table maps
+each input (named as in NanoAODv6) to candidates per era; this module loads it, resolves the
+candidates against a file's branch list and evaluates the chosen ones on a chunk. The analyses
+keep reading ``cols["Muon_looseId"]`` whatever the file calls it; the file checks read the
+``Runs`` sums under the era's names. ``WREMNANTS_ERAS`` (a path) replaces the packaged table.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from wremnants_dask.engine.processor import ProcessorError
+from wremnants_dask.inputs.files import BadInputError
 
 DEFAULT_TABLE = "nanoaod_eras.yaml"
 #: Keys of an era entry that are not inputs.
@@ -29,11 +30,15 @@ META_KEYS = frozenset({"note"})
 Expr = str | tuple[str, tuple["Expr", ...]]
 
 
-class EraTableError(ProcessorError):
-    """The era table is malformed; the message names the table file and the key."""
+#: Runs-tree sums (GenSums field -> table key) and the names used where the table has none.
+RUNS_KEYS = {"sumw": "runs_sumw", "sumw2": "runs_sumw2", "count": "runs_count"}
 
 
-class MissingInputError(ProcessorError):
+class EraTableError(ValueError):
+    """The era table is malformed, or lacks an era; the message names the table file."""
+
+
+class MissingInputError(BadInputError):
     """A required input has no branch in a file; the one-line message says what to configure."""
 
 
@@ -111,6 +116,19 @@ class EraTable:
     path: str
     eras: Mapping[str, Mapping[str, tuple[Expr, ...]]]
     notes: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, tuple[Expr, ...]] = field(default_factory=dict)
+
+    def runs_branches(self, era: str | None) -> dict[str, tuple[str, ...]]:
+        """Candidate names of the ``Runs`` sums (sumw, sumw2, count) for ``era``; an era the
+        table does not list (e.g. a processor that never asks for one) gets the defaults."""
+        entry = self.eras.get(str(era), self.defaults)
+        out = {}
+        for key, table_key in RUNS_KEYS.items():
+            names = entry.get(table_key, ())
+            if not all(isinstance(n, str) for n in names):
+                raise EraTableError(f"{self.path}: {table_key} must list branch names")
+            out[key] = tuple(names)  # type: ignore[arg-type]
+        return out
 
     def candidates(self, era: str, name: str) -> tuple[Expr, ...]:
         """Candidates of input ``name`` in ``era`` (empty if the table does not know it)."""
@@ -159,8 +177,9 @@ class EraTable:
                 f"{m} (tried {', '.join(describe(c) for c in entry.get(m, (m,)))})" for m in missing
             )
             raise MissingInputError(
-                f"{file}: no branch for required input {tried} in era {era!r}: set "
-                f"eras.{era!r}.{missing[0]} in {self.path} to the branch this file uses"
+                file,
+                f"no branch for required input {tried} in era {era!r}: set "
+                f"eras.{era!r}.{missing[0]} in {self.path} to the branch this file uses",
             )
         return Resolution(str(era), exprs, tuple(notes))
 
@@ -204,7 +223,7 @@ def _load(path: str) -> EraTable:
         eras[era] = {**defaults, **own}
         if note:
             notes[era] = note
-    return EraTable(path, eras, notes)
+    return EraTable(path, eras, notes, defaults)
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,12 +232,15 @@ def _load_cached(path: str, mtime: float) -> EraTable:
 
 
 def default_table_path() -> str:
-    """The packaged table (configs/nanoaod_eras.yaml)."""
+    """``$WREMNANTS_ERAS`` if set, else the packaged table (configs/nanoaod_eras.yaml)."""
+    env = os.environ.get("WREMNANTS_ERAS")
+    if env:
+        return str(Path(env).expanduser().resolve())
     return str(importlib.resources.files("wremnants_dask.configs").joinpath(DEFAULT_TABLE))
 
 
 def load_table(path: str | os.PathLike | None = None) -> EraTable:
-    """The era table at ``path`` (default: the packaged one), parsed once per file version."""
+    """The era table at ``path`` (default: see ``default_table_path``), parsed once per version."""
     p = str(Path(path).expanduser().resolve()) if path else default_table_path()
     try:
         mtime = os.stat(p).st_mtime
