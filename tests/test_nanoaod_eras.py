@@ -9,6 +9,8 @@ fails when the branch names are wrong.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +18,11 @@ import numpy as np
 import pytest
 import uproot
 from conftest import GOLDEN_JSON
-from wremnants_dask.inputs import nanoaod_eras as eras
 from wremnants_dask.processors.common import _WARNED
 from wremnants_dask.processors.registry import get_processor
 
 from wremnants_dask import engine
+from wremnants_dask.inputs import nanoaod_eras as eras
 from wremnants_dask.inputs.datasets import Dataset
 
 DATA = Path(__file__).resolve().parent / "data" / "nanoaod"
@@ -43,6 +45,16 @@ class Case:
 
 
 CASES = [
+    # the 2015 Open Data file has no Runs tree and no filled ID flags
+    Case(
+        "opendata2015_ttbar.root",
+        "2015",
+        "Top",
+        False,
+        ("HLT_IsoMu20", "HLT_IsoTkMu20"),
+        "pf_gt",
+        medium="pf_gt",
+    ),
     Case("nano2016_mc_old.root", "2016", "Top", False, ("HLT_IsoMu24", "HLT_IsoTkMu24"), "pf"),
     Case("nano2017_doublemuon_old.root", "2017", "Data", True, ("HLT_IsoMu27",), "pf"),
     Case("nano2018_dy_old.root", "2018", "Zmumu", False, ("HLT_IsoMu24",), "pf"),
@@ -187,16 +199,23 @@ def _mass(ev: dict, i: int, good: list[int]) -> float:
 
 
 # ------------------------------------------------------------------ the runs
-def run_case(case: Case, analysis: str, **options) -> engine.RunResult:
+def run_case(case: Case | list[Case], analysis: str, **options) -> engine.RunResult:
     _WARNED.clear()
     proc = get_processor(analysis, calibrate_data=False, **options)
-    return engine.run([dataset(case)], proc)
+    cases = case if isinstance(case, list) else [case]
+    return engine.run([dataset(c) for c in cases], proc)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, engine.RunResult]:
+    """One run per analysis over all files (a dataset each): one graph, one startup."""
+    return {a: run_case(CASES, a) for a in ("mw", "mz_dilepton")}
 
 
 @pytest.mark.parametrize("analysis", ["mw", "mz_dilepton"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_cutflow_equals_independent_count(case: Case, analysis: str) -> None:
-    res = run_case(case, analysis)[f"c_{case.id}"]
+def test_cutflow_equals_independent_count(results, case: Case, analysis: str) -> None:
+    res = results[analysis][f"c_{case.id}"]
     cf = res.cutflows["main"]
     want, want_sumw = expected_cutflow(case, analysis)
     got = dict(zip(cf.steps, cf.counts))
@@ -208,11 +227,17 @@ def test_cutflow_equals_independent_count(case: Case, analysis: str) -> None:
         assert cf.sumw[-1] == pytest.approx(want_sumw, rel=1e-9, abs=1e-9)
     first = "nominal" if analysis == "mw" else "mll"
     assert first in res.hists
+    # the output records which branch held each input
+    meta = res.info()["processor_metadata"]
+    assert meta["era"] == case.era
+    assert meta["nanoaod_inputs"]["trigger"] == " | ".join(case.trigger)
+    if analysis == "mw":
+        assert meta["nanoaod_inputs"]["MET_pt"] == f"{case.met}_pt"
 
 
 def test_wrong_era_table_is_caught(tmp_path: Path) -> None:
     """The comparison fails when the table maps the medium ID of 2017 to the tight ID."""
-    case = CASES[3]  # UL2017 DY
+    case = next(c for c in CASES if c.file == "hggnano_ul2017_dy.root")
     table = Path(eras.default_table_path()).read_text()
     wrong = table.replace(
         "trigger: [HLT_IsoMu27]", "trigger: [HLT_IsoMu27]\n    Muon_mediumId: [Muon_tightId]"
@@ -225,3 +250,42 @@ def test_wrong_era_table_is_caught(tmp_path: Path) -> None:
     got = dict(zip(cf.steps, cf.counts))
     assert got["trigger"] == want["trigger"]
     assert got["one good muon"] != want["one good muon"]
+
+
+def test_simulation_without_runs_tree_sums_genweight(results) -> None:
+    """No Runs tree: the generator sums are genWeight summed over the Events tree, recorded so."""
+    case = CASES[0]
+    ev = uproot.open(DATA / case.file)["Events"].arrays(["genWeight"], library="np")
+    w = ev["genWeight"].astype(np.float64)
+    res = results["mw"][f"c_{case.id}"]
+    gs = res.gen_sums
+    assert gs.count == len(w) == 200
+    assert gs.sumw == pytest.approx(w.sum(), rel=1e-12)
+    assert gs.sumw2 == pytest.approx((w * w).sum(), rel=1e-12)
+    assert res.info()["gen_sums_source"] == "Events genWeight (no Runs tree)"
+    # a file with a Runs tree keeps its sums (written before any skim), whatever the spelling
+    old = results["mz_dilepton"]["c_nano2018_dy_old"].info()
+    assert old["gen_sums_source"] == "Runs tree (genEventSumw)"
+    assert old["gen_count"] == 1400477
+
+
+def test_cli_missing_branch_is_one_line(tmp_path: Path) -> None:
+    """ScoutingNANO has no offline Muon collection: one line naming branch, file and table key."""
+    cfg = tmp_path / "scouting.yaml"
+    cfg.write_text(
+        "era: '2022'\nsamples:\n  - name: scouting\n    group: Top\n    xsec_pb: 1.0\n"
+        f"    files: {DATA / 'scouting_run3.root'}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "wremnants_dask.histmaker", "-a", "mz_dilepton"]
+        + ["--dataset-config", str(cfg), "--executor", "sync", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("histmaker: error: ")
+    assert "scouting_run3.root: no branch for required input Muon_pt" in last
+    assert "eras.'2022'.Muon_pt" in last and "nanoaod_eras.yaml" in last
