@@ -7,6 +7,7 @@ from pathlib import Path
 import awkward as ak
 import pytest
 import uproot
+
 from wremnants_dask.inputs import nanoaod_eras as eras
 from wremnants_dask.inputs.nanoaod_eras import EraTableError, MissingInputError
 
@@ -31,6 +32,8 @@ def test_first_present_candidate_wins(tmp_path: Path) -> None:
     old = t.resolve("x", ["Muon_isPFcand", "A", "B", "HLT_1", "HLT_2"], ["Muon_looseId"])
     assert old.mapping() == {"Muon_looseId": "Muon_isPFcand & (A | B)"}
     assert old.notes == ("Muon_looseId read as Muon_isPFcand & (A | B)",)
+    # the era's own trigger differs from the default name: noted; the default way is not
+    assert new.notes == ("trigger read as HLT_1 | HLT_2",)
     # an input the table does not list is read under its own name
     assert t.resolve("x", ["event"], ["event"]).exprs == {"event": "event"}
 

@@ -170,7 +170,9 @@ class EraTable:
                     missing.append(name)
                 continue
             exprs[name] = chosen
-            if chosen != cands[0] or chosen != name:
+            # noted when it differs from the default (NanoAODv6, 2018) way of reading it
+            usual = self.defaults.get(name, (name,))[0]
+            if chosen != usual:
                 notes.append(f"{name} read as {describe(chosen)}")
         if missing:
             tried = "; ".join(
