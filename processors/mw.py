@@ -15,6 +15,9 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -26,9 +29,6 @@ from wremnants_dask.processors.common import (
     np1,
     read_columns,
 )
-
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
 
 EVENT_BRANCHES = ["trigger", "MET_pt", "MET_phi"]
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import uproot
 from conftest import GOLDEN_JSON
-from wremnants_dask.processors.common import _WARNED
-from wremnants_dask.processors.registry import get_processor
 
 from wremnants_dask import engine
 from wremnants_dask.inputs import nanoaod_eras as eras
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.common import _WARNED
+from wremnants_dask.processors.registry import get_processor
 
 DATA = Path(__file__).resolve().parent / "data" / "nanoaod"
 
