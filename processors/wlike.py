@@ -43,13 +43,14 @@ class ZWlikeProcessor(MuonAnalysis):
         "signal": "Zmumu",
         "boson": "Z",
     }
+    required_inputs = (*S.MUON_BRANCHES, "trigger", "MET_pt", "MET_phi", "event")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         return self.declare("nominal", eta_pt_charge_axes(self.payload), dataset)
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = S.MUON_BRANCHES + ["HLT_IsoMu24", "MET_pt", "MET_phi", "event"]
+        required = [*self.required_inputs]
         if info.is_data:
             required += ["run", "luminosityBlock"]
         optional = [*S.TRIGOBJ_BRANCHES, *mc_columns(info)]

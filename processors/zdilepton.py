@@ -56,6 +56,7 @@ class ZDileptonProcessor(MuonAnalysis):
 
     name = "mz_dilepton"
     fit_setup = {"histogram": "mll", "fit_axes": ["mll"], "signal": "Zmumu", "boson": "Z"}
+    required_inputs = (*S.MUON_BRANCHES, "trigger")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         mll = [hist.axis.Regular(60, 60.0, 120.0, name="mll", label="m(mu mu) (GeV)")]
@@ -67,7 +68,7 @@ class ZDileptonProcessor(MuonAnalysis):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = S.MUON_BRANCHES + ["HLT_IsoMu24"]
+        required = [*self.required_inputs]
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
         cols = read_columns(
             events, info, required + (["run", "luminosityBlock"] if info.is_data else []), optional

@@ -19,6 +19,9 @@ from typing import Any
 
 from wremnants_dask import engine
 from wremnants_dask.histograms import histio
+from wremnants_dask.inputs.datasets import ConfigError
+from wremnants_dask.inputs.files import BadInputError
+from wremnants_dask.inputs.nanoaod_eras import EraTableError
 from wremnants_dask.processors.registry import ANALYSES, DEFAULT_ANALYSIS, get_processor
 from wremnants_dask.utils.provenance import make_metadata
 
@@ -157,7 +160,23 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
         yield client
 
 
+#: Errors of the inputs (files, branches, configs): one line on the command line, no traceback.
+INPUT_ERRORS = (BadInputError, ConfigError, EraTableError)
+
+
 def main(argv: list[str] | None = None) -> Path:
+    """The command. From the command line (``argv`` None) an input error is one line on stderr
+    and exit status 2; called with ``argv`` from Python it raises."""
+    if argv is not None:
+        return _main(argv)
+    try:
+        return _main(None)
+    except INPUT_ERRORS as err:
+        print(f"histmaker: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: list[str] | None) -> Path:
     args = make_parser().parse_args(argv)
     from wremnants_dask.inputs.datasets import load_datasets
 

@@ -54,6 +54,7 @@ class DatasetPlan:
     # Estimated cost of the dataset's largest chunk (see ``inputs.preprocess.chunk_cost``): the order in which a
     # distributed run starts datasets, largest chunks first, so that none ends a run alone.
     chunk_cost: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
 
 
 @dataclass
@@ -112,6 +113,8 @@ def build_plan(
         task = ChunkTask(processor, dataset, hists)
         try:
             columns = trace_columns(task, good[0].form)
+        except BadInputError:  # the input is at fault (e.g. a missing branch), not process()
+            raise
         except Exception as err:
             raise ProcessorError(
                 f"{type(processor).__name__} failed while tracing its columns on dataset "
@@ -173,6 +176,7 @@ def build_plan(
             gen_sums=sums,
             skipped=skipped,
             chunk_cost=cost,
+            metadata=processor.dataset_metadata(dataset),
         )
     if not plans:
         raise BadInputError("(all inputs)", "no dataset has a usable file")

@@ -7,12 +7,23 @@ The engine's plan calls these; they know nothing of processors or histograms.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from wremnants_dask.inputs.files import BadInputError, FileInfo, inspect_file, open_tree
+from wremnants_dask.inputs.files import (
+    BadInputError,
+    FileInfo,
+    RunsBranches,
+    inspect_file,
+    open_tree,
+)
+from wremnants_dask.inputs.nanoaod_eras import load_table
+from wremnants_dask.inputs.normalization import EVENTS_SOURCE
+
+log = logging.getLogger(__name__)
 
 __all__ = ["check_files", "chunk_cost", "chunk_steps", "inspect_all", "type_mismatch"]
 
@@ -28,16 +39,21 @@ _INSPECT_THREADS = 8
 _REMOTE_INSPECT_MIN = 16
 
 
-def _inspect_remote(path: str, treename: str) -> FileInfo | tuple[str, str]:
+def _inspect_remote(
+    path: str, treename: str, runs_branches: RunsBranches | None = None
+) -> FileInfo | tuple[str, str]:
     """``inspect_file`` on a worker: the info (no open tree, no form), or (path, reason)."""
     try:
-        return inspect_file(path, treename)
+        return inspect_file(path, treename, runs_branches=runs_branches)
     except BadInputError as err:
         return (err.path, err.reason)
 
 
 def inspect_all(
-    paths: Sequence[Any], treename: str, client: Any = None
+    paths: Sequence[Any],
+    treename: str,
+    client: Any = None,
+    runs_branches: RunsBranches | None = None,
 ) -> list[FileInfo | BadInputError]:
     """``inspect_file`` for every path (on the client's workers, or a thread pool, for many
     files), errors as values."""
@@ -46,13 +62,21 @@ def inspect_all(
 
     def one(path: str) -> FileInfo | BadInputError:
         try:  # the first file is the one the processor is traced on: it needs the form
-            return inspect_file(path, treename, want_form=path == unique[0])
+            return inspect_file(
+                path, treename, want_form=path == unique[0], runs_branches=runs_branches
+            )
         except BadInputError as err:
             return err
 
     if client is not None and len(unique) > _REMOTE_INSPECT_MIN:
         found = {unique[0]: one(unique[0])}
-        futures = client.map(_inspect_remote, unique[1:], treename=treename, pure=False)
+        futures = client.map(
+            _inspect_remote,
+            unique[1:],
+            treename=treename,
+            runs_branches=runs_branches,
+            pure=False,
+        )
         for path, got in zip(unique[1:], client.gather(futures)):
             found[path] = BadInputError(*got) if isinstance(got, tuple) else got
     elif len(unique) < 4:
@@ -66,9 +90,15 @@ def inspect_all(
 def check_files(
     dataset: Any, skip_bad_files: bool, client: Any = None
 ) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
-    """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
+    """Open every file of ``dataset``; return the good ones, the skipped ones and the generator
+    sums (from the Runs trees under the era's names, else genWeight over the events, noted)."""
     good, skipped, sums = [], [], None
-    found_all = inspect_all(dataset.files, dataset.treename, client)
+    runs = None
+    if not dataset.is_data:
+        names = load_table().runs_branches(getattr(dataset, "era", None))
+        runs = tuple(sorted(names.items()))
+    found_all = inspect_all(dataset.files, dataset.treename, client, runs)
+    from_events = 0
     for path, found in zip(dataset.files, found_all):
         try:
             if isinstance(found, BadInputError):
@@ -80,6 +110,7 @@ def check_files(
                 if info.gen_sums is None:
                     raise BadInputError(str(path), str(info.runs_error))
                 s = info.gen_sums
+                from_events += s.source == EVENTS_SOURCE
                 sums = s if sums is None else sums + s
         except BadInputError as err:
             if not skip_bad_files:
@@ -87,6 +118,14 @@ def check_files(
             skipped.append({"dataset": dataset.name, "file": err.path, "reason": err.reason})
             continue
         good.append(info)
+    if from_events:
+        log.warning(
+            "dataset %s: %d of %d file(s) have no Runs sums: generator sums are genWeight summed "
+            "over their events (right only for files that were not skimmed)",
+            dataset.name,
+            from_events,
+            len(good),
+        )
     return good, skipped, sums
 
 
