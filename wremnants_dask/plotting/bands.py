@@ -39,9 +39,7 @@ def yield_jacobian(fitinput: str | Path, x: np.ndarray, bb_mode: str | None) -> 
     fi, _ = read_fit_input(fitinput)
     model = FitModel(fi, bb_mode=bb_mode)
     if len(x) != model.static.npar:
-        raise ValueError(
-            f"{fitinput}: {model.static.npar} parameters, the fit result has {len(x)}"
-        )
+        raise ValueError(f"{fitinput}: {model.static.npar} parameters, the fit result has {len(x)}")
     nu, blocks = jacobian_row_blocks(model, np.asarray(x, float))
     npr = model.static.nproc
     jac = np.zeros((model.static.nbins, len(x)))
@@ -51,17 +49,22 @@ def yield_jacobian(fitinput: str | Path, x: np.ndarray, bb_mode: str | None) -> 
     return YieldJacobian(total, jac, {c.name: (c.start, c.stop) for c in fi.channels})
 
 
+def project(a: np.ndarray, keep: tuple[int, ...], ndim: int) -> np.ndarray:
+    """Sum the first ``ndim`` axes of ``a`` over those not in ``keep``, the kept ones put in the
+    order of ``keep`` (trailing axes, e.g. parameters, stay last)."""
+    drop = tuple(i for i in range(ndim) if i not in keep)
+    s = a.sum(axis=drop)
+    order = sorted(keep)
+    perm = [order.index(k) for k in keep] + list(range(len(keep), s.ndim))
+    return s.transpose(perm)
+
+
 def projected_errors(
-    jac: np.ndarray, cov: np.ndarray, shape: tuple[int, ...], keep: tuple[int, ...] | None
+    jac: np.ndarray, cov: np.ndarray, shape: tuple[int, ...], keep: tuple[int, ...]
 ) -> np.ndarray:
     """sqrt(diag(P J C J^T P^T)) for the projection of the channel bins (C order over
-    ``shape``) onto the axes ``keep`` (None: no projection, every bin)."""
-    if keep is None:
-        pj = jac
-    else:
-        arr = jac.reshape(*shape, jac.shape[-1])
-        drop = tuple(i for i in range(len(shape)) if i not in keep)
-        pj = arr.sum(axis=drop).reshape(-1, jac.shape[-1])
+    ``shape``) onto the axes ``keep`` (in that order, flattened: all axes = unrolled)."""
+    pj = project(jac.reshape(*shape, jac.shape[-1]), keep, len(shape)).reshape(-1, jac.shape[-1])
     return np.sqrt(np.clip(np.einsum("ij,jk,ik->i", pj, cov, pj), 0, None))
 
 

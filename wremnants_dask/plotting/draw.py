@@ -33,7 +33,9 @@ def color(name: str, k: int = 0) -> str:
     return COLORS.get(name, _EXTRA[k % len(_EXTRA)])
 
 
-def cms_label(ax: Any, *, lumi_fb: float | None = None, data: bool = True, rlabel: str = "") -> None:
+def cms_label(
+    ax: Any, *, lumi_fb: float | None = None, data: bool = True, rlabel: str = ""
+) -> None:
     """The CMS label with the luminosity (13 TeV) or a free right-hand text."""
     kw: dict[str, Any] = {"ax": ax, "data": data, "text": CMS_TEXT, "fontsize": 16}
     if rlabel:
@@ -46,9 +48,21 @@ def cms_label(ax: Any, *, lumi_fb: float | None = None, data: bool = True, rlabe
 
 
 def ratio_limits(
-    ratio: np.ndarray, err: np.ndarray, band: np.ndarray | None = None, pad: float = 0.15
+    ratio: np.ndarray,
+    err: np.ndarray,
+    band: np.ndarray | None = None,
+    pad: float = 0.15,
+    total: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """A ratio-panel range that holds every finite point with its error bar (and the band)."""
+    """A ratio-panel range that holds every finite point with its error bar (and the band).
+
+    Bins whose prediction is below 1% of the median bin (e.g. bins floored to 1e-3 events)
+    are left out: their ratios say nothing and would squeeze every other point flat."""
+    if total is not None and len(ratio):
+        pos = total[total > 0]
+        keep = total >= 0.01 * (np.median(pos) if len(pos) else 0.0)
+        ratio, err = ratio[keep], err[keep]
+        band = None if band is None else band[keep]
     lo = [ratio - err]
     hi = [ratio + err]
     if band is not None:
@@ -111,14 +125,14 @@ def stack_ratio(
     ratio = rerr = np.array([])
     if data is not None:
         derr = np.sqrt(np.maximum(data, 0)) if data_err is None else data_err
-        ms = 4 if len(centers) < 200 else 1.5
-        ax.errorbar(centers, data, yerr=derr, fmt="ko", ms=ms, lw=1, label="Data")
+        ms, lw = (4, 1) if len(centers) < 200 else (1.2, 0.4)
+        ax.errorbar(centers, data, yerr=derr, fmt="ko", ms=ms, lw=lw, label="Data")
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, data / total, np.nan)
             rerr = np.where(total > 0, derr / total, np.nan)
-        rax.errorbar(centers, ratio, yerr=rerr, fmt="ko", ms=ms, lw=1)
+        rax.errorbar(centers, ratio, yerr=rerr, fmt="ko", ms=ms, lw=lw)
     rax.axhline(1.0, color="gray", lw=0.8)
-    rax.set_ylim(*ratio_limits(ratio, rerr, rel))
+    rax.set_ylim(*ratio_limits(ratio, rerr, rel, total=total if data is not None else None))
     rax.set_ylabel("Data / pred.", fontsize=16)
     rax.set_xlabel(xlabel)
     ymax = float(np.nanmax(np.concatenate([total, data if data is not None else total]))) or 1.0
@@ -132,7 +146,15 @@ def stack_ratio(
         for a in (ax, rax):
             a.axvline(x, color="k", lw=0.8, ls="--")
         if lab:
-            ax.text(x, ymax * 1.25, lab, fontsize=11, ha="left", va="bottom")
+            ax.text(
+                x,
+                0.62,
+                lab,
+                fontsize=11,
+                ha="left",
+                va="bottom",
+                transform=ax.get_xaxis_transform(),
+            )
     for x in minor_separators:
         ax.axvline(x, color="gray", lw=0.3, ls=":")
     if categories is not None:
@@ -201,7 +223,9 @@ def impact_ranking(
     pax.axvspan(-1, 1, color="#b3e2cd")
     pax.axvline(0, color="gray", lw=0.8)
     pax.errorbar(pulls, y, xerr=constraints, fmt="ko", ms=4, lw=1.2)
-    lim = max(2.0, float(np.nanmax(np.abs(np.nan_to_num(pulls)) + np.nan_to_num(constraints)) * 1.1))
+    lim = max(
+        2.0, float(np.nanmax(np.abs(np.nan_to_num(pulls)) + np.nan_to_num(constraints)) * 1.1)
+    )
     pax.set_xlim(-lim, lim)
     pax.set_xlabel(r"$(\hat{\theta}-\theta_0)/\Delta\theta$", fontsize=16)
     cms_label(ax, rlabel="")
@@ -222,7 +246,7 @@ def grouped_impacts(
     y = np.arange(len(labels))
     ax.barh(y, vals, color=colors, height=0.7)
     for yy, v in zip(y, vals):
-        ax.text(v, yy, f" {v:.2f}", va="center", fontsize=11)
+        ax.text(v + 0.01 * vals.max(), yy, f"{v:.2f}", va="center", fontsize=11)
     ax.set_yticks(y, labels, fontsize=12)
     ax.tick_params(axis="y", which="minor", left=False, right=False)
     ax.set_xlim(0, float(vals.max()) * 1.25 if vals.max() > 0 else 1)
@@ -320,7 +344,7 @@ def variations(
         hep.histplot(v, edges, ax=ax, color=c, ls=ls, label=name)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(nominal != 0, v / nominal, np.nan)
-        rax.stairs(r, edges, color=c, ls=ls, lw=1.5)
+        rax.stairs(r, edges, color=c, ls=ls, lw=1.5, baseline=None)
         if np.isfinite(r).any():
             rmin, rmax = min(rmin, np.nanmin(r)), max(rmax, np.nanmax(r))
     if nominal_err is not None:
@@ -331,6 +355,8 @@ def variations(
     d = max(rmax - rmin, 1e-4)
     rax.set_ylim(rmin - 0.15 * d, rmax + 0.15 * d)
     rax.set_ylabel("Var. / nominal", fontsize=16)
+    rax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax.set_xlim(edges[0], edges[-1])
     rax.set_xlabel(xlabel)
     ax.set_ylabel("Events / bin")
     ax.set_ylim(0, float(np.max(nominal)) * 1.6 if np.max(nominal) > 0 else 1)

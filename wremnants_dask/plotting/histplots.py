@@ -46,7 +46,8 @@ def parse_rebin(items: Sequence[str]) -> dict[str, int | list[float]]:
 
 def _select_one(h: hist.Hist, name: str, value: str, where: str) -> hist.Hist:
     """Select (and drop) axis ``name``: a bool, a bin index, a category, or ``lo:hi`` values
-    (summed over the bins in between)."""
+    (summed over the bins in between); on a category axis ``i:j`` keeps bins i..j-1 (the axis
+    stays, e.g. to show a few entries of a variation)."""
     if name not in h.axes.name:
         raise PlotInputError(f"{where}: no axis {name!r} (axes: {list(h.axes.name)})")
     ax = h.axes[name]
@@ -54,9 +55,17 @@ def _select_one(h: hist.Hist, name: str, value: str, where: str) -> hist.Hist:
         if value.lower() not in ("0", "1", "true", "false"):
             raise PlotInputError(f"{where}: axis {name!r} is boolean, got {value!r}")
         return h[{name: hist.loc(value.lower() in ("1", "true"))}]
+    if ":" in value and not ax.traits.continuous and not isinstance(ax, hist.axis.Integer):
+        try:
+            i, j = (int(x) if x else None for x in value.split(":"))
+        except ValueError as err:
+            raise PlotInputError(f"{where}: axis {name!r}: bad bin range {value!r}") from err
+        return h[{name: slice(i, j)}]
     if ":" in value:
         lo, hi = (float(x) if x else None for x in value.split(":"))
-        sl = slice(hist.loc(lo) if lo is not None else None, hist.loc(hi) if hi is not None else None, sum)
+        sl = slice(
+            hist.loc(lo) if lo is not None else None, hist.loc(hi) if hi is not None else None, sum
+        )
         return h[{name: sl}]
     if isinstance(ax, hist.axis.StrCategory):
         if value not in list(ax):
@@ -130,9 +139,7 @@ def open_samples(path: Path) -> Any:
 def _check_hist(samples: Any, group: str, name: str, path: Path) -> None:
     have = {n for s in samples.groups[group] for n in samples.hf.names(s)}
     if name not in have:
-        raise PlotInputError(
-            f"{path}: no histogram {name!r} for {group!r} (has: {sorted(have)})"
-        )
+        raise PlotInputError(f"{path}: no histogram {name!r} for {group!r} (has: {sorted(have)})")
 
 
 def hist_plot(
@@ -216,9 +223,14 @@ def variation_plot(
     _check_hist(samples, process, name, path)
     _check_hist(samples, process, vname, path)
     where = f"{path}:{vname}"
-    nom = prepare(samples.group_sum(process, name), axes, select, rebin, f"{path}:{name}")
+    nom_h = samples.group_sum(process, name)
     var_h = samples.variation(process, name, variation)
-    base_axes = set(samples.group_sum(process, name).axes.name)
+    base_axes = set(nom_h.axes.name)
+    unknown = [k for k in select if k not in var_h.axes.name]
+    if unknown:
+        raise PlotInputError(f"{where}: no axis {unknown} (axes: {list(var_h.axes.name)})")
+    nom_sel = {k: v for k, v in select.items() if k in base_axes}
+    nom = prepare(nom_h, axes, nom_sel, rebin, f"{path}:{name}")
     extra = [a for a in var_h.axes.name if a not in base_axes and a not in select]
     var_sel = {k: v for k, v in select.items() if k in var_h.axes.name}
     var = prepare(var_h, axes, var_sel, rebin, where, keep_extra=extra)

@@ -26,6 +26,7 @@ from wremnants_dask.plotting.axes import axis_info
 from wremnants_dask.plotting.bands import (
     find_fit_input,
     prefit_covariance,
+    project,
     projected_errors,
     yield_jacobian,
 )
@@ -114,7 +115,10 @@ def _bands(path: Path, f: h5py.File, meta: dict[str, Any], opts: FitPlots) -> di
     p = f["parameters"][()]
     bb = (meta.get("args") or {}).get("bb")
     out: dict[str, Any] = {"fitinput": str(fit_input)}
-    out["prefit"] = (yield_jacobian(fit_input, p["prefit"], bb), prefit_covariance(fit_input, len(p)))
+    out["prefit"] = (
+        yield_jacobian(fit_input, p["prefit"], bb),
+        prefit_covariance(fit_input, len(p)),
+    )
     if "covariance" in f:
         out["postfit"] = (yield_jacobian(fit_input, p["value"], bb), f["covariance"][()])
     return out
@@ -137,12 +141,14 @@ def stack_plots(
             yj = jac.channel(ch)
             if yj is not None and len(yj.total) != int(np.prod(shape)):
                 yj = None  # another layout than the result's: fall back to per-bin errors
-        views = [(k,) for k in range(len(infos))] + ([None] if len(infos) > 1 else [])
+        nd = len(infos)
+        # unrolled: the axis with the fewest bins outermost (blocks), the finest innermost
+        unroll = tuple(sorted(range(nd), key=lambda i: len(infos[i].edges)))
+        views = [(k,) for k in range(nd)] + ([unroll] if nd > 1 else [])
         for keep in views:
-            def proj(a: np.ndarray, keep=keep) -> np.ndarray:
-                if keep is None:
-                    return a.reshape(-1)
-                return a.sum(axis=tuple(i for i in range(a.ndim) if i not in keep))
+
+            def proj(a: np.ndarray, keep=keep, nd=nd) -> np.ndarray:
+                return project(a, keep, nd).reshape(-1)
 
             stack = {p: proj(hs[p].values()) for p in procs}
             data = proj(hs["data"].values()) if "data" in hs else None
@@ -161,8 +167,8 @@ def stack_plots(
                 rows += plotlog.hist_yields({"data": hs["data"]})
             table = plotlog.yields_table(rows)
             table += "(process rows: per-bin errors in quadrature; total: full covariance)\n"
-            if keep is None:
-                edges, xlabel, cats, seps, minor = _unrolled(infos)
+            if len(keep) > 1:
+                edges, xlabel, cats, seps, minor = _unrolled([infos[i] for i in keep])
                 name = f"{stage}_{ch}_unrolled"
             else:
                 info = infos[keep[0]]
@@ -173,7 +179,7 @@ def stack_plots(
                 separators=seps, minor_separators=minor, lumi_fb=lumi_fb,
                 title=f"{ch}, {stage.replace('fit', '-fit')}",
                 band_label=f"{'Post' if stage == 'postfit' else 'Pre'}-fit unc.",
-                width=10.0 if keep is not None else 16.0,
+                width=10.0 if len(keep) == 1 else 16.0,
             )  # fmt: skip
             w.save(fig, name, f"{stage} data vs prediction, channel {ch}, {name}", table, [note])
 
@@ -188,10 +194,14 @@ def _unrolled(infos: Sequence[Any]) -> tuple[np.ndarray, str, None, list, list]:
     outer = infos[0]
     seps = []
     label_every = max(1, shape[0] // 12)
-    for k in range(1, shape[0]):
+    for k in range(shape[0]):
         lab = ""
         if k % label_every == 0:
-            lab = outer.categories[k] if outer.categories else f"{outer.edges[k]:g}"
+            lab = (
+                f"{outer.name}={outer.categories[k]}"
+                if outer.categories
+                else f"{outer.name} [{outer.edges[k]:g}, {outer.edges[k + 1]:g}]"
+            )
         seps.append((float(k * inner), lab))
     minor = []
     if len(shape) > 2:
@@ -200,7 +210,7 @@ def _unrolled(infos: Sequence[Any]) -> tuple[np.ndarray, str, None, list, list]:
         if len(minor) > 400:
             minor = []
     names = " x ".join(i.name for i in infos)
-    return edges, f"Unrolled bin ({names}); dashed lines: {outer.name} bins", None, seps, minor
+    return edges, f"Unrolled bin ({names})", None, seps, minor
 
 
 def pull_plots(w: _Writer, names: list[str], p: np.ndarray, opts: FitPlots) -> list[int]:
@@ -243,14 +253,20 @@ def impact_plots(w: _Writer, f: h5py.File, names: list[str], p: np.ndarray, opts
         with np.errstate(divide="ignore", invalid="ignore"):
             pre = np.where(p["constraint"] > 0, imp / p["constraint"], np.nan)
         sel = np.array(order, int)
+        # unconstrained parameters (no prior): no pre-fit impact, no pull (nan: not drawn)
         fig = draw.impact_ranking(
-            [names[i] for i in sel], imp[sel], np.nan_to_num(pre[sel]),
-            np.nan_to_num(p["pull"][sel]), np.nan_to_num(p["constraint"][sel]),
+            [names[i] + ("" if np.isfinite(p["pull"][i]) else " (free)") for i in sel],
+            imp[sel], pre[sel], p["pull"][sel], p["constraint"][sel],
             poi_label=label, unit=unit, rlabel=f"{poi}: top {len(sel)} of {len(cand)}",
         )  # fmt: skip
-        rows = plotlog.yields_table(
-            [(names[i], float(imp[i]), float(pre[i])) for i in sel], unit=f"impact {unit}, pre-fit"
-        ).replace("yield", "post-fit").replace("uncertainty", "pre-fit")
+        rows = (
+            plotlog.yields_table(
+                [(names[i], float(imp[i]), float(pre[i])) for i in sel],
+                unit=f"impact {unit}, pre-fit",
+            )
+            .replace("yield", "post-fit")
+            .replace("uncertainty", "pre-fit")
+        )
         w.save(fig, f"impacts_ranking_{poi}", f"impact ranking on {poi}", rows)
         grouped = g["grouped"][k] * scale
         stat, total = float(g["stat"][k] * scale), float(g["total"][k] * scale)

@@ -92,6 +92,10 @@ def write_index(outdir: Path, *, title: str, summary: dict[str, Any] | None = No
         and not p.name.startswith(".")
     ]
     other = "".join(f"<li><a href='{_href(n)}'>{html.escape(n)}</a></li>" for n in others)
+    subs = [p.name for p in sorted(outdir.iterdir()) if (p / "index.html").is_file()]
+    other += "".join(
+        f"<li><a href='{_href(n)}/index.html'>{html.escape(n)}/</a> (page)</li>" for n in subs
+    )
     text = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
