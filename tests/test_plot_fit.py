@@ -25,11 +25,11 @@ from wremnants_dask.cli.plot import main
 
 @pytest.fixture(scope="module")
 def fitresult(tmp_path_factory) -> Path:
-    fi, _, _ = build_synthetic(nsyst=6, nnorm=2, neta=4, npt=5, signal_per_bin=500.0)
+    fi, _, _ = build_synthetic(nsyst=4, nnorm=2, neta=3, npt=4, signal_per_bin=500.0)
     d = tmp_path_factory.mktemp("plotfit")
     write_fit_input(fi, d / "fitinput.hdf5", {"stage": "setup_fit", "command": "setup"})
     rc = fit_main(
-        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--scan", "massShiftW",
+        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShiftW", "--poi", "mu", "--scan", "massShiftW",
          "--scan-points", "5", "--scan2d", "massShiftW,mu", "--scan-range", "2"]
     )  # fmt: skip
     assert rc == 0
@@ -139,6 +139,23 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _dump_dom(page: Path) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
+             "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
+def test_interactive_page_draws(plots: Path) -> None:
+    """plotly (loaded from the folder) draws the pulls and impacts: its SVG is in the DOM."""
+    out = _dump_dom(plots / "pulls_impacts.html")
+    assert "main-svg" in out.stdout and "massShiftW" in out.stdout, out.stderr[-2000:]
+
+
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
 def test_page_in_headless_chromium(plots: Path) -> None:
     """The page loads in chromium, every image decodes (naturalWidth > 0), and every link of
@@ -153,14 +170,7 @@ def test_page_in_headless_chromium(plots: Path) -> None:
     )
     probe.write_text((plots / "index.html").read_text().replace("</body>", script + "</body>"))
     try:
-        with tempfile.TemporaryDirectory() as profile:
-            out = subprocess.run(
-                [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--no-first-run",
-                 f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
-                 probe.resolve().as_uri()],
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+        out = _dump_dom(probe)
     finally:
         probe.unlink()
     dom = out.stdout

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ class FitPlots:
     corr_params: Sequence[str] = ()  # regular expressions; default: POIs + top-ranked impacts
     ranking_top: int = 30
     page_size: int = 40
-    written: list[str] = field(default_factory=list)
 
 
 class _Writer:
