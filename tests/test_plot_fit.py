@@ -29,8 +29,9 @@ def fitresult(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("plotfit")
     write_fit_input(fi, d / "fitinput.hdf5", {"stage": "setup_fit", "command": "setup"})
     rc = fit_main(
-        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShiftW", "--poi", "mu", "--scan", "massShiftW",
-         "--scan-points", "5", "--scan2d", "massShiftW,mu", "--scan-range", "2"]
+        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShiftW",
+         "--poi", "mu", "--scan", "massShiftW", "--scan-points", "5",
+         "--scan2d", "massShiftW,mu", "--scan-range", "2"]
     )  # fmt: skip
     assert rc == 0
     return d / "fitresults.hdf5"
