@@ -58,7 +58,7 @@ def test_hists_yields_are_normalised(histfile: Path, tmp_path: Path) -> None:
     rc = main(["hists", "--input", str(histfile), "--axes", "pt", "--select", "passIso=1",
                "--rebin", "pt=2", "-o", str(tmp_path)])  # fmt: skip
     assert rc == 0
-    png = tmp_path / "hist_nominal_pt.png"
+    png = tmp_path / "hist_nominal_pt_passIso1.png"
     assert png.stat().st_size > 5000
     log = png.with_suffix(".log").read_text()
     passing = np.arange(1, 9, dtype=float).reshape(4, 2)[:, 1].sum()  # passIso=True column

@@ -7,6 +7,7 @@ processes exactly as the fit setup does (``fitsetup.setup.open_samples``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ def parse_rebin(items: Sequence[str]) -> dict[str, int | list[float]]:
         k, v = it.split("=", 1)
         out[k] = [float(x) for x in v.split(",")] if "," in v else int(v)
     return out
+
+
+def selection_tag(select: Mapping[str, str]) -> str:
+    """File-name part for a selection: ``{"passIso": "1"}`` -> ``_passIso1``."""
+    return "".join("_" + re.sub(r"[^A-Za-z0-9.-]+", "", f"{k}{v}") for k, v in select.items())
 
 
 def _select_one(h: hist.Hist, name: str, value: str, where: str) -> hist.Hist:
@@ -177,7 +183,7 @@ def hist_plot(
         title=f"{name}" + (f" ({sel})" if sel else ""), logy=logy,
         width=10.0 if len(axes) == 1 else 16.0,
     )  # fmt: skip
-    out = outdir / f"hist_{name}_{'_'.join(axes)}{tag}.png"
+    out = outdir / f"hist_{name}_{'_'.join(axes)}{selection_tag(select)}{tag}.png"
     table = plotlog.yields_table(plotlog.hist_yields(hists))
     table += "(uncertainties: statistical, from the sums of squared weights)\n"
     log = plotlog.log_text(
@@ -248,7 +254,7 @@ def variation_plot(
         edges, n0, varied, nominal_err=np.sqrt(n0var), xlabel=xlabel, categories=cats,
         rlabel=f"{process}: {variation}",
     )  # fmt: skip
-    out = outdir / f"var_{name}_{variation}_{process}_{'_'.join(axes)}.png"
+    out = outdir / f"var_{name}_{variation}_{process}_{'_'.join(axes)}{selection_tag(select)}.png"
     rows = [("nominal", float(n0.sum()), float(np.sqrt(n0var.sum())))]
     rows += [(k, float(x.sum()), float("nan")) for k, x in varied.items()]
     log = plotlog.log_text(
