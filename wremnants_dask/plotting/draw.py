@@ -58,12 +58,21 @@ def ratio_limits(
 
     Bins whose prediction is below 1% of the median bin (e.g. bins floored to 1e-3 events)
     are left out: their ratios say nothing and would squeeze every other point flat. With more
-    than 100 points the range holds the 1st to 99th percentile of the error bars' ends."""
+    than 100 points (unrolled) it holds the 5th to 95th percentile of the ratios (within
+    [0, 2]) plus the median error bar; the caller marks the points outside."""
     if total is not None and len(ratio):
         pos = total[total > 0]
         keep = total >= 0.01 * (np.median(pos) if len(pos) else 0.0)
         ratio, err = ratio[keep], err[keep]
         band = None if band is None else band[keep]
+    ok = np.isfinite(ratio) & np.isfinite(err)
+    if len(ratio) > 100 and ok.any():
+        # many bins (unrolled): 98% of the central values with a typical error bar, so that
+        # few-event bins with huge error bars do not squeeze the rest flat
+        lo_r, hi_r = np.clip(np.percentile(ratio[ok], [5.0, 95.0]), 0.0, 2.0)
+        e = min(float(np.median(err[ok])), 0.5)
+        ratio, err = np.array([lo_r, hi_r]), np.array([e, e])
+        band = None if band is None else np.array([np.median(band)])
     lo = [ratio - err]
     hi = [ratio + err]
     if band is not None:
@@ -73,10 +82,8 @@ def ratio_limits(
     ok = np.isfinite(lo_a) & np.isfinite(hi_a)
     if not ok.any():
         return 0.5, 1.5
-    # many bins (unrolled): the range holds 98% of the points, not the few-event outliers
-    q = (1.0, 99.0) if ok.sum() > 100 else (0.0, 100.0)
-    a = min(float(np.percentile(lo_a[ok], q[0])), 1.0)
-    b = max(float(np.percentile(hi_a[ok], q[1])), 1.0)
+    a = min(float(lo_a[ok].min()), 1.0)
+    b = max(float(hi_a[ok].max()), 1.0)
     d = max(b - a, 1e-3)
     return a - pad * d, b + pad * d
 
@@ -136,7 +143,13 @@ def stack_ratio(
             rerr = np.where(total > 0, derr / total, np.nan)
         rax.errorbar(centers, ratio, yerr=rerr, fmt="ko", ms=ms, lw=lw)
     rax.axhline(1.0, color="gray", lw=0.8)
-    rax.set_ylim(*ratio_limits(ratio, rerr, rel, total=total if data is not None else None))
+    rlo, rhi = ratio_limits(ratio, rerr, rel, total=total if data is not None else None)
+    rax.set_ylim(rlo, rhi)
+    if len(ratio):  # points off the panel: triangles at its edge
+        d = 0.04 * (rhi - rlo)
+        for sel, y, m in ((ratio > rhi, rhi - d, "^"), (ratio < rlo, rlo + d, "v")):
+            if np.any(sel):
+                rax.plot(centers[sel], np.full(int(sel.sum()), y), m, color="#e42536", ms=4)
     rax.set_ylabel("Data / pred.", fontsize=16)
     rax.set_xlabel(xlabel)
     ymax = float(np.nanmax(np.concatenate([total, data if data is not None else total]))) or 1.0
