@@ -37,13 +37,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="parameters of the correlation matrix (default: POIs + top impacts)")  # fmt: skip
     f.add_argument("--ranking-top", type=int, default=30, help="parameters in the ranking plot")
     f.add_argument("--page-size", type=int, default=40, help="parameters per pulls page")
-    for name in ("hists", "variations"):
-        h = sub.add_parser(name, help=f"{name} of a histmaker output")
+    helps = {
+        "hists": "data vs stacked prediction of a histmaker histogram",
+        "variations": "entries of a systematic variation (e.g. up/down) over the nominal",
+    }
+    for name, text in helps.items():
+        h = sub.add_parser(name, help=text)
         h.add_argument("--input", required=True, help="histmaker output HDF5")
         h.add_argument("--hist", default="nominal", help="histogram name (default nominal)")
         h.add_argument("--axes", nargs="+", required=True, help="axes to show (unrolled if >1)")
         h.add_argument("--select", nargs="*", default=[], metavar="AXIS=V",
-                       help="V: 0/1 (boolean), bin index, category, or lo:hi (values, summed)")  # fmt: skip
+                       help="V: 0/1 (boolean), bin index, category, lo:hi (values, summed); on a "
+                            "category axis i:j keeps bins i..j-1")  # fmt: skip
         h.add_argument("--rebin", nargs="*", default=[], metavar="AXIS=R",
                        help="R: a factor, or new edges e0,e1,...")  # fmt: skip
         h.add_argument("-o", "--outfolder", default="plots")
