@@ -81,6 +81,10 @@ def hist_plot_commands(hist_file: Path, outdir: Path) -> list[list[str]]:
                 cmds.append([*base, "hists", "--input", str(hist_file), "--hist", name, "--axes",
                              setup["fit_axes"][1], "--select", f"{flags[0][0]}={a}",
                              f"{flags[1][0]}={b}", "-o", str(outdir)])  # fmt: skip
+    if setup.get("nonprompt"):
+        cmds.append(
+            [*base, "fakerate", "--input", str(hist_file), "--hist", name, "-o", str(outdir)]
+        )
     with HistFile(hist_file) as hf:
         signal = [d for d in hf.datasets if hf.info(d).get("group") == setup.get("signal")]
         have = set(hf.names(signal[0])) if signal else set()

@@ -5,6 +5,7 @@
         --select passIso=1 passMT=1 --rebin pt=2 -o DIR
     python -m wremnants_dask.plot variations --input mw.hdf5 --hist nominal --variation pdf \\
         --process Wmunu --axes eta --select pdfVar=1:4 -o DIR
+    python -m wremnants_dask.plot fakerate --input mw.hdf5 -o DIR
     python -m wremnants_dask.plot page DIR
 
 Every plot is written with a ``.log`` beside it; every command rewrites ``DIR/index.html``.
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMANDS = ("fit", "hists", "variations", "page")
+COMMANDS = ("fit", "hists", "variations", "fakerate", "page")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
             h.add_argument("--variation", required=True, help="e.g. pdf for nominal_pdf")
             h.add_argument("--process", required=True, help="process group, e.g. Wmunu")
             h.add_argument("--max-entries", type=int, default=12)
+    fr = sub.add_parser("fakerate", help="ABCD non-prompt fake rate: measured and smoothed")
+    fr.add_argument("--input", required=True, help="histmaker output HDF5")
+    fr.add_argument("--hist", default="nominal")
+    fr.add_argument("--iso-axis", default="passIso")
+    fr.add_argument("--mt-axis", default="passMT")
+    fr.add_argument("--pt-axis", default="pt")
+    fr.add_argument("--order", type=int, default=2, help="log-polynomial order in pT")
+    fr.add_argument("-o", "--outfolder", default="plots")
     pg = sub.add_parser("page", help="(re)write index.html of a plot folder")
     pg.add_argument("folder")
     pg.add_argument("--title", default=None)
@@ -121,9 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     outdir = Path(args.outfolder)
     try:
-        select = histplots.parse_selection(args.select)
-        rebin = histplots.parse_rebin(args.rebin)
-        if args.command == "hists":
+        select = histplots.parse_selection(getattr(args, "select", []))
+        rebin = histplots.parse_rebin(getattr(args, "rebin", []))
+        if args.command == "fakerate":
+            from wremnants_dask.plotting.nonprompt import fakerate_plot
+
+            out = fakerate_plot(
+                path, outdir, name=args.hist, iso_axis=args.iso_axis, mt_axis=args.mt_axis,
+                pt_axis=args.pt_axis, smoothing_order=args.order,
+            )  # fmt: skip
+        elif args.command == "hists":
             out = histplots.hist_plot(
                 path, outdir, name=args.hist, axes=args.axes, select=select, rebin=rebin,
                 logy=args.logy,

@@ -383,3 +383,44 @@ def variations(
         rax.set_xticks(centers, categories)
     cms_label(ax, data=False, rlabel=rlabel)
     return fig
+
+
+def fakerate(
+    edges: np.ndarray,
+    centers: np.ndarray,
+    measured: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    smooth: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    xlabel: str,
+    rlabel: str = "",
+) -> Any:
+    """Measured fake rates (points) and the smoothed one (line) with its band."""
+    fig, ax = plt.subplots(figsize=(10, 8))
+    mid, lo, hi = smooth
+    ax.stairs(
+        hi, edges, baseline=lo, fill=True, color="#5790fc", alpha=0.35, label="Smoothed, 68% band"
+    )
+    ax.stairs(mid, edges, color="#5790fc", lw=2)
+    for k, (label, (f, ferr)) in enumerate(measured.items()):
+        ax.errorbar(
+            centers,
+            f,
+            yerr=ferr,
+            fmt="o",
+            color=["k", "#e42536", "#964a8b"][k % 3],
+            ms=5,
+            label=f"Measured, {label}",
+        )
+    # the range holds the band and the significant points (error below half the value)
+    pts = [
+        np.asarray(f)[np.isfinite(f) & (np.asarray(e) < 0.5 * np.abs(f))]
+        for f, e in measured.values()
+    ]
+    top = float(np.nanmax(np.concatenate([*pts, hi])))
+    ax.set_ylim(0, top * 1.5 if np.isfinite(top) and top > 0 else 1)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Fake rate (pass / fail isolation)")
+    ax.legend(fontsize=12, loc="upper right")
+    cms_label(ax, rlabel=rlabel)
+    return fig
