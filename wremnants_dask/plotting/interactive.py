@@ -42,10 +42,11 @@ function draw(re) {{
       y: names, xaxis: 'x2', yaxis: 'y', hovertemplate: '%{{y}}: %{{x:.6g}}<extra></extra>'}});
   }}
   const layout = {{height: Math.max(400, 18 * names.length + 150), showlegend: true,
+    legend: {{orientation: 'h', y: 1, yanchor: 'bottom', x: 1, xanchor: 'right'}},
     grid: {{rows: 1, columns: 2}}, margin: {{l: 220}},
-    xaxis: {{title: 'pull (constraint as error bar)', domain: [0, 0.48]}},
-    xaxis2: {{title: 'impact', domain: [0.52, 1]}},
-    yaxis: {{autorange: 'reversed', automargin: true}}}};
+    xaxis: {{title: 'pull (constraint as error bar)', domain: [0, 0.48], side: 'top'}},
+    xaxis2: {{title: 'impact (POIs on themselves left out)', domain: [0.52, 1], side: 'top'}},
+    yaxis: {{type: 'category', range: [names.length - 0.5, -0.5], automargin: true}}}};
   Plotly.react('plot', traces, layout);
   document.getElementById('count').textContent = names.length + ' shown';
 }}
@@ -66,7 +67,11 @@ def write_pulls_impacts(outdir: Path, f: Any, names: list[str], p: np.ndarray) -
     pois: list[str] = []
     if "impacts" in f:
         pois = json.loads(f["impacts"].attrs["pois"])
-        impacts = [[float(v) for v in row] for row in f["impacts/impacts"][()]]
+        # a POI's impact on itself is its own error: left out, it would set the scale
+        impacts = [
+            [None if n in pois else float(v) for n, v in zip(names, row)]
+            for row in f["impacts/impacts"][()]
+        ]
     data = {
         "names": names,
         "pull": [None if not np.isfinite(v) else float(v) for v in p["pull"]],
