@@ -15,12 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
+from wremnants_dask.cli.plot import main
 from wremnants_dask.fitting import write_fit_input
 from wremnants_dask.fitting.cli import main as fit_main
 from wremnants_dask.fitting.output import read_hist
 from wremnants_dask.fitting.synthmodel import build_synthetic
-
-from wremnants_dask.cli.plot import main
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,6 @@ def test_bands_match_fitter_and_finite_differences(fitresult: Path) -> None:
     """Unprojected post-fit band = the fitter's own per-bin total errors (independent code
     path, yield_variances); J = finite differences of the model's yields."""
     from wremnants_dask.fitting import Fitter, read_fit_input
-
     from wremnants_dask.plotting.bands import projected_errors, yield_jacobian
 
     fin = fitresult.parent / "fitinput.hdf5"
