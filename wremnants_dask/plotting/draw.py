@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from wremnants_dask.histograms.axes import axis_edges, axis_label, axis_name
 from wremnants_dask.utils.atomic import atomic_path
 
 COLORS = {
@@ -29,32 +30,13 @@ COLORS = {
 }
 
 
-def axis_dict(ax: Any) -> dict[str, Any]:
-    """Serialise a hist axis the way fit inputs store their channel axes."""
-    from wremnants_dask.fitting.fitinput_writer import axis_to_dict
-
-    return axis_to_dict(ax)
-
-
-def axis_edges(axis: dict[str, Any]) -> np.ndarray:
-    """Bin edges of a serialised axis (categories get unit-width bins)."""
-    if axis["type"] == "regular":
-        return np.linspace(axis["start"], axis["stop"], axis["bins"] + 1)
-    if axis["type"] == "variable":
-        return np.asarray(axis["edges"], dtype=float)
-    if axis["type"] == "integer":
-        return np.arange(axis["start"], axis["stop"] + 1, dtype=float) - 0.5
-    n = len(axis["categories"])
-    return np.arange(n + 1, dtype=float) - 0.5
-
-
 def project(values: np.ndarray, axes: Sequence[dict[str, Any]], keep: str) -> np.ndarray:
     """Sum channel bins (flattened in C order over ``axes``) onto axis ``keep``.
 
     ``values`` has the channel bins first and any trailing dimensions (e.g. processes).
     """
     shape = tuple(len(axis_edges(a)) - 1 for a in axes)
-    names = [a["name"] for a in axes]
+    names = [axis_name(a) for a in axes]
     if keep not in names:
         raise KeyError(f"no axis {keep!r} in channel axes {names}")
     arr = values.reshape(shape + values.shape[1:])
@@ -79,7 +61,7 @@ def plot_stack(
     ``yields`` is [nbins, nproc]; ``total_unc`` an optional per-bin (projected) uncertainty of
     the total prediction, drawn as a band.
     """
-    edges = axis_edges(next(a for a in axes if a["name"] == keep))
+    edges = axis_edges(next(a for a in axes if axis_name(a) == keep))
     proj = project(yields, axes, keep)  # [n, nproc]
     total = proj.sum(axis=1)
     fig, (ax, rax) = plt.subplots(
@@ -122,7 +104,7 @@ def plot_stack(
     rax.axhline(1.0, color="gray", lw=0.8)
     rax.set_ylabel("data / pred.")
     rax.set_ylim(0.9, 1.1)
-    rax.set_xlabel(next(a.get("label", keep) for a in axes if a["name"] == keep))
+    rax.set_xlabel(next(axis_label(a) for a in axes if axis_name(a) == keep))
     ax.set_ylabel("events / bin")
     ax.set_title(title)
     ax.legend(ncol=2, fontsize="small")

@@ -77,17 +77,18 @@ def make_plots(path: Path, outdir: Path) -> dict[str, Any]:
                 data = hs["data"].values().reshape(-1) if "data" in hs else None
                 unc = None
                 for a in axes:
+                    name = plotting.axis_name(a)
                     if "total" in hs:
                         unc = np.sqrt(
-                            plotting.project(hs["total"].variances().reshape(-1), axes, a["name"])
+                            plotting.project(hs["total"].variances().reshape(-1), axes, name)
                         )
-                    out = outdir / f"{stage}_{ch}_{a['name']}.png"
+                    out = outdir / f"{stage}_{ch}_{name}.png"
                     plotting.plot_stack(
                         axes,
                         yields,
                         procs,
                         data,
-                        a["name"],
+                        name,
                         out,
                         total_unc=unc,
                         title=f"{ch} {stage}",
