@@ -9,7 +9,7 @@ from wremnants_dask.fitting import minimizer
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.synthmodel import build_synthetic
 
-KW = dict(nsyst=20, nnorm=4, neta=8, npt=6, signal_per_bin=300.0, asymmetric=True)
+KW = dict(nsyst=20, nnorm=4, neta=8, npt=6, signal_per_bin=300.0)
 
 
 def _reference():
