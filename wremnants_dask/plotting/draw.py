@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wremnants_dask.histograms.axes import axis_edges, axis_label, axis_name
+from wremnants_dask.histograms.axes import axis_edges, axis_label, axis_name, axis_to_uhi
 from wremnants_dask.utils.atomic import atomic_path
 
 COLORS = {
@@ -28,6 +28,11 @@ COLORS = {
     "Nonprompt": "#7a21dd",
     "QCD": "#7a21dd",
 }
+
+
+def axis_dict(ax: Any) -> dict[str, Any]:
+    """Serialise a hist axis the way fit inputs store their channel axes (UHI)."""
+    return axis_to_uhi(ax)
 
 
 def project(values: np.ndarray, axes: Sequence[dict[str, Any]], keep: str) -> np.ndarray:
