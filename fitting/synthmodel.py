@@ -215,6 +215,7 @@ def _make_systematics(
     nominal4: np.ndarray,
     eta_edges: np.ndarray,
     pt_edges: np.ndarray,
+    asymmetric: bool = True,
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Shape systematics with the structure of the real fit (see ``build_model``)."""
     neta, npt, nq, nproc = nominal4.shape
@@ -256,7 +257,9 @@ def _make_systematics(
             surf = np.polynomial.legendre.leggrid2d(v, u, c)
             surf *= rng.uniform(0.002, 0.01) / max(np.abs(surf).max(), 1e-12)
             qf = 1.0 + rng.normal(0.0, 0.2) * np.array(CHARGES)
-            asym = rng.uniform(-0.4, 0.4)
+            asym = rng.uniform(-0.4, 0.4)  # drawn either way: otherwise the same model
+            if not asymmetric:
+                asym = 0.0
             names.append(f"theory_{k}")
             for p in procs:
                 logup[:, :, :, p, k] = surf[:, :, None] * qf
@@ -335,6 +338,7 @@ def build_model(
     npt: int = SHAPE[1],
     nnorm: int = NNORM,
     signal_per_bin: float | None = None,
+    asymmetric: bool = True,
 ) -> SyntheticFitModel:
     """Build the benchmark model deterministically from ``seed``.
 
@@ -344,7 +348,8 @@ def build_model(
     10% background shapes (one background each). Data: the expectation at ``truth`` (named
     parameter values, e.g. ``{"massShift100MeV": 0.5}``), Poisson-fluctuated unless ``asimov``.
     Smaller models: ``neta`` x ``npt`` bins over the same ranges (``neta`` >= 4), ``nnorm``
-    normalisations, and yields scaled so that the signal averages ``signal_per_bin``.
+    normalisations, and yields scaled so that the signal averages ``signal_per_bin``; without
+    ``asymmetric`` the theory-like systematics are symmetric too (the same random draws).
     """
     if neta < 4 or npt < 1 or nnorm < 1:
         raise ValueError(
@@ -372,7 +377,7 @@ def build_model(
     still = [i for i in range(len(procs)) if i not in moving]
     mlu[:, still] = 0.0
     mld[:, still] = 0.0
-    names, kinds, slu, sld = _make_systematics(nsyst, rng, nom4, eta_edges, pt_edges)
+    names, kinds, slu, sld = _make_systematics(nsyst, rng, nom4, eta_edges, pt_edges, asymmetric)
     empty = nominal <= 0  # no variation of an empty bin (both writers would zero it anyway)
     slu[empty] = 0.0
     sld[empty] = 0.0
@@ -470,12 +475,22 @@ def build_synthetic(
     signal_per_bin: float = 2.0e4,
     seed: int = 1,
     sparse: bool = False,
+    asymmetric: bool = False,
 ) -> tuple[FitInput, np.ndarray, FitInputWriter]:
     """(fit input, true parameter values, writer) of the model with a signal-strength POI
     and Poisson data at a known truth: mass shift 0.3, mu 1, every other parameter ~ N(0, 0.5).
+    Symmetric systematics unless ``asymmetric`` (a near-Gaussian likelihood for the tests that
+    compare covariance and refit impacts).
     """
     model = build_model(
-        nsyst, seed, asimov=True, neta=neta, npt=npt, nnorm=nnorm, signal_per_bin=signal_per_bin
+        nsyst,
+        seed,
+        asimov=True,
+        neta=neta,
+        npt=npt,
+        nnorm=nnorm,
+        signal_per_bin=signal_per_bin,
+        asymmetric=asymmetric,
     )
     fi, w = _writer(model, sparse=sparse, bb_mode="lite", signal_poi=True)
     rng = np.random.default_rng(seed + 1)

@@ -18,7 +18,7 @@ from wremnants_dask.fitting.model import FitModel
 from wremnants_dask.fitting.pyhf_io import from_pyhf
 from wremnants_dask.fitting.synthmodel import build_synthetic
 
-KW = dict(nsyst=12, nnorm=3, neta=6, npt=5, signal_per_bin=500.0)
+KW = dict(nsyst=12, nnorm=3, neta=6, npt=5, signal_per_bin=500.0, asymmetric=True)
 
 
 def _check(fi: FitInput, x: np.ndarray, bb_mode: str | None = None, mem: float = 2e4) -> None:

@@ -118,7 +118,7 @@ def test_hdf5_roundtrip_with_provenance(tmp_path):
 def test_sparse_equals_dense_and_chunked_hessian_is_exact():
     """Sparse and dense storage give the same likelihood, gradient and Hessian; the chunked
     Hessian equals jax.hessian; the structured Jacobian equals jax.jacfwd."""
-    kw = dict(nsyst=12, nnorm=3, neta=6, npt=5, signal_per_bin=500.0)
+    kw = dict(nsyst=12, nnorm=3, neta=6, npt=5, signal_per_bin=500.0, asymmetric=True)
     fd, truth, _ = build_synthetic(sparse=False, **kw)
     fs, _, _ = build_synthetic(sparse=True, **kw)
     md, ms = FitModel(fd), FitModel(fs)
