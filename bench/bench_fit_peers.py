@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wremnants_dask.fitting.synthmodel import SyntheticFitModel, build_model, to_fit_input
-
 from bench import fit_peers
+from wremnants_dask.fitting.synthmodel import SyntheticFitModel, build_model, to_fit_input
 
 PEERS = ("rabbit", "pyhf", "pyhf-minuit", "ours")
 

@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
-
 from bench.bench_histmaker import write_file
 from wremnants_dask import engine
 from wremnants_dask.inputs import files as input_files
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 SHARED = Path(os.environ.get("WREMNANTS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 NANOAOD_DY = SHARED / "data" / "nanoaod" / "nano_dy.root"

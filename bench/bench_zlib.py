@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import uproot
 import uproot.compression
-from wremnants_dask.processors.registry import get_processor
 
 from bench.bench_histmaker import floor
 from bench.bench_mw_tensors import sample
 from wremnants_dask import engine
 from wremnants_dask.inputs import reader
+from wremnants_dask.processors.registry import get_processor
 from wremnants_dask.synth import generate_sample, rootfile
 from wremnants_dask.utils.fast_zlib import IsalZLIB
 

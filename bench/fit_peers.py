@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from wremnants_dask.fitting.synthmodel import SyntheticFitModel
 
 #: Workers run as ``python -m bench.fit_peers`` from the repository root.
@@ -412,6 +413,7 @@ def _ours_worker(ns: argparse.Namespace) -> None:
         return
     import jax
     import jax.numpy as jnp
+
     from wremnants_dask.fitting.minimizer import make_minimizer
     from wremnants_dask.fitting.model import FitModel
 

@@ -37,7 +37,7 @@ import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from .hessian import weighted_gram
-from .model import ONCE_COMPILER_OPTIONS, FitModel
+from .model import FitModel, once_compiler_options
 
 CONVERGED, MAXITER, NONFINITE, HANDOFF = 0, 1, 2, 3
 STATUS_TEXT = {
@@ -339,7 +339,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             "status": status,
         }
 
-    jitted = jax.jit(minimize_a, compiler_options=ONCE_COMPILER_OPTIONS)
+    jitted = jax.jit(minimize_a, compiler_options=once_compiler_options())
 
     def minimize(x0, obs, free, handoff=0.0):
         return jitted(x0, obs, free, model.arrays, jnp.asarray(handoff, jnp.float64))

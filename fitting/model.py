@@ -12,6 +12,7 @@ monotone 1D root per bin, differentiable to second order by two Newton steps fro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,50 @@ from .interp import code4_coefficients, code4_logfactor, phi
 # calls, tensor passes and host callbacks, not in generated loops, so LLVM's optimisation
 # passes buy little run time and cost most of the compile time (100 systematics: compile + fit +
 # covariance 6.4 s -> 4.2 s; 1000: 9.3 s -> 7.9 s, measured on the 2-core machine).
-ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# XLA adds and retires its options between jaxlib releases (``xla_cpu_use_fusion_emitters`` is
+# gone from jaxlib 0.11), and one unknown name fails every compile with INVALID_ARGUMENT: use
+# ``once_compiler_options()``, which keeps only the options this backend accepts.
+ONCE_COMPILER_OPTIONS: dict[str, Any] = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+_ACCEPTED: dict[tuple[str, str, str, Any], bool] = {}
+_log = logging.getLogger(__name__)
+
+
+def _probe(x: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sin(x) * 2.0 + 1.0
+
+
+def _accepts(name: str, value: Any) -> bool:
+    """Whether the default backend compiles a tiny program with the option ``name=value``
+    (tried once per backend and jaxlib, ~0.1 s)."""
+    key = (jax.default_backend(), jax.__version__, name, repr(value))
+    if key not in _ACCEPTED:
+        x = jnp.zeros(3)
+        base = (jax.default_backend(), jax.__version__, "", "")
+        if base not in _ACCEPTED:  # a failure without options is not an option's: let it raise
+            jax.jit(_probe).lower(x).compile()
+            _ACCEPTED[base] = True
+        try:
+            jax.jit(_probe, compiler_options={name: value}).lower(x).compile()
+            _ACCEPTED[key] = True
+        except Exception as e:  # XlaRuntimeError / JaxRuntimeError, by jaxlib version
+            _log.info("XLA compile option %s=%r dropped: %s", name, value, str(e)[:200])
+            _ACCEPTED[key] = False
+    return _ACCEPTED[key]
+
+
+def supported_compiler_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that the default backend's XLA accepts (each tried once on
+    a tiny program and cached): a rejected option costs compile time, not the fit."""
+    return {k: v for k, v in options.items() if _accepts(k, v)}
+
+
+def once_compiler_options() -> dict[str, Any]:
+    """``ONCE_COMPILER_OPTIONS`` less those the installed XLA rejects, for ``jax.jit``."""
+    return supported_compiler_options(ONCE_COMPILER_OPTIONS)
 
 
 def shared_array(owner: Any, name: str) -> jnp.ndarray:

@@ -19,14 +19,14 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
+
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
+from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 from wremnants_dask.processors import theory
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
-
-from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
-from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,9 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -25,9 +28,6 @@ from wremnants_dask.processors.common import (
     np1,
     read_columns,
 )
-
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
 
 EVENT_BRANCHES = ["HLT_IsoMu24", "MET_pt", "MET_phi"]
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
-from wremnants_dask.processors.common import np1
 
 from wremnants_dask.inputs.lumi import LumiMask, read_golden_json
+from wremnants_dask.processors.common import np1
 
 PT_MIN, PT_MAX = 26.0, 56.0
 ETA_MAX = 2.4

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -23,9 +26,6 @@ from wremnants_dask.processors.common import (
 from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 from wremnants_dask.processors.zdilepton import dimuon_sf_inputs
-
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
 
 
 def wlike_choice(event: np.ndarray) -> np.ndarray:

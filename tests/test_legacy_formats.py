@@ -12,10 +12,10 @@ import hist
 import numpy as np
 import pytest
 from legacy_formats import fitinput_axes, fitinput_hists, fitresult_hist, histio_hists
+
 from wremnants_dask.fitting.fitinput import FORMAT_VERSION, read_fit_input
 from wremnants_dask.fitting.fitinput_writer import FitInputWriter
 from wremnants_dask.fitting.output import read_hist
-
 from wremnants_dask.histograms import axes as uhi_axes
 from wremnants_dask.histograms import histio
 from wremnants_dask.plotting import draw

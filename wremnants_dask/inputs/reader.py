@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import awkward as ak
 from dask_awkward.lib.io.columnar import ColumnProjectionMixin
 
-from wremnants_dask.utils.fast_zlib import use_isal_decompression
 from wremnants_dask.inputs.files import open_tree
+from wremnants_dask.utils.fast_zlib import use_isal_decompression
 
 __all__ = ["ZLIB_LIBRARY", "ChunkReader", "sub_form"]
 
