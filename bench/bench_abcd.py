@@ -3,7 +3,7 @@
 Histogram: eta 48 x pT 30 x charge 2 x passIso 2 x passMT (2 or 3), Weight storage; the prompt
 MC carries a 1000-entry variation axis. Reports best-of-N wall times and the ratio.
 
-    python bench/bench_abcd.py [--n-var 1000] [--repeat 3] [--json out.json]
+    python -m bench.bench_abcd [--n-var 1000] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 (``wremnants_dask.fitting.synthmodel``). Each size runs in its own subprocess so that peak RSS
 is per size. Reports build, fit (compiled, i.e. second call), compile overhead, covariance
 (exact Hessian, structured or chunked) and peak RSS. Peer fitters (rabbit, pyhf) on the same model:
-``bench/bench_fit_peers.py``.
+``python -m bench.bench_fit_peers``.
 
-    python bench/bench_fit.py --sizes 100 1000 [5000] [--sparse] [--mode gn|exact]
+    python -m bench.bench_fit --sizes 100 1000 [5000] [--sparse] [--mode gn|exact]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 def worker(nsyst: int, sparse: bool, mode: str) -> dict:
 
     from wremnants_dask.fitting.fitter import Fitter
-    from wremnants_dask.fitting.synthmodel import build_synthetic
+    from wremnants_dask.fitting.synthmodel import MASS_NAME, build_synthetic
 
     t0 = time.perf_counter()
     fi, truth, _ = build_synthetic(nsyst, sparse=sparse)
@@ -34,7 +34,7 @@ def worker(nsyst: int, sparse: bool, mode: str) -> dict:
     t3 = time.perf_counter()
     f._covariance(r)
     t4 = time.perf_counter()
-    i = fi.param_index("massShiftW")
+    i = fi.param_index(MASS_NAME)
     return {
         "nsyst": nsyst,
         "npar": fi.npar,

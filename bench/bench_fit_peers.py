@@ -6,9 +6,9 @@ size, in the same run", so every fitter runs here, one after the other (never co
 
 Usage::
 
-    python bench/bench_fit_peers.py                       # sizes 100 1000, all peers
-    python bench/bench_fit_peers.py --sizes 100 --peers rabbit ours
-    python bench/bench_fit_peers.py --sizes 5000 --pyhf-timeout 60 --json out.json
+    python -m bench.bench_fit_peers                       # sizes 100 1000, all peers
+    python -m bench.bench_fit_peers --sizes 100 --peers rabbit ours
+    python -m bench.bench_fit_peers --sizes 5000 --pyhf-timeout 60 --json out.json
 
 Columns: wall = whole subprocess (imports, input loading, fit[, covariance]); fit / cov = the
 fitter's own phases; RSS = peak resident memory of the process tree. "> limit" = killed at
@@ -19,17 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench import fit_peers  # noqa: E402
-from bench.synthetic_fit_model import SyntheticFitModel, build_model, to_fit_input  # noqa: E402
+from bench import fit_peers
+from wremnants_dask.fitting.synthmodel import SyntheticFitModel, build_model, to_fit_input
 
 PEERS = ("rabbit", "pyhf", "pyhf-minuit", "ours")
 

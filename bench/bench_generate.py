@@ -1,6 +1,6 @@
 """Generator throughput: events/s and file size for the default branch set and with fillers.
 
-    python bench/bench_generate.py [-n 100000] [--process wplus_munu] [--json out.json]
+    python -m bench.bench_generate [-n 100000] [--process wplus_munu] [--json out.json]
 
 Both variants run in the same process on the same machine, so the fillers/default ratio is
 meaningful even when absolute rates move with machine load.

@@ -1,9 +1,11 @@
 """Graph construction time for many files (target: < 10 s for 500 files).
 
-    python bench/bench_graph.py [--files 500] [--small-files 500]
+    python -m bench.bench_graph [--files 500] [--small-files 500] [--nano PATH]
 
-Case 1: 500 references to the real NanoAOD file (~1500 branches; each file is opened once).
-Case 2: 500 distinct small files written here with uproot.
+Case 1: 500 references to the real NanoAOD file (``--nano``, default the DY file of
+``../shared``; ~1500 branches; each file is opened once).
+Case 2: 500 distinct small files: one NanoAOD-like file written here with uproot
+(``bench.bench_histmaker.write_file``), copied.
 Case 3: the same 500 files with a 2-worker LocalCluster client: the workers inspect the files
 (as the histmaker does with its cluster); the cluster is started and warmed up untimed.
 """
@@ -11,22 +13,27 @@ Case 3: the same 500 files with a 2-worker LocalCluster client: the workers insp
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from conftest import NANOAOD_DY
-from engine_helpers import copy_nano_subset, dy
-
+from bench.bench_histmaker import write_file
 from wremnants_dask import engine
+from wremnants_dask.inputs import files as input_files
+from wremnants_dask.inputs.datasets import Dataset
 from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
+
+SHARED = Path(os.environ.get("WREMNANTS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+NANOAOD_DY = SHARED / "data" / "nanoaod" / "nano_dy.root"
+
+
+def dy(files: list) -> Dataset:
+    return Dataset("dy", "Zmumu", tuple(str(f) for f in files), False, 2000.0, "2018")
 
 
 def _time(files: list, label: str, client=None) -> None:
-    files._FILE_CACHE.clear()
+    input_files._FILE_CACHE.clear()
     t0 = time.perf_counter()
     plan = engine.build_plan([dy(files)], MuonKinematicsProcessor(), step_size=10, client=client)
     t_build = time.perf_counter() - t0
@@ -45,10 +52,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=500)
     ap.add_argument("--small-files", type=int, default=500)
+    ap.add_argument("--nano", type=Path, default=NANOAOD_DY, help="a NanoAOD file")
     args = ap.parse_args()
-    _time([NANOAOD_DY] * args.files, "same NanoAOD file")
+    _time([args.nano] * args.files, "same NanoAOD file")
     with tempfile.TemporaryDirectory() as d:
-        src = copy_nano_subset(Path(d) / "f0.root")
+        src = Path(d) / "f0.root"
+        write_file(src, 400, fillers=0, seed=1)
         files = [src]
         for i in range(1, args.small_files):
             p = Path(d) / f"f{i}.root"

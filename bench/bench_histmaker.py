@@ -1,6 +1,6 @@
 """Throughput of the W-mass-like workload vs. the I/O floor measured in the same run.
 
-    python bench/bench_histmaker.py [--events 1000000] [--files 2] [--fillers 900]
+    python -m bench.bench_histmaker [--events 1000000] [--files 2] [--fillers 900]
                                     [--step-size 250000] [--workers 2] [--outdir DIR]
 
 Writes NanoAOD-like files with uproot (Muon_*, MET_*, HLT_IsoMu24, genWeight, LHEPdfWeight[103],

@@ -1,6 +1,6 @@
 """Throughput of the W-mass analysis: all variation tensors vs nominal only, in the same run.
 
-    python bench/bench_mw_tensors.py [--events 200000] [--repeat 2] [--outdir DIR] [--json OUT]
+    python -m bench.bench_mw_tensors [--events 200000] [--repeat 2] [--outdir DIR] [--json OUT]
 
 Generates a W+ -> mu nu sample (cached in --outdir), then runs ``mw`` through the engine
 (synchronous scheduler, one process) with ``systematics=False`` and ``systematics=True``,

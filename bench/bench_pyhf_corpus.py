@@ -8,7 +8,7 @@ minimum with the stored pyhf reference (``reference.json``): dNLL is pyhf's ``-l
 minimum minus at its own (pyhf's function at both points), max dpar the largest parameter
 difference in pyhf's sigma. Prints a markdown table.
 
-    python bench/bench_pyhf_corpus.py [names...] [--no-numpy]
+    python -m bench.bench_pyhf_corpus [names...] [--no-numpy]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Default job on a LocalCluster: graph-order submission vs. the engine's cost-ordered one.
 
-    python bench/bench_schedule.py [--workers 2] [--rounds 4]
+    python -m bench.bench_schedule [--workers 2] [--rounds 4]
 
 Both runs compute the same plan (the default synthetic datasets and analysis, cached) on the
 same warm cluster, interleaved round by round because the machine is shared:

@@ -1,6 +1,6 @@
 """Tensor fill cost: nominal 5D fill vs. nominal + 103-entry PDF tensor, by fill method.
 
-    python bench/bench_tensorfill.py [--events 1000000] [--repeat 5] [--rounds 5]
+    python -m bench.bench_tensorfill [--events 1000000] [--repeat 5] [--rounds 5]
 
 The headline goes through the engine's real fill path (``ChunkOutput.fill``, as a processor
 calls it) with the storages the processors declare (``processors.common.declare``): "nominal"

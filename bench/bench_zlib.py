@@ -1,6 +1,6 @@
 """ZLIB with ISA-L vs the standard library's zlib: reading and writing W-mass samples.
 
-    python bench/bench_zlib.py [--events 200000] [--gen-events 100000] [--rounds 4] [--outdir DIR]
+    python -m bench.bench_zlib [--events 200000] [--gen-events 100000] [--rounds 4] [--outdir DIR]
 
 The engine inflates ZLIB baskets with ISA-L when ``isal`` is installed, and the generator
 deflates with it (``fast_zlib``). Both libraries are timed in the same process, interleaved
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import uproot
 import uproot.compression
-from bench_histmaker import floor
-from bench_mw_tensors import sample
 
+from bench.bench_histmaker import floor
+from bench.bench_mw_tensors import sample
 from wremnants_dask import engine
 from wremnants_dask.inputs import reader
 from wremnants_dask.processors.registry import get_processor
-from wremnants_dask.synth import generate_sample, writer
+from wremnants_dask.synth import generate_sample, rootfile
 from wremnants_dask.utils.fast_zlib import IsalZLIB
 
 LIBRARIES = ("zlib", "isal")
@@ -57,7 +57,7 @@ def main() -> None:
 
     def generate() -> None:
         lib = decompressor.library  # the library under test, for writing too
-        writer.zlib_compression = lambda level=1: (
+        rootfile.zlib_compression = lambda level=1: (
             IsalZLIB(level) if lib == "isal" else uproot.ZLIB(level)
         )
         with tempfile.TemporaryDirectory() as tmp:

@@ -43,11 +43,10 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from wremnants_dask.fitting.synthmodel import SyntheticFitModel
 
-from bench.synthetic_fit_model import SHAPE, SyntheticFitModel, _hist  # noqa: E402
+#: Workers run as ``python -m bench.fit_peers`` from the repository root.
+REPO = Path(__file__).resolve().parents[1]
 
 MASS_SCALE = 10.0  # pyhf mass histosys = 10 x (+-100 MeV) templates: constraint width 1 GeV
 RESULT_TAG = "RESULT_JSON "
@@ -136,26 +135,26 @@ def write_rabbit_input(model: SyntheticFitModel, path: Path, sparse: bool = Fals
     from rabbit import tensorwriter
 
     w = tensorwriter.TensorWriter(sparse=sparse, systematic_type="log_normal")
-    axes = _hist(model.data).axes
+    axes = model.hist(model.data).axes
     ch = "ch0"
     w.add_channel(axes, ch)
-    w.add_data(model.data.reshape(SHAPE), ch)
+    w.add_data(model.data.reshape(model.shape), ch)
     for p, name in enumerate(model.processes):
         w.add_process(
-            model.nominal[:, p].reshape(SHAPE),
+            model.nominal[:, p].reshape(model.shape),
             name,
             ch,
             signal=False,
-            variances=model.sumw2[:, p].reshape(SHAPE),
+            variances=model.sumw2[:, p].reshape(model.shape),
         )
     nom = model.nominal
 
     def add(name: str, p: int, lu: np.ndarray, ld: np.ndarray, **kw: Any) -> None:
-        up = (nom[:, p] * np.exp(lu)).reshape(SHAPE)
+        up = (nom[:, p] * np.exp(lu)).reshape(model.shape)
         if np.allclose(ld, -lu, rtol=0, atol=1e-15):
             w.add_systematic(up, name, model.processes[p], ch, **kw)
         else:
-            dn = (nom[:, p] * np.exp(ld)).reshape(SHAPE)
+            dn = (nom[:, p] * np.exp(ld)).reshape(model.shape)
             w.add_systematic([up, dn], name, model.processes[p], ch, symmetrize=None, **kw)
 
     for p in np.nonzero(np.any(model.mass_logup != 0, axis=0))[0]:

@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from wremnants_dask.histograms.axes import axis_from_fitinput_v1, axis_to_uhi
 from wremnants_dask.utils.atomic import atomic_path
 
 FREE, GAUSS, POISSON = 0, 1, 2
@@ -34,7 +35,9 @@ SHAPE_INTERP = ("smooth", "piecewise")  # smooth == pyhf code4p form; piecewise 
 ADD_INTERP = ("code4p", "code0")
 NORM_INTERP = ("smooth", "code1", "code4")
 BB_MODES = ("none", "lite", "full")
-FORMAT_VERSION = 1
+#: Version 2: channel axes are UHI axis dicts (``histograms.axes``); version 1 (private axis
+#: dicts, still read) is converted on reading, so a ``FitInput`` only ever holds UHI axes.
+FORMAT_VERSION = 2
 
 
 class FitInputError(ValueError):
@@ -44,7 +47,7 @@ class FitInputError(ValueError):
 @dataclass
 class Channel:
     name: str
-    axes: list[dict[str, Any]]  # serialised hist axes (see writer.axis_to_dict)
+    axes: list[dict[str, Any]]  # UHI axis dicts (histograms.axes.axis_to_uhi), no flow
     start: int
     stop: int
     masked: bool = False
@@ -251,6 +254,12 @@ def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
     return ds[()]
 
 
+def _channel(c: dict[str, Any], version: int) -> Channel:
+    if version == 1:  # private axis dicts -> UHI (same bins: version 1 kept no flow bins)
+        c = {**c, "axes": [axis_to_uhi(axis_from_fitinput_v1(a)) for a in c["axes"]]}
+    return Channel(**c)
+
+
 def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
     """Read a fit input file; returns the input and its provenance metadata."""
     path = Path(path)
@@ -259,6 +268,12 @@ def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != "wremnants_dask.fitinput":
             raise FitInputError(f"{path} is not a wremnants_dask fit input file")
+        version = int(f.attrs.get("format_version", 1))
+        if version not in (1, FORMAT_VERSION):
+            raise FitInputError(
+                f"{path}: fit input format version {version} is not supported "
+                f"(this reader knows 1 and {FORMAT_VERSION})"
+            )
         kw: dict[str, Any] = {}
         for name in _ARRAYS:
             kw[name] = _read_dataset(f[name]) if name in f else None
@@ -278,7 +293,7 @@ def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
                 shape=tuple(int(v) for v in g.attrs["shape"]),
             )
         fi = FitInput(
-            channels=[Channel(**c) for c in json.loads(f.attrs["channels"])],
+            channels=[_channel(c, version) for c in json.loads(f.attrs["channels"])],
             processes=json.loads(f.attrs["processes"]),
             param_names=json.loads(f.attrs["param_names"]),
             param_type=json.loads(f.attrs["param_type"]),

@@ -27,54 +27,13 @@ from typing import Any
 import hist
 import numpy as np
 
+from wremnants_dask.histograms.axes import axis_to_uhi, flowless, same_binning
 from wremnants_dask.utils.provenance import make_metadata
 
 from .fitinput import FREE, GAUSS, Channel, FitInput, FitInputError, SparseTensor, write_fit_input
 from .symmetrize import SYMMETRIZE, symmetrize
 
 _RATIO_FLOOR = 1e-3  # log-normal variations below 1e-3 x nominal are clipped (as in rabbit)
-
-
-def axis_to_dict(ax: Any) -> dict[str, Any]:
-    """Serialise a hist axis (type, name, label and edges/categories)."""
-    d: dict[str, Any] = {"name": ax.name, "label": getattr(ax, "label", ax.name)}
-    if isinstance(ax, hist.axis.StrCategory):
-        d.update(type="strcat", categories=[str(c) for c in ax])
-    elif isinstance(ax, hist.axis.IntCategory):
-        d.update(type="intcat", categories=[int(c) for c in ax])
-    elif isinstance(ax, hist.axis.Integer):
-        d.update(type="integer", start=int(ax.edges[0]), stop=int(ax.edges[-1]))
-    elif isinstance(ax, hist.axis.Regular):
-        d.update(type="regular", bins=len(ax), start=float(ax.edges[0]), stop=float(ax.edges[-1]))
-    else:
-        d.update(type="variable", edges=[float(e) for e in ax.edges])
-    return d
-
-
-def axis_from_dict(d: dict[str, Any]) -> Any:
-    """Inverse of ``axis_to_dict`` (flow bins are not kept)."""
-    kw = {"name": d["name"], "label": d.get("label", d["name"])}
-    t = d["type"]
-    if t == "strcat":
-        return hist.axis.StrCategory(d["categories"], **kw)
-    if t == "intcat":
-        return hist.axis.IntCategory(d["categories"], **kw)
-    if t == "integer":
-        return hist.axis.Integer(d["start"], d["stop"], underflow=False, overflow=False, **kw)
-    if t == "regular":
-        return hist.axis.Regular(
-            d["bins"], d["start"], d["stop"], underflow=False, overflow=False, **kw
-        )
-    return hist.axis.Variable(d["edges"], underflow=False, overflow=False, **kw)
-
-
-def _same_axis(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("type", "categories", "edges", "bins", "start", "stop")
-    if a["type"] in ("regular", "variable") and b["type"] in ("regular", "variable"):
-        ea = a.get("edges") or list(np.linspace(a["start"], a["stop"], a["bins"] + 1))
-        eb = b.get("edges") or list(np.linspace(b["start"], b["stop"], b["bins"] + 1))
-        return len(ea) == len(eb) and np.allclose(ea, eb, rtol=1e-9, atol=1e-12)
-    return all(a.get(k) == b.get(k) for k in keys)
 
 
 class FitInputWriter:
@@ -113,10 +72,14 @@ class FitInputWriter:
         """Declare a channel by its axes (a hist.Hist or its ``.axes``); masked: no data."""
         if name in self._channels:
             raise FitInputError(f"channel {name!r} added twice")
-        axes = axes.axes if isinstance(axes, hist.Hist) else axes
-        ax = [axis_to_dict(a) for a in axes]
+        axes = [flowless(a) for a in (axes.axes if isinstance(axes, hist.Hist) else axes)]
         shape = tuple(len(a) for a in axes)
-        self._channels[name] = {"axes": ax, "shape": shape, "masked": masked}
+        self._channels[name] = {
+            "axes": [axis_to_uhi(a) for a in axes],
+            "hist_axes": axes,
+            "shape": shape,
+            "masked": masked,
+        }
 
     def _values(self, h: hist.Hist, channel: str, what: str, extra: Sequence[str] = ()) -> Any:
         if channel not in self._channels:
@@ -125,13 +88,13 @@ class FitInputWriter:
             raise FitInputError(f"{what}: expected a hist.Hist, got {type(h).__name__}")
         ch = self._channels[channel]
         names = [a.name for a in h.axes if a.name not in extra]
-        want = [a["name"] for a in ch["axes"]]
+        want = [a.name for a in ch["hist_axes"]]
         if names != want:
             raise FitInputError(
                 f"{what}: axes {names} do not match channel {channel!r} axes {want}"
             )
-        for a, d in zip([a for a in h.axes if a.name not in extra], ch["axes"]):
-            if not _same_axis(axis_to_dict(a), d):
+        for a, c in zip([a for a in h.axes if a.name not in extra], ch["hist_axes"]):
+            if not same_binning(a, c):
                 raise FitInputError(
                     f"{what}: binning of axis {a.name!r} does not match channel {channel!r}"
                 )
@@ -232,7 +195,7 @@ class FitInputWriter:
         entries: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         what = f"systematic {name!r} for process {process!r} in channel {channel!r}"
         if variations is not None:
-            chnames = [a["name"] for a in self._channels[channel]["axes"]]
+            chnames = [a.name for a in self._channels[channel]["hist_axes"]]
             extra = [a.name for a in variations.axes if a.name not in chnames]
             self._values(variations, channel, what, extra)
             h = variations.project(*chnames, *extra)

@@ -17,10 +17,18 @@ import h5py
 import hist
 import numpy as np
 
+from wremnants_dask.histograms.axes import (
+    axes_to_json,
+    axis_from_fitinput_v1,
+    axis_from_uhi,
+)
 from wremnants_dask.utils.atomic import atomic_path
 
 from .fitinput import FitInput
-from .fitinput_writer import axis_from_dict
+
+#: Version 2: the axes of the pre/post-fit hists are UHI axis dicts (``histograms.axes``);
+#: version 1 files (no ``format_version`` attribute, private axis dicts) are still read.
+FORMAT_VERSION = 2
 
 # The FitResult scalars summarised in the output (attributes of the results file).
 FIT_SUMMARY_FIELDS = (
@@ -39,7 +47,7 @@ def _hist(
     fi: FitInput, ch_index: int, values: np.ndarray, variances: np.ndarray | None
 ) -> hist.Hist:
     ch = fi.channels[ch_index]
-    axes = [axis_from_dict(a) for a in ch.axes]
+    axes = [axis_from_uhi(a) for a in ch.axes]
     h = hist.Hist(*axes, storage=hist.storage.Weight())
     shape = tuple(len(a) for a in axes)
     h.view().value = values.reshape(shape)
@@ -49,19 +57,15 @@ def _hist(
 
 def write_hist(group: h5py.Group, name: str, h: hist.Hist) -> None:
     g = group.create_group(name)
-    g.attrs["axes"] = json.dumps([_axis_json(a) for a in h.axes])
+    g.attrs["axes"] = axes_to_json(h.axes)
     g.create_dataset("values", data=h.values())
     g.create_dataset("variances", data=h.variances())
 
 
-def _axis_json(ax: Any) -> dict[str, Any]:
-    from .fitinput_writer import axis_to_dict
-
-    return axis_to_dict(ax)
-
-
 def read_hist(group: h5py.Group) -> hist.Hist:
-    """Rebuild a ``hist.Hist`` written by ``write_hist``."""
+    """Rebuild a ``hist.Hist`` written by ``write_hist`` (any format version)."""
+    version = int(group.file.attrs.get("format_version", 1))
+    axis_from_dict = axis_from_fitinput_v1 if version == 1 else axis_from_uhi
     axes = [axis_from_dict(d) for d in json.loads(group.attrs["axes"])]
     h = hist.Hist(*axes, storage=hist.storage.Weight())
     h.view().value = group["values"][()]
@@ -77,6 +81,7 @@ def write_results(
     with atomic_path(path, suffix=".hdf5") as tmp, h5py.File(tmp, "w") as f:
         f.attrs["metadata"] = json.dumps(metadata, default=str)
         f.attrs["format"] = "wremnants_dask.fitresult"
+        f.attrs["format_version"] = FORMAT_VERSION
         p = results["parameters"]
         dt = np.dtype(
             [

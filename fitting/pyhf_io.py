@@ -23,8 +23,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import hist
 import numpy as np
 import pyhf
+
+from wremnants_dask.histograms.axes import axis_to_uhi
 
 from .fitinput import FREE, GAUSS, POISSON, Channel, FitInput, FitInputError
 
@@ -206,7 +209,8 @@ def from_pyhf(
                     f"sample {s['name']!r} in channel {c['name']!r} has {len(s['data'])} bins, "
                     f"observation has {n}"
                 )
-        ax = [{"type": "integer", "name": "bin", "label": "bin", "start": 0, "stop": n}]
+        bins = hist.axis.Integer(0, n, name="bin", label="bin", underflow=False, overflow=False)
+        ax = [axis_to_uhi(bins)]
         channels.append(Channel(c["name"], ax, off, off + n))
         off += n
     nb, npr = off, len(procs)

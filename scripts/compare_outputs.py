@@ -1,12 +1,16 @@
 """Compare two runs of the analysis chain bit for bit: histograms, fit input and fit result.
 
     python scripts/compare_outputs.py RUN_A RUN_B [--files hists/mw.hdf5 ...]
+                                      [--ignore-attr axes format format_version]
 
 RUN_A and RUN_B are output folders of ``python ci/run_chain.py`` (or any folders holding the
 same relative HDF5 paths). Every dataset is compared as raw bytes (so NaNs, signed zeros and
 the last ulp count), every attribute except the provenance (``metadata``: time, git state,
 command line differ by construction), stage timings (``time_*``) and the folders of input files
 (JSON ``files`` lists are compared by file name). Used to show that a refactoring changed no number.
+``--ignore-attr NAME ...`` also skips the named attributes, and the same keys inside JSON
+attributes (``axes`` skips each histogram's ``axes`` and the ``axes`` of every fit channel in
+the JSON ``channels``), for a change of file format that must leave every number alone.
 Exit code 0 when everything is identical, 1 otherwise (the differences are listed).
 """
 
@@ -31,12 +35,21 @@ TIMING_PREFIXES = ("time_",)
 PATH_KEYS = {"files"}
 
 
-def _normalise_json(text: str) -> object:
+def _drop_keys(obj: object, ignore: frozenset[str]) -> object:
+    """``obj`` without the dict keys in ``ignore``, at any depth."""
+    if isinstance(obj, dict):
+        return {k: _drop_keys(v, ignore) for k, v in obj.items() if k not in ignore}
+    if isinstance(obj, list):
+        return [_drop_keys(v, ignore) for v in obj]
+    return obj
+
+
+def _normalise_json(text: str, ignore: frozenset[str] = frozenset()) -> object:
     obj = json.loads(text)
     if isinstance(obj, dict):
         for key in PATH_KEYS & set(obj):
             obj[key] = [Path(str(f)).name for f in obj[key]]
-    return obj
+    return _drop_keys(obj, ignore) if ignore else obj
 
 
 def _items(f: h5py.File) -> dict[str, h5py.Dataset | h5py.Group]:
@@ -66,10 +79,10 @@ def _n_different(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.any(ba != bb, axis=1).sum())
 
 
-def _same_attr(a: object, b: object) -> bool:
+def _same_attr(a: object, b: object, ignore: frozenset[str] = frozenset()) -> bool:
     if isinstance(a, str) and isinstance(b, str) and a[:1] in "{[" and b[:1] in "{[":
         try:
-            return _normalise_json(a) == _normalise_json(b)
+            return _normalise_json(a, ignore) == _normalise_json(b, ignore)
         except ValueError:
             return a == b
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
@@ -78,8 +91,11 @@ def _same_attr(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def compare_files(path_a: Path, path_b: Path) -> list[str]:
-    """Differences between two HDF5 files (empty when identical up to provenance)."""
+def compare_files(
+    path_a: Path, path_b: Path, ignore_attrs: frozenset[str] = frozenset()
+) -> list[str]:
+    """Differences between two HDF5 files (empty when identical up to provenance and the
+    attributes, or JSON keys inside attributes, named in ``ignore_attrs``)."""
     diffs: list[str] = []
     with h5py.File(path_a, "r") as fa, h5py.File(path_b, "r") as fb:
         ia, ib = _items(fa), _items(fb)
@@ -103,13 +119,13 @@ def compare_files(path_a: Path, path_b: Path) -> list[str]:
                     diffs.append(f"{name}: {va!r} vs {vb!r}")
             keys = {
                 k
-                for k in (set(oa.attrs) | set(ob.attrs)) - PROVENANCE_ATTRS
+                for k in (set(oa.attrs) | set(ob.attrs)) - PROVENANCE_ATTRS - ignore_attrs
                 if not k.startswith(TIMING_PREFIXES)
             }
             for key in sorted(keys):
                 if key not in oa.attrs or key not in ob.attrs:
                     diffs.append(f"{name}@{key}: only in {'A' if key in oa.attrs else 'B'}")
-                elif not _same_attr(oa.attrs[key], ob.attrs[key]):
+                elif not _same_attr(oa.attrs[key], ob.attrs[key], ignore_attrs):
                     diffs.append(f"{name}@{key}: differs")
     return diffs
 
@@ -119,10 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
     p.add_argument("--files", nargs="+", default=list(DEFAULT_FILES))
+    p.add_argument(
+        "--ignore-attr",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="attributes (and keys inside JSON attributes) not compared, e.g. axes format",
+    )
     args = p.parse_args(argv)
+    ignore = frozenset(args.ignore_attr)
+    if ignore:
+        print(f"ignoring attributes and JSON keys: {', '.join(sorted(ignore))}")
     bad = 0
     for rel in args.files:
-        diffs = compare_files(args.run_a / rel, args.run_b / rel)
+        diffs = compare_files(args.run_a / rel, args.run_b / rel, ignore)
         print(f"{rel}: {'identical' if not diffs else f'{len(diffs)} difference(s)'}")
         for d in diffs[:50]:
             print(f"    {d}")

@@ -13,7 +13,7 @@ import pytest
 from wremnants_dask.fitting import write_fit_input
 from wremnants_dask.fitting.cli import main
 from wremnants_dask.fitting.output import read_hist
-from wremnants_dask.fitting.synthmodel import build_synthetic
+from wremnants_dask.fitting.synthmodel import MASS_NAME, build_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_cli_full_run(fit_input, tmp_path, capsys):
             "--impacts",
             "--impacts-refit",
             "--scan",
-            "massShiftW",
+            MASS_NAME,
             "--scan-points",
             "3",
             "--scan-range",
@@ -48,9 +48,9 @@ def test_cli_full_run(fit_input, tmp_path, capsys):
         assert meta["stage"] == "fit" and meta["inputs"][0]["marker"] == 42
         par = f["parameters"][()]
         names = [n.decode() for n in par["name"]]
-        i = names.index("massShiftW")
+        i = names.index(MASS_NAME)
         # scan at +-1 sigma: 2 dNLL close to 1 (near-Gaussian), exactly 0 at the minimum
-        grid, q = f["scans/massShiftW"][()]
+        grid, q = f[f"scans/{MASS_NAME}"][()]
         assert q[1] == pytest.approx(0.0, abs=1e-6)
         assert q[0] == pytest.approx(1.0, abs=0.05) and q[2] == pytest.approx(1.0, abs=0.05)
         # refit impacts agree with covariance impacts for a near-Gaussian likelihood

@@ -19,6 +19,8 @@ from typing import Literal
 import hist
 import numpy as np
 
+from wremnants_dask.synth.processes import DATA_GROUP, GROUPS
+
 __all__ = [
     "DEFAULT_PROCESS_GROUPS",
     "DOWN_UP_AXIS",
@@ -42,15 +44,11 @@ __all__ = [
     "to_up_down",
 ]
 
-#: Sample -> process group map for the synthetic samples (docs/DESIGN.md, "Synthetic generator").
+#: Group -> sample names of the synthetic datasets (configs/datasets_synthetic.yaml): the
+#: simulated samples are named after their process (synth.processes.GROUPS), pseudo-data "data".
 DEFAULT_PROCESS_GROUPS: dict[str, tuple[str, ...]] = {
-    "Data": ("data",),
-    "Wmunu": ("wplus_munu", "wminus_munu"),
-    "Zmumu": ("zmumu",),
-    "Ztautau": ("ztautau",),
-    "Top": ("ttbar",),
-    "Diboson": ("diboson",),
-    "QCD": ("qcd",),
+    DATA_GROUP: ("data",),
+    **{g: procs for g, procs in GROUPS.items() if g != DATA_GROUP},
 }
 #: Name of the data-driven non-prompt process produced by ``abcd.predict_nonprompt``.
 NONPROMPT_GROUP = "Nonprompt"

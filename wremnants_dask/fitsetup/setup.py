@@ -20,6 +20,7 @@ import numpy as np
 
 from wremnants_dask.fitsetup import abcd, histops
 from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.synth.processes import DATA_GROUP, PROMPT_GROUPS, QCD_GROUP
 
 #: The mass templates used as the +-1 variation of the mass parameter.
 MASS_STEP_MEV = 100
@@ -170,7 +171,7 @@ def open_samples(hf: HistFile, lumi_scale: float = 1.0) -> Samples:
         )
     norms = {}
     for ds, info in infos.items():
-        group = "Data" if info["is_data"] else info["group"]
+        group = DATA_GROUP if info["is_data"] else info["group"]
         groups.setdefault(group, []).append(ds)
         if info["is_data"]:
             norms[ds] = lumi_scale
@@ -315,18 +316,18 @@ def build_fit_input(
         if base not in hf.names(ds):
             raise SetupError(f"{hf.path}: dataset {ds!r} has no histogram {base!r}")
 
-    prompt = [g for g in ("Wmunu", "Zmumu", "Ztautau", "Top", "Diboson") if g in samples.groups]
+    prompt = [g for g in PROMPT_GROUPS if g in samples.groups]
     if setup.signal not in prompt:
         raise SetupError(f"{hf.path}: no sample of the signal process {setup.signal!r}")
     full = {g: samples.group_sum(g, base) for g in prompt}
-    data_full = samples.group_sum("Data", base)
+    data_full = samples.group_sum(DATA_GROUP, base)
 
     procs: dict[str, hist.Hist] = {
         g: _project(_fit_region(full[g], setup), setup.fit_axes) for g in prompt
     }
     np_est = None
     if setup.nonprompt and nonprompt_from_data:
-        qcd_mc = samples.group_sum("QCD", base) if "QCD" in samples.groups else None
+        qcd_mc = samples.group_sum(QCD_GROUP, base) if QCD_GROUP in samples.groups else None
         np_est = estimate_nonprompt(
             data_full, _sum(list(full.values())), qcd_mc, nonprompt_eta_merge
         )

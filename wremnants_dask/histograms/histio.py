@@ -1,15 +1,16 @@
 """HDF5 output of a run: per dataset its histograms and bookkeeping, plus run provenance.
 
-Layout (format ``wremnants_dask.histio/1``)::
+Layout (format ``wremnants_dask.histio/2``)::
 
     /                      attrs: format, metadata (JSON, provenance.make_metadata)
     /datasets/<name>/      attrs: info (JSON: group, is_data, xsec_pb, era, lumi_pb, sums
                                   of weights, event counts, files, skipped files, cut flows)
     /datasets/<name>/hists/<hist>/   datasets: values [, variances] (flow bins included)
-                                     attrs: axes (JSON list), storage, name, label
+                                     attrs: axes (JSON list of UHI axes), storage, name, label
 
-Axes are stored as JSON so a histogram comes back as a ``hist.Hist`` with the same axes, labels
-and storage; histograms are read lazily one at a time. Files are written atomically.
+Axes are stored as JSON (the UHI axis dicts of ``histograms.axes``) so a histogram comes back as
+a ``hist.Hist`` with the same axes, labels and storage; histograms are read lazily one at a time.
+Files are written atomically. Version 1 (private axis dicts) is still read.
 """
 
 from __future__ import annotations
@@ -24,105 +25,15 @@ import h5py
 import hist
 import numpy as np
 
+from wremnants_dask.histograms.axes import axes_to_json, axis_from_histio_v1, axis_from_uhi
 from wremnants_dask.utils.atomic import atomic_path
 from wremnants_dask.utils.provenance import dumps
 
-FORMAT = "wremnants_dask.histio/1"
+FORMAT = "wremnants_dask.histio/2"
+#: Formats the reader accepts -> how their axes are read (version 1: private axis dicts).
+_AXIS_READERS = {FORMAT: axis_from_uhi, "wremnants_dask.histio/1": axis_from_histio_v1}
 
-__all__ = ["FORMAT", "HistFile", "axis_from_dict", "axis_to_dict", "write_hists", "write_run"]
-
-
-# ----------------------------------------------------------------------------- axes <-> JSON
-def axis_to_dict(ax: Any) -> dict[str, Any]:
-    """JSON-able description of a hist axis (type, binning, flow/growth traits, name, label)."""
-    t = ax.traits
-    # The raw label ("" when unset; hist then shows the name), so that axes compare equal.
-    d: dict[str, Any] = {"name": ax.name, "label": ax.__dict__.get("label", ax.label)}
-    if isinstance(ax, hist.axis.Regular):
-        transform = getattr(ax, "transform", None)
-        if transform is not None:
-            raise ValueError(f"axis {ax.name!r}: transformed Regular axes are not supported")
-        d.update(
-            type="Regular",
-            bins=ax.size,
-            start=float(ax.edges[0]),
-            stop=float(ax.edges[-1]),
-            underflow=t.underflow,
-            overflow=t.overflow,
-            growth=t.growth,
-            circular=t.circular,
-        )
-    elif isinstance(ax, hist.axis.Boolean):
-        d.update(type="Boolean")
-    elif isinstance(ax, hist.axis.Variable):
-        d.update(
-            type="Variable",
-            edges=[float(e) for e in ax.edges],
-            underflow=t.underflow,
-            overflow=t.overflow,
-            growth=t.growth,
-            circular=t.circular,
-        )
-    elif isinstance(ax, hist.axis.Integer):
-        d.update(
-            type="Integer",
-            start=int(ax.edges[0]),
-            stop=int(ax.edges[-1]),
-            underflow=t.underflow,
-            overflow=t.overflow,
-            growth=t.growth,
-            circular=t.circular,
-        )
-    elif isinstance(ax, hist.axis.IntCategory):
-        d.update(
-            type="IntCategory",
-            categories=[int(c) for c in ax],
-            growth=t.growth,
-            overflow=t.overflow,
-        )
-    elif isinstance(ax, hist.axis.StrCategory):
-        d.update(
-            type="StrCategory",
-            categories=[str(c) for c in ax],
-            growth=t.growth,
-            overflow=t.overflow,
-        )
-    else:
-        raise ValueError(f"axis {ax.name!r}: unsupported axis type {type(ax).__name__}")
-    return d
-
-
-def axis_from_dict(d: Mapping[str, Any]) -> Any:
-    """Inverse of :func:`axis_to_dict`."""
-    kind = d["type"]
-    common = {"name": d["name"], "label": d["label"]}
-    if kind == "Regular":
-        # Reconstructing from start/stop reproduces boost's edges exactly.
-        return hist.axis.Regular(
-            d["bins"], d["start"], d["stop"], underflow=d["underflow"], overflow=d["overflow"],
-            growth=d["growth"], circular=d["circular"], **common,
-        )  # fmt: skip
-    if kind == "Variable":
-        return hist.axis.Variable(
-            d["edges"], underflow=d["underflow"], overflow=d["overflow"], growth=d["growth"],
-            circular=d["circular"], **common,
-        )  # fmt: skip
-    if kind == "Integer":
-        return hist.axis.Integer(
-            d["start"], d["stop"], underflow=d["underflow"], overflow=d["overflow"],
-            growth=d["growth"], circular=d["circular"], **common,
-        )  # fmt: skip
-    if kind == "IntCategory":
-        return hist.axis.IntCategory(
-            d["categories"], growth=d["growth"], overflow=d["overflow"], **common
-        )
-    if kind == "StrCategory":
-        return hist.axis.StrCategory(
-            d["categories"], growth=d["growth"], overflow=d["overflow"], **common
-        )
-    if kind == "Boolean":
-        return hist.axis.Boolean(**common)
-    raise ValueError(f"unknown axis type {kind!r} in {dict(d)}")
+__all__ = ["FORMAT", "HistFile", "write_hists", "write_run"]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -147,7 +58,7 @@ def _write_hist(group: h5py.Group, name: str, h: hist.Hist, compression: str | N
         g.create_dataset("variances", data=np.ascontiguousarray(view.variance), **kw)
     else:
         g.create_dataset("values", data=np.ascontiguousarray(view), **kw)
-    g.attrs["axes"] = json.dumps([axis_to_dict(ax) for ax in h.axes])
+    g.attrs["axes"] = axes_to_json(h.axes)
     g.attrs["storage"] = storage
     g.attrs["name"] = h.name or name
     g.attrs["label"] = h.label or ""
@@ -194,11 +105,13 @@ class HistFile:
         except OSError as err:
             raise OSError(f"{self.path}: cannot open as HDF5 ({err})") from None
         fmt = self._f.attrs.get("format")
-        if fmt != FORMAT:
+        if fmt not in _AXIS_READERS:
             self._f.close()
             raise ValueError(
                 f"{self.path}: not a histogram file of format {FORMAT} (found {fmt!r})"
             )
+        self.format: str = fmt
+        self._axis_from_dict = _AXIS_READERS[fmt]
 
     def __enter__(self) -> HistFile:
         return self
@@ -238,7 +151,7 @@ class HistFile:
                 f"{self.path}: dataset {dataset!r} has no histogram {name!r}; found {list(hists)}"
             )
         g = hists[name]
-        axes = [axis_from_dict(d) for d in json.loads(g.attrs["axes"])]
+        axes = [self._axis_from_dict(d) for d in json.loads(g.attrs["axes"])]
         storage = {
             "weight": hist.storage.Weight(),
             "double": hist.storage.Double(),

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from wremnants_dask.inputs import samplecache as cache
+from wremnants_dask.synth import processes
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -40,9 +41,10 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = "datasets_synthetic.yaml"
-# Names fixed in docs/DESIGN.md; a config may add groups with the top-level key ``groups``.
-PROCESSES = ("wplus_munu", "wminus_munu", "zmumu", "ztautau", "ttbar", "diboson", "qcd")
-GROUPS = ("Wmunu", "Zmumu", "Ztautau", "Top", "Diboson", "QCD", "Data")
+# The names of synth.processes (the one table); a config may add groups with the top-level key
+# ``groups``.
+PROCESSES = tuple(processes.PROCESSES)
+GROUPS = tuple(processes.GROUPS)
 
 _TOP_KEYS = {"description", "era", "treename", "scale", "groups", "samples"}
 _SAMPLE_KEYS = {
@@ -304,10 +306,10 @@ def _parse_sample(
 
     group = _get(raw, "group", str, where)
     if group is None and pseudo:
-        group = "Data"
+        group = processes.DATA_GROUP
     if group is None and generator is None:
         raise ConfigError(f"{where}: key 'group' is required (one of {sorted(groups)})")
-    if group == "Data" and not is_data:
+    if group == processes.DATA_GROUP and not is_data:
         raise ConfigError(f"{where}: key 'is_data' must be true for a sample in group 'Data'")
     if group is not None and group not in groups:
         raise ConfigError(

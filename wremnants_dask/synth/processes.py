@@ -70,16 +70,27 @@ PROCESSES: dict[str, ProcessInfo] = {
     )
 }  # fmt: skip
 
-#: Process groups used by later stages (docs/DESIGN.md).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "Wmunu": ("wplus_munu", "wminus_munu"),
-    "Zmumu": ("zmumu",),
-    "Ztautau": ("ztautau",),
-    "Top": ("ttbar",),
-    "Diboson": ("diboson",),
-    "QCD": ("qcd",),
-    "Data": (),
-}
+#: The group of (pseudo-)data samples; it has no simulated process.
+DATA_GROUP = "Data"
+#: The group of the simulated QCD multijet (non-prompt muons) process.
+QCD_GROUP = "QCD"
+
+
+def _groups() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for p in PROCESSES.values():
+        out[p.group] = (*out.get(p.group, ()), p.name)
+    out[DATA_GROUP] = ()
+    return out
+
+
+#: The process groups (docs/DESIGN.md): group -> simulated processes, in the order of
+#: ``PROCESSES``, data last. The one table of groups: the dataset configs (``inputs.datasets``)
+#: and the fit setup (``fitsetup``) take their group names from here.
+GROUPS: dict[str, tuple[str, ...]] = _groups()
+#: Groups whose muons are prompt (W, Z, top, diboson decays): simulated in the fit, while the
+#: non-prompt background (QCD) is estimated from data.
+PROMPT_GROUPS: tuple[str, ...] = tuple(g for g in GROUPS if g not in (QCD_GROUP, DATA_GROUP))
 
 
 def process_info(name: str) -> ProcessInfo:
