@@ -18,7 +18,8 @@ from wremnants_dask.fitting.fitinput_writer import FitInputWriter
 from wremnants_dask.fitting.output import read_hist
 from wremnants_dask.histograms import axes as uhi_axes
 from wremnants_dask.histograms import histio
-from wremnants_dask.plotting import draw
+from wremnants_dask.plotting import bands
+from wremnants_dask.plotting.axes import axis_info
 
 DATA = Path(__file__).parent / "data"
 
@@ -145,9 +146,21 @@ def test_fit_result_v1_hist_reads_back():
 
 
 def test_plotting_reads_fit_input_axes():
+    """A version-1 fit input's channel axes reach the plots as the same binning: the plots'
+    axis reader gives the edges, and a projection on pT keeps every event."""
     fi, _ = read_fit_input(DATA / "fitinput_v1.hdf5")
-    axes = fi.channels[0].axes
-    per_pt = draw.project(fi.nominal, axes, "pt")
+    axes = [uhi_axes.axis_from_uhi(a) for a in fi.channels[0].axes]
+    infos = [axis_info(a) for a in axes]
+    names = [i.name for i in infos]
+    ref = fitinput_axes()
+    assert names == [a.name for a in ref]
+    for info, a in zip(infos, ref):
+        if a.traits.continuous:
+            np.testing.assert_array_equal(info.edges, np.asarray(a.edges, dtype=float))
+        else:  # categories: unit-width bins labelled by the category values
+            assert info.categories == [str(c) for c in a]
+    shape = tuple(len(i.edges) - 1 for i in infos)
+    nominal = fi.nominal.reshape(*shape, -1)
+    per_pt = bands.project(nominal, (names.index("pt"),), len(shape))
     assert per_pt.shape == (4, 2)
     np.testing.assert_allclose(per_pt.sum(0), fi.nominal.sum(0), rtol=1e-12)
-    assert axes == [draw.axis_dict(uhi_axes.axis_from_uhi(a)) for a in axes]

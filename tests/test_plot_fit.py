@@ -25,13 +25,13 @@ from wremnants_dask.fitting.synthmodel import build_synthetic
 
 @pytest.fixture(scope="module")
 def fitresult(tmp_path_factory) -> Path:
-    fi, _, _ = build_synthetic(nsyst=4, nnorm=2, neta=3, npt=4, signal_per_bin=500.0)
+    fi, _, _ = build_synthetic(nsyst=4, nnorm=2, neta=4, npt=4, signal_per_bin=500.0)
     d = tmp_path_factory.mktemp("plotfit")
     write_fit_input(fi, d / "fitinput.hdf5", {"stage": "setup_fit", "command": "setup"})
     rc = fit_main(
-        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShiftW",
-         "--poi", "mu", "--scan", "massShiftW", "--scan-points", "5",
-         "--scan2d", "massShiftW,mu", "--scan-range", "2"]
+        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShift100MeV",
+         "--poi", "mu", "--scan", "massShift100MeV", "--scan-points", "5",
+         "--scan2d", "massShift100MeV,mu", "--scan-range", "2"]
     )  # fmt: skip
     assert rc == 0
     return d / "fitresults.hdf5"
@@ -50,8 +50,8 @@ def test_every_plot_has_a_log(plots: Path, fitresult: Path) -> None:
     with h5py.File(fitresult) as f:
         channels = list(f["hists/postfit"])
         npulls = int(np.isfinite(f["parameters"]["pull"]).sum())
-    expected = {"impacts_ranking_massShiftW.png", "impacts_grouped_massShiftW.png",
-                "correlation.png", "scan_massShiftW.png", "scan2d_massShiftW_mu.png"}  # fmt: skip
+    expected = {"impacts_ranking_massShift100MeV.png", "impacts_grouped_massShift100MeV.png",
+                "correlation.png", "scan_massShift100MeV.png", "scan2d_massShift100MeV_mu.png"}  # fmt: skip
     for ch in channels:
         expected |= {f"prefit_{ch}_unrolled.png", f"postfit_{ch}_unrolled.png"}
     assert expected <= names, expected - names
@@ -153,7 +153,7 @@ def _dump_dom(page: Path) -> subprocess.CompletedProcess:
 def test_interactive_page_draws(plots: Path) -> None:
     """plotly (loaded from the folder) draws the pulls and impacts: its SVG is in the DOM."""
     out = _dump_dom(plots / "pulls_impacts.html")
-    assert "main-svg" in out.stdout and "massShiftW" in out.stdout, out.stderr[-2000:]
+    assert "main-svg" in out.stdout and "massShift100MeV" in out.stdout, out.stderr[-2000:]
 
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
