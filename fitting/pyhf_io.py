@@ -312,17 +312,25 @@ def from_pyhf(
     names = list(flat)
     col = lambda k: np.array([flat[n][k] for n in names], np.float64)  # noqa: E731
     index = {n: i for i, n in enumerate(names)}
-    mkeys = list(mult)
-    mult_index = np.full((nb, len(mkeys)), -1, np.int64)
+    # One multiplicative set per modifier and set of samples it scales in a channel (not per
+    # modifier and sample): a lumi on every sample of every channel is one set instead of
+    # hundreds, which keeps the product over sets and its derivatives small.
+    per_chan: dict[tuple[int, str], set[str]] = {}
+    for (mn, sample), names_bins in mult.items():
+        for ci, ch in enumerate(channels):
+            if any(names_bins[ch.start : ch.stop]):
+                per_chan.setdefault((ci, mn), set()).add(sample)
+    sets: dict[tuple[str, frozenset[str]], np.ndarray] = {}
+    for (ci, mn), samples in per_chan.items():
+        ch = channels[ci]
+        idx = sets.setdefault((mn, frozenset(samples)), np.full(nb, -1, np.int64))
+        names_bins = mult[(mn, next(iter(samples)))]
+        idx[ch.start : ch.stop] = [index[n] for n in names_bins[ch.start : ch.stop]]
+    mkeys = list(sets)
+    mult_index = np.stack([sets[k] for k in mkeys], axis=1) if mkeys else np.zeros((nb, 0), int)
     mult_proc = np.zeros((len(mkeys), npr), bool)
-    for m, key in enumerate(mkeys):
-        nbins_names = mult[key]
-        for b in range(nb):
-            if nbins_names[b]:
-                mult_index[b, m] = index[nbins_names[b]]
-        mult_proc[m, procs.index(key[1])] = True
-    keep = np.any(mult_index >= 0, axis=0)
-    mult_index, mult_proc = mult_index[:, keep], mult_proc[keep]
+    for m, (_, samples) in enumerate(mkeys):
+        mult_proc[m, [procs.index(p) for p in samples]] = True
     kw: dict[str, Any] = {}
     if norm:
         nnames = list(norm)
