@@ -1,0 +1,73 @@
+"""Faults and bad input (issue 17): nothing lost or silently wrong with --skip-bad-files,
+clear one-line errors, outputs checked before computing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import uproot
+from engine_helpers import copy_nano_subset, dy, reference_muon_kinematics
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
+
+from wremnants_dask import engine
+from wremnants_dask.engine import BadInputError
+
+
+def _runs_sumw(path) -> float:
+    return float(uproot.open(path)["Runs"]["genEventSumw"].array(library="np").sum())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("skip")
+    return {
+        "good1": copy_nano_subset(d / "good1.root"),
+        "good2": copy_nano_subset(d / "good2.root", entry_stop=30),
+        "noiso": copy_nano_subset(d / "noiso.root", drop="Muon_pfRelIso04_all"),
+        "nohlt": copy_nano_subset(d / "nohlt.root", drop="HLT_IsoMu24"),
+    }
+
+
+# ------------------------------------------------------------------ defect 1: normalisation
+def test_skipped_files_do_not_count_in_generator_sums(files):
+    """Files dropped at the branch check must not keep their Runs sums (issue 17, defect 1:
+    gen_sumw came out 3/2 of the truth with two good and one bad file)."""
+    ds = dy([files["good1"], files["noiso"], files["good2"], files["nohlt"]])
+    plan = engine.build_plan([ds], MuonKinematicsProcessor(), skip_bad_files=True)
+    truth = _runs_sumw(files["good1"]) + _runs_sumw(files["good2"])
+    assert plan.datasets["dy"].gen_sums.sumw == pytest.approx(truth, rel=1e-12)
+    counts = sum(
+        int(uproot.open(files[k])["Runs"]["genEventCount"].array(library="np").sum())
+        for k in ("good1", "good2")
+    )
+    assert plan.datasets["dy"].gen_sums.count == counts
+    skipped = {s["file"].rsplit("/", 1)[-1] for s in plan.skipped_files}
+    assert skipped == {"noiso.root", "nohlt.root"}
+
+
+# ------------------------------------------------------------------ defect 2: file order
+@pytest.mark.parametrize("first", ["noiso", "nohlt"])
+def test_skip_bad_files_does_not_depend_on_file_order(files, first):
+    """A file lacking a needed branch in first position is skipped like anywhere else."""
+    order = [first, "good1", "good2"]
+    ds = dy([files[k] for k in order])
+    r = engine.run([ds], MuonKinematicsProcessor(), skip_bad_files=True)
+    ref = engine.run([dy([files["good1"], files["good2"]])], MuonKinematicsProcessor())
+    np.testing.assert_array_equal(
+        r["dy"].hists["nominal"].values(flow=True), ref["dy"].hists["nominal"].values(flow=True)
+    )
+    assert r["dy"].columns == ref["dy"].columns
+    assert r["dy"].gen_sums.sumw == ref["dy"].gen_sums.sumw
+    (s,) = r.info["skipped_files"]
+    assert s["file"].endswith(f"{first}.root")
+    branch = {"noiso": "Muon_pfRelIso04_all", "nohlt": "HLT_IsoMu24"}[first]
+    assert branch in s["reason"]
+    refh, *_ = reference_muon_kinematics([files["good1"], files["good2"]], is_data=False)
+    np.testing.assert_allclose(
+        r["dy"].hists["nominal"].values(flow=True), refh.values(flow=True), rtol=1e-9
+    )
+
+
+def test_missing_branch_in_first_file_is_named_without_skip(files):
+    with pytest.raises(BadInputError, match=r"noiso.root.*Muon_pfRelIso04_all"):
+        engine.build_plan([dy([files["noiso"], files["good1"]])], MuonKinematicsProcessor())
