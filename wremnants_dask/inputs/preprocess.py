@@ -14,7 +14,14 @@ from typing import Any
 
 from wremnants_dask.inputs.files import BadInputError, FileInfo, inspect_file, open_tree
 
-__all__ = ["check_files", "chunk_cost", "chunk_steps", "inspect_all", "type_mismatch"]
+__all__ = [
+    "check_files",
+    "chunk_cost",
+    "chunk_steps",
+    "gen_sums_of",
+    "inspect_all",
+    "type_mismatch",
+]
 
 
 # Files opened concurrently when building the graph: overlaps the latency of remote storage
@@ -65,9 +72,12 @@ def inspect_all(
 
 def check_files(
     dataset: Any, skip_bad_files: bool, client: Any = None
-) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
-    """Open every file of ``dataset``; return the good ones, the skipped ones and Runs sums."""
-    good, skipped, sums = [], [], None
+) -> tuple[list[FileInfo], list[dict[str, str]]]:
+    """Open every file of ``dataset``; return the good ones and the skipped ones.
+
+    The generator sums are not added here: a good file may still be dropped at the branch
+    check after tracing, and its sums must go with it (:func:`gen_sums_of` the files kept)."""
+    good, skipped = [], []
     found_all = inspect_all(dataset.files, dataset.treename, client)
     for path, found in zip(dataset.files, found_all):
         try:
@@ -76,18 +86,24 @@ def check_files(
             info = found
             if info.entries == 0:
                 raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
-            if not dataset.is_data:
-                if info.gen_sums is None:
-                    raise BadInputError(str(path), str(info.runs_error))
-                s = info.gen_sums
-                sums = s if sums is None else sums + s
+            if not dataset.is_data and info.gen_sums is None:
+                raise BadInputError(str(path), str(info.runs_error))
         except BadInputError as err:
             if not skip_bad_files:
                 raise BadInputError(err.path, f"{err.reason} (dataset {dataset.name!r})") from None
             skipped.append({"dataset": dataset.name, "file": err.path, "reason": err.reason})
             continue
         good.append(info)
-    return good, skipped, sums
+    return good, skipped
+
+
+def gen_sums_of(infos: Iterable[FileInfo]) -> Any:
+    """Sum of the generator sums of exactly the files that are processed (None for data)."""
+    sums = None
+    for info in infos:
+        if info.gen_sums is not None:
+            sums = info.gen_sums if sums is None else sums + info.gen_sums
+    return sums
 
 
 # Per-event processing cost, in compressed bytes read: fitted on the default W-mass job, where
