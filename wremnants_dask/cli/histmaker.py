@@ -203,6 +203,12 @@ def main(argv: list[str] | None = None) -> Path:
                 performance_report=args.performance_report,
             )
             info = result.info
+            for c in info["lost_chunks"]:
+                print(
+                    f"lost {c['events']} events of {c['dataset']}: {c['file']} entries "
+                    f"[{c['entry_start']}, {c['entry_stop']}): {c['reason']}",
+                    file=sys.stderr,
+                )
             print(
                 f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
                 f"({info['events_per_second'] or 0:.0f} events/s)"

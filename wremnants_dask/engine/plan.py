@@ -147,7 +147,7 @@ def build_plan(
         )
         divisions = tuple(np.cumsum([0] + [b - a for _, a, b in parts]).tolist())
         events = dak.from_map(
-            ChunkReader(dataset.treename, cols, sub_form(ref.form, cols)),
+            ChunkReader(dataset.treename, cols, sub_form(ref.form, cols), skip_bad_files),
             parts,
             label=f"from-uproot-{_safe(dataset.name)}",
             token=token,
