@@ -3,8 +3,13 @@ clear one-line errors, outputs checked before computing."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 
+import hist
 import numpy as np
 import pytest
 import uproot
@@ -134,3 +139,107 @@ def test_chunk_read_error_survives_pickling():
     err = engine.ChunkReadError("/x/f.root", 10, 20, "Muon_pt", "IsalError: bad")
     back = pickle.loads(pickle.dumps(err))
     assert str(back) == str(err) and back.record() == err.record()
+
+
+# ------------------------------------------------------------------ defects 4-5: CLI errors
+def histmaker_cmd(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The histmaker command as a user runs it (its own process: a crash is an exit code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "wremnants_dask.histmaker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+NANO_ARGS = ("--dataset-config", "nanoaod_shared", "-a", "muon_kinematics", "--no-progress")
+
+
+def test_output_under_a_regular_file_fails_before_computing(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    run = histmaker_cmd(*NANO_ARGS, "--executor", "sync", "-o", str(blocker / "sub"))
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "afile" in lines[0] and "not a folder" in lines[0], run.stderr
+    assert "processed" not in run.stdout  # nothing was computed
+
+
+def test_user_errors_are_one_line_and_debug_gives_the_traceback(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "era: '2018'\nsamples:\n  - name: dy\n    group: Zmumu\n    xsec_pb: 1.0\n"
+        "    files: [/no/such/file.root]\n"
+    )
+    args = ("--dataset-config", str(cfg), "-a", "muon_kinematics", "--executor", "sync")
+    run = histmaker_cmd(*args, "-o", str(tmp_path))
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and "/no/such/file.root" in lines[0]
+    debug = histmaker_cmd(*args, "-o", str(tmp_path), "--debug")
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_free_space_is_checked_before_computing(tmp_path):
+    from wremnants_dask.utils.outputs import OutputError, check_free_space
+
+    free = shutil.disk_usage(tmp_path).free
+    check_free_space(tmp_path / "out.hdf5", free // 4)  # fits
+    with pytest.raises(OutputError, match=r"out.hdf5: .* MB free in .*needs up to"):
+        check_free_space(tmp_path / "out.hdf5", free + 1)
+
+
+def _small_tmpfs(path) -> bool:
+    """A 1 MB tmpfs at ``path`` (a real full disk); False where mounting is not allowed."""
+    path.mkdir()
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_full_disk_during_the_write_fails_cleanly(tmp_path):
+    """Issue 17 defect 4: the write onto a disk that fills up segfaulted (rc 139) and left a
+    hidden temporary file. The check before computing passes (the estimate fits), then the
+    disk is filled while the job runs: the error must be one line naming the output."""
+    mnt = tmp_path / "small"
+    if not _small_tmpfs(mnt):
+        pytest.skip("cannot mount a small tmpfs here (needs root): no full disk to write on")
+    try:
+        (mnt / "filler").write_bytes(b"\0" * 880_000)  # leaves ~140 kB; the output is ~200 kB
+        from wremnants_dask.histograms import histio
+
+        hists = {"h": hist.Hist(hist.axis.Regular(20_000, 0, 1), storage=hist.storage.Weight())}
+        hists["h"].view().value[:] = np.random.default_rng(1).random(20_000)
+        with pytest.raises(OSError, match=r"small/out.hdf5: cannot write the output"):
+            histio.write_hists(mnt / "out.hdf5", {"d": (hists, {})}, {}, compression=None)
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+        # and the command: one line, exit code 2, no crash, nothing left behind
+        run = histmaker_cmd(*NANO_ARGS, "--executor", "sync", "-o", str(mnt), "--step-size", "40")
+        assert run.returncode == 2, (run.returncode, run.stderr[-3000:])
+        assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert "No space left" in run.stderr or "MB free" in run.stderr
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=10)
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    """A killed run leaves ``.NAME.pid<PID>.*.tmp``; the next run's output check removes those
+    of dead writers and leaves a live writer's alone."""
+    from wremnants_dask.utils.outputs import check_output_location
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".out.hdf5.pid{int(dead.stdout)}.abc.hdf5.tmp"
+    live = tmp_path / f".out.hdf5.pid{os.getpid()}.def.hdf5.tmp"
+    stale.write_text("partial")
+    live.write_text("partial")
+    check_output_location(tmp_path / "out.hdf5")
+    assert not stale.exists() and live.exists()
