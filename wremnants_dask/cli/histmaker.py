@@ -114,6 +114,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="save Dask's performance report (distributed executors)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (default: one line naming the file or key)",
+    )
     return p
 
 
@@ -157,9 +162,75 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
         yield client
 
 
+def console_main(argv: list[str] | None = None) -> int:
+    """The command: :func:`main` with errors as one line on stderr and a non-zero exit code
+    (tracebacks only with ``--debug``). Returns the exit code."""
+    raw = sys.argv[1:] if argv is None else argv
+    try:
+        main(raw)
+    except KeyboardInterrupt:
+        if "--debug" in raw:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if "--debug" in raw:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, _user_errors()) else 1
+    return 0
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its message for the errors users cause (they name the file
+    or key), else its type and message with a pointer to ``--debug``."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, _user_errors()):
+        return msg
+    return f"{type(err).__name__}: {msg} (run with --debug for the traceback)"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that come from the inputs, the configuration or the arguments, not the code."""
+    from wremnants_dask.engine.processor import ProcessorError
+    from wremnants_dask.inputs.datasets import ConfigError
+    from wremnants_dask.inputs.files import BadInputError
+    from wremnants_dask.inputs.lumi import LumiError
+    from wremnants_dask.inputs.normalization import NormalizationError
+    from wremnants_dask.inputs.reader import ChunkReadError
+    from wremnants_dask.utils.outputs import OutputError
+
+    return (
+        ConfigError,
+        BadInputError,
+        ChunkReadError,
+        OutputError,
+        ProcessorError,
+        LumiError,
+        NormalizationError,
+        FileNotFoundError,
+    )
+
+
+def estimate_output_bytes(plan: engine.Plan) -> int:
+    """Upper estimate of the output file size: every declared histogram uncompressed (weight
+    storage: two doubles per cell) plus a megabyte of metadata per dataset."""
+    total = 0
+    for p in plan.datasets.values():
+        for h in plan.processor.declared(p.dataset).values():
+            total += h.size * (2 if h.storage == "weight" else 1) * 8
+        total += 1_000_000
+    return total
+
+
 def main(argv: list[str] | None = None) -> Path:
+    """Run the histmaker; errors are raised (see :func:`console_main` for the command)."""
     args = make_parser().parse_args(argv)
     from wremnants_dask.inputs.datasets import load_datasets
+    from wremnants_dask.utils.outputs import OutputError, check_free_space, check_output_location
+
+    # Before anything is computed: a run whose output cannot be written fails now.
+    check_output_location(output_path(args))
 
     datasets = load_datasets(
         args.dataset_config,
@@ -189,6 +260,7 @@ def main(argv: list[str] | None = None) -> Path:
                 skip_bad_files=args.skip_bad_files,
                 client=client,
             )
+            check_free_space(out, estimate_output_bytes(plan))
             n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
             print(
                 f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
@@ -216,7 +288,12 @@ def main(argv: list[str] | None = None) -> Path:
             # Written while the local cluster shuts down (about a second of waiting on its
             # processes), not after.
             written = writer.submit(_write_output, out, args, plan, result, t0)
-        written.result()
+        try:
+            written.result()
+        except OSError as err:  # full disk, quota...: one line naming the output
+            raise OutputError(
+                f"{out}: {err.strerror or err}" if str(out) not in str(err) else str(err)
+            ) from None
     print(f"wrote {out}")
     return out
 
