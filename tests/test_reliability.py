@@ -3,11 +3,13 @@ clear one-line errors, outputs checked before computing."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import hist
 import numpy as np
@@ -243,3 +245,79 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     live.write_text("partial")
     check_output_location(tmp_path / "out.hdf5")
     assert not stale.exists() and live.exists()
+
+
+# ------------------------------------------------------------------ remote inputs
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single HTTP Range requests (what uproot's HTTP source asks for)."""
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes=") and "," not in rng:
+            a, b = rng[len("bytes=") :].split("-")
+            a, b = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+            body = data[a : b + 1]
+        else:
+            self.send_response(200)
+            body = data
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self):
+        path = Path(self.translate_path(self.path))
+        self.send_response(200 if path.is_file() else 404)
+        self.send_header("Content-Length", str(path.stat().st_size if path.is_file() else 0))
+        self.end_headers()
+
+
+@pytest.fixture
+def http_folder(files, tmp_path):
+    import functools
+    import threading
+
+    shutil.copy(files["good1"], tmp_path / "remote.root")
+    handler = functools.partial(_RangeHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_and_root_urls_are_never_stat_ed(monkeypatch):
+    """An unreachable host is one line naming the URL (os.stat on a URL would say 'cannot
+    access file', not the network error)."""
+    for url in ("https://127.0.0.1:1/x.root", "root://127.0.0.1:1//x.root"):
+        with pytest.raises(BadInputError) as err:
+            engine.build_plan([dy([url])], MuonKinematicsProcessor())
+        msg = str(err.value)
+        assert msg.startswith(f"{url}: ") and "\n" not in msg, msg
+        assert "cannot access file" not in msg
+    with pytest.raises(BadInputError, match=r"https://127.0.0.1:1/x.root: .*Connection refused"):
+        engine.build_plan([dy(["https://127.0.0.1:1/x.root"])], MuonKinematicsProcessor())
+
+
+def test_http_input_gives_the_local_result(http_folder, files):
+    url = f"{http_folder}/remote.root"
+    r = engine.run([dy([url])], MuonKinematicsProcessor(), step_size=15)
+    ref = engine.run([dy([files["good1"]])], MuonKinematicsProcessor(), step_size=15)
+    assert r["dy"].files == [url]
+    for name in ("nominal", "pdf"):
+        np.testing.assert_array_equal(
+            r["dy"].hists[name].values(flow=True), ref["dy"].hists[name].values(flow=True)
+        )
+    assert r["dy"].gen_sums.sumw == ref["dy"].gen_sums.sumw
