@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from wremnants_dask import engine
+from wremnants_dask.cli.cluster import (
+    ClusterError,
+    cluster_client,
+    job_script,
+    load_cluster_config,
+    lost_worker_message,
+    memory_limits,
+    wait_for_workers,
+)
 from wremnants_dask.histograms import histio
 from wremnants_dask.processors.registry import ANALYSES, DEFAULT_ANALYSIS, get_processor
 from wremnants_dask.utils.provenance import make_metadata
@@ -95,6 +104,33 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:port)"
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="CONFIG.yaml",
+        help="start workers as batch jobs (HTCondor, SLURM, PBS via dask-jobqueue) or a local "
+        "cluster, as described in a cluster config (examples: configs/cluster_*.yaml)",
+    )
+    p.add_argument(
+        "--wait-workers",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --scheduler/--cluster: fail if no worker has joined after this long "
+        "(default: the cluster config's wait_workers, else wait, saying so)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="give up reaching the --scheduler after this long",
+    )
+    p.add_argument(
+        "--cluster-job-script",
+        action="store_true",
+        help="print the batch job script of --cluster CONFIG and exit (nothing is submitted)",
+    )
     p.add_argument("-o", "--outfolder", default=".", help="output folder")
     p.add_argument("-p", "--postfix", default=None, help="appended to the output file name")
     p.add_argument(
@@ -132,13 +168,27 @@ def output_path(args: argparse.Namespace) -> Path:
 @contextlib.contextmanager
 def make_client(args: argparse.Namespace) -> Iterator[Any]:
     """The Dask client for the chosen executor (None for synchronous execution)."""
+    if args.scheduler and args.cluster:
+        raise ClusterError("give --scheduler or --cluster, not both")
+    if args.cluster:
+        with cluster_client(load_cluster_config(args.cluster), args.wait_workers) as client:
+            yield client
+        return
     if args.scheduler:
         from distributed import Client
 
-        with Client(args.scheduler) as client:
+        try:
+            client = Client(args.scheduler, timeout=args.connect_timeout)
+        except (OSError, TimeoutError) as err:
+            raise ClusterError(
+                f"{args.scheduler}: cannot connect to the Dask scheduler "
+                f"({' '.join(str(err).split())})"
+            ) from None
+        with client:
             print(
                 f"connected to Dask scheduler {args.scheduler}; dashboard: {client.dashboard_link}"
             )
+            wait_for_workers(client, args.wait_workers, f"scheduler {args.scheduler}")
             yield client
         return
     if args.executor == "sync":
@@ -201,6 +251,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from wremnants_dask.utils.outputs import OutputError
 
     return (
+        ClusterError,
         ConfigError,
         BadInputError,
         ChunkReadError,
@@ -223,9 +274,15 @@ def estimate_output_bytes(plan: engine.Plan) -> int:
     return total
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Run the histmaker; errors are raised (see :func:`console_main` for the command)."""
+def main(argv: list[str] | None = None) -> Path | None:
+    """Run the histmaker; errors are raised (see :func:`console_main` for the command).
+    Returns the output path (None with ``--cluster-job-script``)."""
     args = make_parser().parse_args(argv)
+    if args.cluster_job_script:
+        if not args.cluster:
+            raise ClusterError("--cluster-job-script needs --cluster CONFIG.yaml")
+        print(job_script(load_cluster_config(args.cluster)))
+        return None
     from wremnants_dask.inputs.datasets import load_datasets
     from wremnants_dask.utils.outputs import OutputError, check_free_space, check_output_location
 
@@ -250,7 +307,10 @@ def main(argv: list[str] | None = None) -> Path:
     with ThreadPoolExecutor(1) as writer:
         with make_client(args) as client:
             if client is not None:  # workers import while the graph is built
-                engine.warm_up(client, processor)
+                # an optimisation only: a worker lost meanwhile (restarted by its nanny) is
+                # the run's business, not the warm-up's
+                with contextlib.suppress(OSError):
+                    engine.warm_up(client, processor)
             plan = engine.build_plan(
                 datasets,
                 processor,
@@ -268,12 +328,18 @@ def main(argv: list[str] | None = None) -> Path:
             )
             for s in plan.skipped_files:
                 print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
-            result = engine.execute(
-                plan,
-                client,
-                progress=not args.no_progress,
-                performance_report=args.performance_report,
-            )
+            limits = [] if client is None else memory_limits(client)
+            try:
+                result = engine.execute(
+                    plan,
+                    client,
+                    progress=not args.no_progress,
+                    performance_report=args.performance_report,
+                )
+            except Exception as err:
+                if type(err).__name__ not in ("KilledWorker", "CommClosedError"):
+                    raise
+                raise ClusterError(lost_worker_message(err, limits)) from err
             info = result.info
             for c in info["lost_chunks"]:
                 print(
