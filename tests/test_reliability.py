@@ -321,3 +321,19 @@ def test_http_input_gives_the_local_result(http_folder, files):
             r["dy"].hists[name].values(flow=True), ref["dy"].hists[name].values(flow=True)
         )
     assert r["dy"].gen_sums.sumw == ref["dy"].gen_sums.sumw
+
+
+def test_file_inspection_cache_is_bounded(tmp_path, monkeypatch):
+    """One inspection is ~1 MB for a NanoAOD file: the per-process cache must not grow with
+    every distinct file a long-lived worker ever saw (issue 17, defect 7)."""
+    from engine_helpers import write_tree
+
+    from wremnants_dask.inputs import files as input_files
+
+    monkeypatch.setattr(input_files, "_FILE_CACHE_MAX", 3)
+    monkeypatch.setattr(input_files, "_FILE_CACHE", input_files.OrderedDict())
+    paths = [write_tree(tmp_path / f"t{i}.root", {"x": np.arange(3.0)}) for i in range(5)]
+    for p in paths:
+        input_files.inspect_file(str(p), "Events")
+    assert len(input_files._FILE_CACHE) == 3
+    assert [k[0] for k in input_files._FILE_CACHE] == [str(p) for p in paths[2:]]
