@@ -337,3 +337,26 @@ def test_file_inspection_cache_is_bounded(tmp_path, monkeypatch):
         input_files.inspect_file(str(p), "Events")
     assert len(input_files._FILE_CACHE) == 3
     assert [k[0] for k in input_files._FILE_CACHE] == [str(p) for p in paths[2:]]
+
+
+def test_histmaker_output_names_the_lost_chunks(files, corrupt, tmp_path):
+    """--skip-bad-files at read time: the lost chunks and events are in the output metadata."""
+    from wremnants_dask.cli import histmaker
+    from wremnants_dask.histograms.histio import HistFile
+
+    path, _ = corrupt
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "era: '2018'\nsamples:\n  - name: dy\n    group: Zmumu\n    xsec_pb: 10.0\n"
+        f"    files: [{files['good2']}, {path}]\n"
+    )
+    args = ["--dataset-config", str(cfg), "-a", "muon_kinematics", "--executor", "sync",
+            "-o", str(tmp_path), "--no-progress", "--step-size", "20"]  # fmt: skip
+    assert histmaker.console_main(args) == 2  # without --skip-bad-files: one-line error
+    out = histmaker.main([*args, "--skip-bad-files"])
+    with HistFile(out) as f:
+        run = f.metadata["run"]
+        info = f.info("dy")
+    assert run["events_lost"] == 40 and info["n_events_lost"] == 40 and info["n_events"] == 30
+    assert {c["file"] for c in run["lost_chunks"]} == {str(path)}
+    assert all(c["branch"] == "Muon_pt" for c in info["lost_chunks"])
