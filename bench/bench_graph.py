@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from conftest import NANOAOD_DY
 from engine_helpers import copy_nano_subset, dy
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 def _time(files: list, label: str, client=None) -> None:

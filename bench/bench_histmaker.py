@@ -26,10 +26,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import uproot
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 def write_file(path: Path, n: int, fillers: int, seed: int, chunk: int = 200_000) -> None:

@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from wremnants_dask.processors.registry import get_processor
-
 from wremnants_dask import engine
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.registry import get_processor
 from wremnants_dask.synth import PROCESSES, generate_sample
 
 

@@ -41,10 +41,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from distributed import Client, LocalCluster, get_task_stream
-    from wremnants_dask.processors.registry import DEFAULT_ANALYSIS, get_processor
 
     from wremnants_dask import engine
     from wremnants_dask.inputs.datasets import load_datasets
+    from wremnants_dask.processors.registry import DEFAULT_ANALYSIS, get_processor
 
     datasets = load_datasets(None)
     processor = get_processor(DEFAULT_ANALYSIS, systematics=True)

@@ -32,9 +32,9 @@ import argparse
 import time
 
 import numpy as np
-from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 
 def _best(fn, repeat: int) -> float:

@@ -27,12 +27,12 @@ import uproot
 import uproot.compression
 from bench_histmaker import floor
 from bench_mw_tensors import sample
-from wremnants_dask.processors.registry import get_processor
 
 from wremnants_dask import engine
 from wremnants_dask.inputs import reader
-from wremnants_dask.utils.fast_zlib import IsalZLIB
+from wremnants_dask.processors.registry import get_processor
 from wremnants_dask.synth import generate_sample, writer
+from wremnants_dask.utils.fast_zlib import IsalZLIB
 
 LIBRARIES = ("zlib", "isal")
 

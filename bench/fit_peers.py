@@ -414,6 +414,7 @@ def _ours_worker(ns: argparse.Namespace) -> None:
         return
     import jax
     import jax.numpy as jnp
+
     from wremnants_dask.fitting.minimizer import make_minimizer
     from wremnants_dask.fitting.model import FitModel
 

@@ -47,6 +47,64 @@ def mass_param(fitinput: Path) -> str:
         return json.loads(f.attrs["metadata"])["setup"]["mass_param"]
 
 
+#: Variations drawn over the nominal by the plot stage, the first ones the histograms have.
+CHAIN_VARIATIONS = ("muonScale", "pdf", "effSyst", "qcdScale", "pileup")
+
+
+def hist_plot_commands(hist_file: Path, outdir: Path) -> list[list[str]]:
+    """Plot-stage commands on the histmaker output: data vs prediction on each fit axis in the
+    fit region, and one variation over the nominal of the signal (a few entries)."""
+    import h5py
+
+    from wremnants_dask.histograms.histio import HistFile
+
+    with h5py.File(hist_file, "r") as f:
+        meta = json.loads(f.attrs["metadata"])
+    setup = meta.get("fit_setup") or {}
+    name = setup.get("histogram", "nominal")
+    region = [
+        f"{k}={int(v) if isinstance(v, bool) else v}"
+        for k, v in (setup.get("region") or {}).items()
+    ]
+    base = [sys.executable, "-m", "wremnants_dask.plot"]
+    cmds = []
+    for axis in setup.get("fit_axes", []):
+        cmds.append([*base, "hists", "--input", str(hist_file), "--hist", name, "--axes", axis,
+                     "--select", *region, "-o", str(outdir)])  # fmt: skip
+    # the non-prompt ABCD regions: the other combinations of the two region flags, on pT
+    flags = list((setup.get("region") or {}).items())
+    if setup.get("nonprompt") and len(flags) == 2 and len(setup.get("fit_axes", [])) > 1:
+        for a in (0, 1):
+            for b in (0, 1):
+                if (bool(a), bool(b)) == (bool(flags[0][1]), bool(flags[1][1])):
+                    continue  # the signal region, drawn above
+                cmds.append([*base, "hists", "--input", str(hist_file), "--hist", name, "--axes",
+                             setup["fit_axes"][1], "--select", f"{flags[0][0]}={a}",
+                             f"{flags[1][0]}={b}", "-o", str(outdir)])  # fmt: skip
+    if setup.get("nonprompt"):
+        cmds.append(
+            [*base, "fakerate", "--input", str(hist_file), "--hist", name, "-o", str(outdir)]
+        )
+    with HistFile(hist_file) as hf:
+        signal = [d for d in hf.datasets if hf.info(d).get("group") == setup.get("signal")]
+        have = set(hf.names(signal[0])) if signal else set()
+    for var in CHAIN_VARIATIONS:
+        if f"{name}_{var}" in have:
+            # one entry of each variation axis but downUpVar (a category axis: its first 4)
+            with HistFile(hist_file) as h:
+                nominal_axes = h.get(signal[0], name).axes.name
+                sel = [
+                    f"{a.name}=0:4" if a.__class__.__name__ == "StrCategory" else f"{a.name}=0"
+                    for a in h.get(signal[0], f"{name}_{var}").axes
+                    if a.name not in nominal_axes and a.name != "downUpVar"
+                ]
+            cmds.append([*base, "variations", "--input", str(hist_file), "--hist", name,
+                         "--variation", var, "--process", setup["signal"], "--axes",
+                         setup["fit_axes"][0], "--select", *region, *sel, "-o", str(outdir)])  # fmt: skip
+            break
+    return cmds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir")
@@ -96,23 +154,31 @@ def main(argv: list[str] | None = None) -> int:
                 "--impacts",
             ],
         ),
+        # histograms of the histmaker output first: the fit plots' page links to their page
+        ("plot_hists", lambda: hist_plot_commands(hist_file, out / "plots" / "hists")),
         (
             "plots",
             [
                 py,
                 "-m",
                 "wremnants_dask.plot",
+                "fit",
                 str(out / "fit" / "fitresults.hdf5"),
                 "-o",
                 str(out / "plots"),
             ],
         ),
     ]
-    # a stage given as a function is built when it runs (the fit reads its POI from the input)
-    times = {
-        name: run_stage(name, cmd() if callable(cmd) else cmd, out / f"{name}.log")
-        for name, cmd in stages
-    }
+    # a stage given as a function is built when it runs (the fit reads its POI from the input);
+    # it may give several commands (name_0, name_1, ...)
+    times = {}
+    for name, cmd in stages:
+        cmd = cmd() if callable(cmd) else cmd
+        if cmd and isinstance(cmd[0], list):
+            for k, c in enumerate(cmd):
+                times[f"{name}_{k}"] = run_stage(f"{name}_{k}", c, out / f"{name}_{k}.log")
+        else:
+            times[name] = run_stage(name, cmd, out / f"{name}.log")
     summary = json.loads((out / "plots" / "summary.json").read_text())
     result = {
         "analysis": args.analysis,

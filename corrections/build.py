@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from wremnants_dask.corrections import muon_models
 from wremnants_dask.corrections.sf_eigen import ratio_error, scaled_pt, smooth_and_decompose
-
 from wremnants_dask.utils.atomic import atomic_path
 from wremnants_dask.utils.provenance import make_metadata
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from wremnants_dask.corrections.tables import BinnedTable, build_table
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"

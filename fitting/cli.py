@@ -15,11 +15,14 @@ from wremnants_dask.utils.provenance import make_metadata
 from .fitinput import GAUSS, FitInputError, read_fit_input
 from .fitter import FitError, Fitter, check_names
 from .output import FIT_SUMMARY_FIELDS, write_results
+from .pyhf_io import from_pyhf, is_workspace_path, read_workspace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wremnants_dask.fit", description=__doc__)
-    p.add_argument("input", help="fit input HDF5 (FitInputWriter or pyhf import)")
+    p.add_argument(
+        "input", help="fit input HDF5 (FitInputWriter), or a pyhf workspace (.json, .json.gz)"
+    )
     p.add_argument("-o", "--outdir", required=True)
     p.add_argument("--output-name", default="fitresults.hdf5")
     p.add_argument("--poi", action="append", default=None, help="POI(s) (default: from input)")
@@ -55,7 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """Run everything the options ask for; returns (results, fit input, input metadata)."""
-    fi, in_meta = read_fit_input(args.input)
+    if is_workspace_path(args.input):
+        fi = from_pyhf(read_workspace(args.input))
+        in_meta = dict(fi.metadata)
+        for note in fi.metadata["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        fi, in_meta = read_fit_input(args.input)
     check_names(fi, args.freeze + [s.split("=")[0] for s in args.set] + list(args.scan))
     fitter = Fitter(
         fi,

@@ -20,7 +20,14 @@ import scipy.special
 
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .hessian import make_hessian
-from .minimizer import CONVERGED, HANDOFF, STATUS_TEXT, MinimizerOptions, make_minimizer
+from .minimizer import (
+    CONVERGED,
+    HANDOFF,
+    STALLED,
+    STATUS_TEXT,
+    MinimizerOptions,
+    make_minimizer,
+)
 from .model import FitModel, mc_counts
 from .yield_errors import make_parts, yield_variances
 
@@ -71,6 +78,9 @@ class FitResult:
     newton_steps: int = 0  # exact Newton steps taken after the minimiser (see _covariance)
     extra: dict[str, Any] = field(default_factory=dict)
     grad: np.ndarray | None = None  # exact gradient at x (free parameters; 0 for frozen)
+    # free parameters at a bound with the gradient pointing out of the allowed range: not part
+    # of the Gaussian approximation (zero covariance), named in ``status``
+    at_bounds: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> np.ndarray:
@@ -167,6 +177,9 @@ class Fitter:
         # With the Hessian to come, slow (linear) Gauss-Newton convergence hands off to exact
         # Newton steps in _covariance; if those fail, Gauss-Newton finishes the job.
         res, handed_off = self._minimize_to_result(x0, obs, fmask, free, HANDOFF_EDM * hessian)
+        if not hessian:
+            res.at_bounds = self._at_bounds(res.x, res.grad, free)
+            res.status = _status_text(res.at_bounds)
         if hessian:
             x_gn = res.x.copy()
             try:
@@ -195,7 +208,9 @@ class Fitter:
         r = {k: np.asarray(v) for k, v in r.items()}
         t1 = time.perf_counter()
         status = int(r["status"])
-        if status not in (CONVERGED, HANDOFF):
+        # a stalled minimiser (no decrease found) is judged by the exact EDM when the Hessian
+        # follows (handoff > 0), and is not converged otherwise
+        if status not in (CONVERGED, HANDOFF) and not (status == STALLED and handoff > 0):
             raise FitError(
                 f"fit did not converge: {STATUS_TEXT[status]} after {int(r['niter'])} "
                 f"iterations (edm {float(r['edm']):.3g}, |grad|max {np.abs(r['grad']).max():.3g} "
@@ -214,18 +229,28 @@ class Fitter:
             time_fit=t1 - t0,
             grad=r["grad"],
         )
-        return res, status == HANDOFF
+        return res, status in (HANDOFF, STALLED)
+
+    def _at_bounds(self, x: np.ndarray, g: np.ndarray | None, free: np.ndarray) -> list[str]:
+        """Free parameters at a bound that the gradient pushes against (an active bound)."""
+        g = np.asarray(self._grad(jnp.asarray(x), self.obs) if g is None else g)
+        act = free & (((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0)))
+        return [self.names[i] for i in np.nonzero(act)[0]]
 
     def _covariance(self, res: FitResult) -> None:
         """Exact Hessian and covariance at ``res.x``, after up to ``NEWTON_STEPS`` exact Newton steps
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
         t0 = time.perf_counter()
-        idx = np.nonzero(res.free)[0]
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
-            # parameters at an active bound are not part of the Gaussian approximation
+            # parameters at an active bound are not part of the Gaussian approximation: the
+            # EDM, the Newton step and the covariance are over the others
             g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
             g = np.asarray(g)
+            x = res.x
+            active = ((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0))
+            idx = np.nonzero(res.free & ~active)[0]
+            res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
             all_free = len(idx) == len(H)
             Hf = H if all_free else H[np.ix_(idx, idx)]
             try:
@@ -254,7 +279,11 @@ class Fitter:
             x = np.clip(x, self.model.lower, self.model.upper)
             nll = float(self._nll(jnp.asarray(x), res.obs))
             if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
-                raise FitError(f"exact EDM {res.edm:.3g} above tolerance and Newton step failed")
+                raise FitError(
+                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g} and the "
+                    f"Newton step does not decrease the NLL (parameters at bounds: "
+                    f"{', '.join(res.at_bounds) or 'none'})"
+                )
             res.x, res.nll, res.grad = x, nll, None
             res.nll_full = float(nll + self._const(res.obs))
         cov = inverse_from_cholesky(L)  # L is overwritten
@@ -263,6 +292,7 @@ class Fitter:
             full[np.ix_(idx, idx)] = cov
             cov = full
         res.hessian, res.cov = H, cov
+        res.status = _status_text(res.at_bounds)
         res.time_hessian = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ batched refits
@@ -482,6 +512,13 @@ class Fitter:
             "total": nu.sum(1),
             "total_errors": np.sqrt(var_tot),
         }
+
+
+def _status_text(at_bounds: list[str]) -> str:
+    """'converged', or 'converged with parameters at bounds: a, b' (named)."""
+    if not at_bounds:
+        return STATUS_TEXT[CONVERGED]
+    return f"{STATUS_TEXT[CONVERGED]} with parameters at bounds: {', '.join(at_bounds)}"
 
 
 def check_names(fi: FitInput, names: list[str]) -> None:

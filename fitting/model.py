@@ -12,6 +12,7 @@ monotone 1D root per bin, differentiable to second order by two Newton steps fro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,50 @@ from .interp import code4_coefficients, code4_logfactor, phi
 # calls, tensor passes and host callbacks, not in generated loops, so LLVM's optimisation
 # passes buy little run time and cost most of the compile time (100 systematics: compile + fit +
 # covariance 6.4 s -> 4.2 s; 1000: 9.3 s -> 7.9 s, measured on the 2-core machine).
-ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# XLA adds and retires its options between jaxlib releases (``xla_cpu_use_fusion_emitters`` is
+# gone from jaxlib 0.11), and one unknown name fails every compile with INVALID_ARGUMENT: use
+# ``once_compiler_options()``, which keeps only the options this backend accepts.
+ONCE_COMPILER_OPTIONS: dict[str, Any] = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+_SUPPORTED: dict[tuple, dict[str, Any]] = {}
+_log = logging.getLogger(__name__)
+
+
+def _compiles(options: dict[str, Any]) -> str | None:
+    """None if the default backend compiles a tiny program with ``options``, else the error."""
+    try:
+        jax.jit(lambda x: x + 1.0, compiler_options=options).lower(jnp.zeros(2)).compile()
+        return None
+    except Exception as e:  # XlaRuntimeError / JaxRuntimeError, by jaxlib version
+        return str(e)
+
+
+def supported_compiler_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that the default backend's XLA accepts, found by compiling a
+    tiny program (once per backend, jaxlib and option set; ~0.1 s a compile): all together
+    first, then without the options the error names, else each alone. A rejected option
+    costs compile time, not the fit."""
+    key = (jax.default_backend(), jax.__version__, tuple((k, repr(v)) for k, v in options.items()))
+    if key not in _SUPPORTED:
+        kept = dict(options)
+        while kept:
+            err = _compiles(kept)
+            if err is None:
+                break
+            bad = [k for k in kept if k in err] or [k for k in kept if _compiles({k: kept[k]})]
+            bad = bad or list(kept)  # each compiles alone but not together: keep none
+            for k in bad:
+                _log.info("XLA compile option %s=%r dropped: %s", k, kept.pop(k), err[:200])
+        _SUPPORTED[key] = kept
+    return dict(_SUPPORTED[key])
+
+
+def once_compiler_options() -> dict[str, Any]:
+    """``ONCE_COMPILER_OPTIONS`` less those the installed XLA rejects, for ``jax.jit``."""
+    return supported_compiler_options(ONCE_COMPILER_OPTIONS)
 
 
 def shared_array(owner: Any, name: str) -> jnp.ndarray:

@@ -17,7 +17,10 @@ returned notes.
 from __future__ import annotations
 
 import copy
+import gzip
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,21 @@ _NORM_CODES = {"code1": "code1", "code4": "code4"}
 _HISTO_CODES = {"code0": "code0", "code4p": "code4p"}
 
 
+def read_workspace(path: str | Path) -> dict[str, Any]:
+    """A pyhf workspace from ``.json`` or ``.json.gz`` (HEPData publishes both)."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise FitInputError(f"cannot read pyhf workspace {path}: {err}") from err
+
+
+def is_workspace_path(path: str | Path) -> bool:
+    return str(path).endswith((".json", ".json.gz"))
+
+
 def validate_workspace(spec: dict[str, Any]) -> None:
     """Validate a workspace with pyhf's own JSON schema (raises FitInputError)."""
     try:
@@ -37,12 +55,125 @@ def validate_workspace(spec: dict[str, Any]) -> None:
         raise FitInputError(f"invalid pyhf workspace: {err}") from err
 
 
+# Measurement-configurable attributes per modifier type (pyhf raises for the others).
+_CONFIGURABLE = {
+    "normfactor": {"inits", "bounds", "fixed"},
+    "shapefactor": {"inits", "bounds", "fixed"},
+    "normsys": {"inits", "bounds", "fixed", "auxdata", "sigmas"},
+    "histosys": {"inits", "bounds", "fixed", "auxdata", "sigmas"},
+    "staterror": {"inits", "bounds", "fixed", "auxdata", "sigmas"},
+    "lumi": {"inits", "bounds", "fixed", "auxdata", "sigmas"},
+    "shapesys": {"inits", "bounds", "fixed", "auxdata", "factors"},
+}
+_PARSET_KEYS = ("constraint", "n", "init", "lower", "upper", "center", "width", "fixed")
+
+
+class _Params:
+    """Parameter sets as pyhf builds them: one set per modifier name, shared by every modifier
+    of that name whose requirements agree (e.g. a normsys and a histosys of one systematic),
+    an error otherwise (pyhf's InvalidNameReuse)."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, dict[str, Any]] = {}
+
+    def require(
+        self,
+        name: str,
+        kind: str,
+        constraint: int,
+        init: Any,
+        bounds: Any,
+        center: Any = 0.0,
+        width: Any = 1.0,
+        fixed: Any = False,
+        n: int = 1,
+    ) -> None:
+        req = {
+            "constraint": constraint,
+            "n": n,
+            "init": tuple(np.broadcast_to(np.asarray(init, float), n).tolist()),
+            "lower": tuple(np.broadcast_to(np.asarray(bounds[0], float), n).tolist()),
+            "upper": tuple(np.broadcast_to(np.asarray(bounds[1], float), n).tolist()),
+            "center": tuple(np.broadcast_to(np.asarray(center, float), n).tolist()),
+            "width": tuple(np.broadcast_to(np.asarray(width, float), n).tolist()),
+            "fixed": tuple(np.broadcast_to(np.asarray(fixed, bool), n).tolist()),
+            "types": [kind],
+        }
+        old = self.sets.get(name)
+        if old is None:
+            self.sets[name] = req
+            return
+        diff = [k for k in _PARSET_KEYS if old[k] != req[k]]
+        if diff:
+            raise FitInputError(
+                f"modifier name {name!r} is reused by {old['types'][0]} and {kind} modifiers "
+                f"with different {diff[0]} (pyhf: InvalidNameReuse); use distinct names"
+            )
+        if kind not in old["types"]:
+            old["types"].append(kind)
+
+    def configure(self, pconf: dict[str, dict[str, Any]], notes: list[str]) -> None:
+        """Apply the measurement's parameter settings as pyhf does: settings of parameters no
+        modifier creates are ignored (with a note), an attribute the modifier does not use or
+        a value list of the wrong length is an error."""
+        for name, cfg in pconf.items():
+            ps = self.sets.get(name)
+            if ps is None:
+                notes.append(
+                    f"measurement configures {name!r}, which no modifier creates: ignored (as pyhf)"
+                )
+                continue
+            allowed = set.intersection(*(_CONFIGURABLE[t] for t in ps["types"]))
+            for key in sorted(set(cfg) - {"name"}):
+                if key not in allowed:
+                    raise FitInputError(
+                        f"measurement parameter {name!r}: a {ps['types'][0]} parameter does not "
+                        f"use the {key!r} attribute"
+                    )
+                val = cfg[key]
+                if key == "fixed":
+                    fx = np.broadcast_to(np.asarray(val, bool), ps["n"])
+                    ps["fixed"] = tuple(fx.tolist())
+                    continue
+                if len(val) != ps["n"]:
+                    raise FitInputError(
+                        f"measurement parameter {name!r}: {len(val)} values for {key!r}, "
+                        f"the parameter has {ps['n']}"
+                    )
+                if key == "inits":
+                    ps["init"] = tuple(map(float, val))
+                elif key == "bounds":
+                    ps["lower"] = tuple(float(b[0]) for b in val)
+                    ps["upper"] = tuple(float(b[1]) for b in val)
+                elif key == "auxdata":
+                    ps["center"] = tuple(map(float, val))
+                elif key == "sigmas":
+                    ps["width"] = tuple(map(float, val))
+                elif key == "factors":  # shapesys tau: the Poisson constraint's rate factor
+                    ps["width"] = tuple(map(float, val))
+
+    def flat(self) -> dict[str, dict[str, Any]]:
+        """One entry per scalar parameter, named as pyhf does (``name`` or ``name[i]``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, ps in self.sets.items():
+            vec = ps["types"][0] in ("staterror", "shapesys", "shapefactor")
+            for i in range(ps["n"]):
+                out[f"{name}[{i}]" if vec else name] = {
+                    k: ps[k][i] for k in _PARSET_KEYS if k not in ("n", "constraint")
+                } | {"constraint": ps["constraint"], "type": ps["types"][0]}
+        return out
+
+
 def from_pyhf(
     spec: dict[str, Any],
     measurement: str | None = None,
     modifier_settings: dict[str, dict[str, str]] | None = None,
 ) -> FitInput:
-    """Compile a pyhf workspace (JSON dict) into a FitInput, exactly."""
+    """Compile a pyhf workspace (JSON dict) into a FitInput, exactly as pyhf builds its model.
+
+    A measurement POI that no modifier creates (background-only workspaces) gives a fit
+    without POI, as pyhf's ``poi_name=None``; measurement settings of such absent parameters
+    are ignored. Both are listed in ``metadata["notes"]``."""
     validate_workspace(spec)
     ms = modifier_settings or {}
     ncode = ms.get("normsys", {}).get("interpcode", "code4")
@@ -55,7 +186,12 @@ def from_pyhf(
         if not meas:
             raise FitInputError(f"unknown measurement {measurement!r}")
     meas = meas[0]
-    pconf = {p["name"]: p for p in meas["config"].get("parameters", [])}
+    notes: list[str] = []
+    pconf: dict[str, dict[str, Any]] = {}
+    for p in meas["config"].get("parameters", []):
+        if p["name"] in pconf:
+            raise FitInputError(f"measurement configures parameter {p['name']!r} twice")
+        pconf[p["name"]] = p
     obs = {o["name"]: np.asarray(o["data"], np.float64) for o in spec["observations"]}
     chans_spec = sorted(spec["channels"], key=lambda c: c["name"])
     procs = sorted({s["name"] for c in chans_spec for s in c["samples"]})
@@ -77,24 +213,7 @@ def from_pyhf(
     nominal = np.zeros((nb, npr))
     data = np.concatenate([obs[c["name"]] for c in chans_spec])
 
-    params: dict[str, dict[str, Any]] = {}
-
-    def add_param(name, kind, constraint, init, bounds, center=0.0, width=1.0, fixed=False):
-        if name in params:
-            if params[name]["type"] != kind:
-                raise FitInputError(f"parameter {name!r} used by two modifier types")
-            return
-        params[name] = dict(
-            type=kind,
-            constraint=constraint,
-            init=init,
-            lower=bounds[0],
-            upper=bounds[1],
-            center=center,
-            width=width,
-            fixed=fixed,
-        )
-
+    params = _Params()
     mult: dict[tuple[str, str], np.ndarray] = {}  # (modifier, sample) -> param name per bin
     norm: dict[str, list[tuple[int, int, float, float]]] = {}
     histo: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -103,6 +222,8 @@ def from_pyhf(
     for ci, c in enumerate(chans_spec):
         ch = channels[ci]
         sl = slice(ch.start, ch.stop)
+        nbc = ch.stop - ch.start
+        vec_names = lambda mn, n=nbc: [f"{mn}[{i}]" for i in range(n)]  # noqa: E731
         for s in c["samples"]:
             p = procs.index(s["name"])
             nom = np.asarray(s["data"], np.float64)
@@ -111,54 +232,44 @@ def from_pyhf(
                 mn, mt, md = m["name"], m["type"], m.get("data")
                 key = (mn, s["name"])
                 names_bins = mult.setdefault(key, np.full(nb, "", dtype=object))
-                if mt in ("normfactor", "lumi"):
-                    if mt == "normfactor":
-                        add_param(mn, "normfactor", FREE, 1.0, (0.0, 10.0))
-                    else:
-                        if mn not in pconf or "sigmas" not in pconf[mn]:
-                            raise FitInputError(
-                                f"lumi parameter {mn!r} needs sigmas in the measurement"
-                            )
-                        aux = pconf[mn].get("auxdata", [1.0])[0]
-                        add_param(mn, "lumi", GAUSS, aux, (0.0, 10.0), aux, pconf[mn]["sigmas"][0])
+                if mt == "normfactor":
+                    params.require(mn, mt, FREE, 1.0, (0.0, 10.0))
+                    names_bins[sl] = mn
+                elif mt == "lumi":
+                    cfg = pconf.get(mn, {})
+                    if "sigmas" not in cfg or "auxdata" not in cfg:
+                        raise FitInputError(
+                            f"lumi parameter {mn!r} needs auxdata and sigmas in measurement "
+                            f"{meas['name']!r}"
+                        )
+                    aux = cfg["auxdata"][0]
+                    params.require(mn, mt, GAUSS, aux, (0.0, 10.0 * aux), aux, cfg["sigmas"][0])
                     names_bins[sl] = mn
                 elif mt == "shapefactor":
-                    for i in range(ch.stop - ch.start):
-                        add_param(f"{mn}[{i}]", "shapefactor", FREE, 1.0, (0.0, 10.0))
-                        names_bins[ch.start + i] = f"{mn}[{i}]"
+                    params.require(mn, mt, FREE, 1.0, (0.0, 10.0), n=nbc)
+                    names_bins[sl] = vec_names(mn)
                 elif mt == "staterror":
                     acc = stat_acc.setdefault(mn, {"chan": ci, "nom": 0.0, "d2": []})
                     if acc["chan"] != ci:
                         raise FitInputError(f"staterror {mn!r} spans more than one channel")
                     acc["nom"] = acc["nom"] + nom
                     acc["d2"].append(np.asarray(md, np.float64))
-                    for i in range(ch.stop - ch.start):
-                        names_bins[ch.start + i] = f"{mn}[{i}]"
+                    names_bins[sl] = vec_names(mn)
                 elif mt == "shapesys":
                     unc = np.asarray(md, np.float64)
                     valid = (nom > 0) & (unc > 0)
                     with np.errstate(divide="ignore", invalid="ignore"):
                         tau = np.where(valid, nom**2 / np.where(valid, unc, 1.0) ** 2, 1.0)
-                    for i in range(ch.stop - ch.start):
-                        add_param(
-                            f"{mn}[{i}]",
-                            "shapesys",
-                            POISSON,
-                            1.0,
-                            (1e-10, 10.0),
-                            tau[i],
-                            tau[i],
-                            not valid[i],
-                        )
-                        names_bins[ch.start + i] = f"{mn}[{i}]"
+                    params.require(mn, mt, POISSON, 1.0, (1e-10, 10.0), tau, tau, ~valid, nbc)
+                    names_bins[sl] = vec_names(mn)
                 elif mt == "normsys":
                     hi, lo = float(md["hi"]), float(md["lo"])
                     if hi <= 0 or lo <= 0:
                         raise FitInputError(f"normsys {mn!r} on {s['name']!r}: hi/lo must be > 0")
-                    add_param(mn, "normsys", GAUSS, 0.0, (-5.0, 5.0))
+                    params.require(mn, mt, GAUSS, 0.0, (-5.0, 5.0))
                     norm.setdefault(mn, []).append((ci, p, np.log(hi), np.log(lo)))
                 elif mt == "histosys":
-                    add_param(mn, "histosys", GAUSS, 0.0, (-5.0, 5.0))
+                    params.require(mn, mt, GAUSS, 0.0, (-5.0, 5.0))
                     vu = np.zeros(nb * npr)
                     vd = np.zeros(nb * npr)
                     rows = np.arange(ch.start, ch.stop) * npr + p
@@ -171,43 +282,32 @@ def from_pyhf(
         with np.errstate(divide="ignore", invalid="ignore"):
             rel2 = sum(np.where(acc["nom"] > 0, (d / acc["nom"]) ** 2, 0.0) for d in acc["d2"])
         sig = np.sqrt(rel2)
-        for i, sg in enumerate(sig):
-            fixed = bool(sg == 0)
-            add_param(
-                f"{mn}[{i}]",
-                "staterror",
-                GAUSS,
-                1.0,
-                (1e-10, 10.0),
-                1.0,
-                1.0 if fixed else float(sg),
-                fixed,
-            )
-    if meas["config"]["poi"] not in params:
-        raise FitInputError(f"POI {meas['config']['poi']!r} is not a parameter of the model")
-    # measurement overrides
-    for name, cfg in pconf.items():
-        if name not in params:
-            # vector parameters are configured by their base name
-            vec = [n for n in params if re.fullmatch(re.escape(name) + r"\[\d+\]", n)]
-            if not vec:
-                raise FitInputError(f"measurement configures unknown parameter {name!r}")
-        else:
-            vec = [name]
-        for j, n in enumerate(vec):
-            p = params[n]
-            if "inits" in cfg:
-                p["init"] = cfg["inits"][j]
-            if "bounds" in cfg:
-                p["lower"], p["upper"] = cfg["bounds"][j]
-            if "fixed" in cfg:
-                p["fixed"] = bool(cfg["fixed"])
-            if "auxdata" in cfg and p["constraint"] != FREE:
-                p["center"] = cfg["auxdata"][j]
-            if "sigmas" in cfg and p["constraint"] == GAUSS:
-                p["width"] = cfg["sigmas"][j]
-    names = list(params)
-    col = lambda k: np.array([params[n][k] for n in names], np.float64)  # noqa: E731
+        fixed = sig == 0  # pyhf fixes bins without uncertainty (sigma set to 1)
+        params.require(
+            mn,
+            "staterror",
+            GAUSS,
+            1.0,
+            (1e-10, 10.0),
+            1.0,
+            np.where(fixed, 1.0, sig),
+            fixed,
+            len(sig),
+        )
+    params.configure(pconf, notes)
+    poi = meas["config"]["poi"]
+    if poi in params.sets:
+        pois = [poi]
+    else:
+        pois = []
+        notes.append(
+            f"measurement POI {poi!r} is not a parameter of the model: fit without a POI "
+            "(pyhf: poi_name=None)"
+        )
+    flat = params.flat()
+    names = list(flat)
+    col = lambda k: np.array([flat[n][k] for n in names], np.float64)  # noqa: E731
+    index = {n: i for i, n in enumerate(names)}
     mkeys = list(mult)
     mult_index = np.full((nb, len(mkeys)), -1, np.int64)
     mult_proc = np.zeros((len(mkeys), npr), bool)
@@ -215,7 +315,7 @@ def from_pyhf(
         nbins_names = mult[key]
         for b in range(nb):
             if nbins_names[b]:
-                mult_index[b, m] = names.index(nbins_names[b])
+                mult_index[b, m] = index[nbins_names[b]]
         mult_proc[m, procs.index(key[1])] = True
     keep = np.any(mult_index >= 0, axis=0)
     mult_index, mult_proc = mult_index[:, keep], mult_proc[keep]
@@ -229,7 +329,7 @@ def from_pyhf(
                 lu[ci, p, k] += u
                 ld[ci, p, k] += d
         kw.update(
-            norm_param=np.array([names.index(n) for n in nnames]),
+            norm_param=np.array([index[n] for n in nnames]),
             norm_logup=lu,
             norm_logdn=ld,
             norm_interp=ncode,
@@ -239,7 +339,7 @@ def from_pyhf(
         vu = np.stack([sum(v for v, _ in histo[n]) for n in hnames], axis=1)
         vd = np.stack([sum(v for _, v in histo[n]) for n in hnames], axis=1)
         kw.update(
-            add_param=np.array([names.index(n) for n in hnames]),
+            add_param=np.array([index[n] for n in hnames]),
             add_avg=0.5 * (vu - vd),
             add_hd=0.5 * (vu + vd),
             add_interp=hcode,
@@ -252,19 +352,25 @@ def from_pyhf(
         nominal=nominal,
         sumw2=np.zeros_like(nominal),
         param_names=names,
-        param_constraint=np.array([params[n]["constraint"] for n in names], np.int64),
+        param_constraint=np.array([flat[n]["constraint"] for n in names], np.int64),
         param_center=col("center"),
         param_width=col("width"),
         param_init=col("init"),
         param_lower=col("lower"),
         param_upper=col("upper"),
-        param_fixed=np.array([params[n]["fixed"] for n in names], bool),
-        param_type=[params[n]["type"] for n in names],
-        pois=[meas["config"]["poi"]],
+        param_fixed=np.array([flat[n]["fixed"] for n in names], bool),
+        param_type=[flat[n]["type"] for n in names],
+        pois=pois,
         mult_index=mult_index,
         mult_proc=mult_proc,
         bb_mode="none",
-        metadata={"source": "pyhf", "measurement": meas["name"], "modifier_settings": ms},
+        metadata={
+            "source": "pyhf",
+            "measurement": meas["name"],
+            "measurement_poi": poi,
+            "modifier_settings": ms,
+            "notes": notes,
+        },
         **kw,
     )
     fi.validate()
@@ -309,7 +415,7 @@ def to_pyhf(
             hd = fi.shape_hd if fi.shape_hd is not None else np.zeros_like(fi.shape_avg)
             shape_dense = [fi.shape_avg, hd]
     channels, observations = [], []
-    pconf: dict[str, dict[str, Any]] = {}
+    written: dict[str, str] = {}  # parameter (base) name -> pyhf modifier type written
     for ci, ch in enumerate(fi.channels):
         if ch.masked:
             inexact(f"masked channel {ch.name!r} (dropped)")
@@ -333,44 +439,24 @@ def to_pyhf(
                     (t,) = types
                     if t in ("poi", "normfactor", "lumi"):
                         n = names[idx[0]]
-                        mods.append(
-                            {
-                                "name": n,
-                                "type": "lumi" if t == "lumi" else "normfactor",
-                                "data": None,
-                            }
-                        )
-                        if t == "lumi":
-                            pconf[n] = {
-                                "name": n,
-                                "auxdata": [float(fi.param_center[idx[0]])],
-                                "sigmas": [float(fi.param_width[idx[0]])],
-                                "inits": [float(fi.param_init[idx[0]])],
-                                "bounds": [
-                                    [float(fi.param_lower[idx[0]]), float(fi.param_upper[idx[0]])]
-                                ],
-                            }
-                        else:
-                            lo, hi = fi.param_lower[idx[0]], fi.param_upper[idx[0]]
-                            lo = -1e3 if not np.isfinite(lo) else lo
-                            hi = 1e3 if not np.isfinite(hi) else hi
-                            pconf[n] = {
-                                "name": n,
-                                "bounds": [[float(lo), float(hi)]],
-                                "inits": [float(fi.param_init[idx[0]])],
-                            }
+                        kind = "lumi" if t == "lumi" else "normfactor"
+                        mods.append({"name": n, "type": kind, "data": None})
+                        written.setdefault(n, kind)
                     elif t == "shapefactor":
                         mods.append(
                             {"name": base(names[idx[0]]), "type": "shapefactor", "data": None}
                         )
+                        written.setdefault(base(names[idx[0]]), "shapefactor")
                     elif t == "shapesys":
                         tau = fi.param_width[idx]
+                        written.setdefault(base(names[idx[0]]), "shapesys")
                         mods.append(
                             {
                                 "name": base(names[idx[0]]),
                                 "type": "shapesys",
+                                # pyhf fixes bins without uncertainty (tau 1 on import)
                                 "data": list(
-                                    np.where(fi.param_fixed[idx], 0.0, nom / np.sqrt(tau))
+                                    np.where(_auto_fixed(fi, idx), 0.0, nom / np.sqrt(tau))
                                 ),
                             }
                         )
@@ -383,15 +469,17 @@ def to_pyhf(
                         ]
                         tot = fi.nominal[sl][:, members].sum(1)
                         rms = np.sqrt((fi.nominal[sl][:, members] ** 2).sum(1))
-                        sig = np.where(fi.param_fixed[idx], 0.0, fi.param_width[idx])
+                        sig = np.where(_auto_fixed(fi, idx), 0.0, fi.param_width[idx])
                         with np.errstate(divide="ignore", invalid="ignore"):
                             d = np.where(rms > 0, sig * nom * tot / rms, 0.0)
+                        written.setdefault(base(names[idx[0]]), "staterror")
                         mods.append(
                             {"name": base(names[idx[0]]), "type": "staterror", "data": list(d)}
                         )
             for k, pi in enumerate(fi.norm_param):
                 u, d = fi.norm_logup[ci, p, k], fi.norm_logdn[ci, p, k]
                 if u != 0 or d != 0:
+                    written.setdefault(names[pi], "normsys")
                     mods.append(
                         {
                             "name": names[pi],
@@ -403,6 +491,7 @@ def to_pyhf(
                 a = fi.add_avg[rows, k]
                 h = fi.add_hd[rows, k] if fi.add_hd is not None else 0 * a
                 if np.any(a != 0) or np.any(h != 0):
+                    written.setdefault(names[pi], "histosys")
                     mods.append(
                         {
                             "name": names[pi],
@@ -414,6 +503,7 @@ def to_pyhf(
                 for k, pi in enumerate(fi.shape_param):
                     a, h = shape_dense[0][rows, k], shape_dense[1][rows, k]
                     if np.any(a != 0) or np.any(h != 0):
+                        written.setdefault(names[pi], "histosys")
                         mods.append(
                             {
                                 "name": names[pi],
@@ -443,16 +533,82 @@ def to_pyhf(
             samples.append({"name": proc, "data": list(map(float, nom)), "modifiers": mods})
         channels.append({"name": ch.name, "samples": samples})
         observations.append({"name": ch.name, "data": list(map(float, fi.data[sl]))})
-    if not fi.pois:
-        raise FitInputError("export needs a POI")
+    poi = fi.pois[0] if fi.pois else fi.metadata.get("measurement_poi")
+    if not poi:
+        raise FitInputError("export needs a POI (or the measurement POI of a pyhf import)")
     spec = {
         "channels": channels,
         "observations": observations,
         "measurements": [
-            {"name": "meas", "config": {"poi": fi.pois[0], "parameters": list(pconf.values())}}
+            {
+                "name": fi.metadata.get("measurement", "meas"),
+                "config": {"poi": poi, "parameters": _measurement_parameters(fi, written)},
+            }
         ],
         "version": "1.0.0",
     }
     spec = copy.deepcopy(spec)
     validate_workspace(spec)
     return spec, ms, notes
+
+
+def _measurement_parameters(fi: FitInput, written: dict[str, str]) -> list[dict[str, Any]]:
+    """Measurement entries for every exported parameter whose settings differ from what pyhf
+    derives from the modifiers alone: lumi always (pyhf needs its auxdata and sigmas),
+    normalisations always (their bounds), others where the init, bounds, fixed flags or
+    constraint differ from pyhf's defaults. Fixed parameters are written with ``fixed`` and
+    the value they are fixed at (``inits``), so they stay fixed through a round trip."""
+    out = []
+    for base, kind in written.items():
+        if base in fi.param_names:
+            idx = np.array([fi.param_names.index(base)])
+            vector = False
+        else:
+            idx = np.array([fi.param_names.index(f"{base}[{i}]") for i in range(_nvec(fi, base))])
+            vector = True
+        init, lo, hi = fi.param_init[idx], fi.param_lower[idx], fi.param_upper[idx]
+        fixed, cen, wid = fi.param_fixed[idx], fi.param_center[idx], fi.param_width[idx]
+        ent: dict[str, Any] = {"name": base}
+        if kind in ("normfactor", "shapefactor"):
+            d_init, d_lo, d_hi = 1.0, 0.0, 10.0
+            lo = np.where(np.isfinite(lo), lo, -1e3)
+            hi = np.where(np.isfinite(hi), hi, 1e3)
+        elif kind in ("normsys", "histosys"):
+            d_init, d_lo, d_hi = 0.0, -5.0, 5.0
+        else:  # lumi, staterror, shapesys
+            d_init, d_lo, d_hi = 1.0, 1e-10, 10.0
+        always = kind in ("lumi", "normfactor")
+        if always or np.any(init != d_init):
+            ent["inits"] = init.tolist()
+        if always or np.any(lo != d_lo) or np.any(hi != d_hi):
+            ent["bounds"] = [[float(a), float(b)] for a, b in zip(lo, hi)]
+        if kind == "lumi":
+            ent["auxdata"], ent["sigmas"] = cen.tolist(), wid.tolist()
+        elif kind in ("normsys", "histosys"):
+            if np.any(cen != 0.0):
+                ent["auxdata"] = cen.tolist()
+            if np.any(wid != 1.0):
+                ent["sigmas"] = wid.tolist()
+        elif kind == "staterror" and np.any(cen != 1.0):
+            ent["auxdata"] = cen.tolist()
+        elif kind == "shapesys" and np.any(cen != wid):
+            ent["auxdata"] = cen.tolist()
+        if np.any(fixed):
+            ent["fixed"] = fixed.tolist() if vector else True
+            ent.setdefault("inits", init.tolist())
+        if len(ent) > 1:
+            out.append(ent)
+    return out
+
+
+def _nvec(fi: FitInput, base: str) -> int:
+    n = 0
+    while f"{base}[{n}]" in fi.param_names:
+        n += 1
+    return n
+
+
+def _auto_fixed(fi: FitInput, idx: np.ndarray) -> np.ndarray:
+    """Bins pyhf fixes itself (no uncertainty: imported as fixed with width 1); other fixed
+    bins keep their width and are fixed through the measurement."""
+    return fi.param_fixed[idx] & (fi.param_width[idx] == 1.0)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .model import ONCE_COMPILER_OPTIONS, FitModel
+from .model import FitModel, once_compiler_options
 
 _BLOCK_BYTES = 64 << 20  # one row block of J (float64)
 
@@ -34,7 +34,7 @@ def make_parts(model: FitModel) -> Any:
         dphi = model.shape_dphi(x, a) if s.nT and s.shape_hd else None
         return nu, dn_other, dphi
 
-    return jax.jit(parts, compiler_options=ONCE_COMPILER_OPTIONS)
+    return jax.jit(parts, compiler_options=once_compiler_options())
 
 
 def jacobian_row_blocks(

@@ -18,14 +18,15 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
+
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
+from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
+from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.inputs.nanoaod_eras import EraTable, Resolution, evaluate, leaves, load_table
 from wremnants_dask.processors import theory
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
-
-from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
-from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,14 @@ PDG = {"W": (80.379, 2.085), "Z": (91.1876, 2.4952)}
 BOSON_PDGID = {"W": (24,), "Z": (23,)}
 DOWN_UP = ("down", "up")
 PREFIRE_BRANCHES = ("L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn")
+TRIGOBJ_INPUTS = ("TrigObj_id", "TrigObj_filterBits", "TrigObj_eta", "TrigObj_phi")
 #: Maximum number of cells (events x tensor entries) per fill call.
 FILL_CELLS = 4_000_000
 
 
 @dataclass(frozen=True)
 class SampleInfo:
-    """What a dataset is and which optional branches its files carry."""
+    """What a dataset is and which optional inputs its files carry (see eras.py for the names)."""
 
     name: str
     is_data: bool
@@ -51,6 +53,25 @@ class SampleInfo:
     has_prefire: bool  # L1PreFiringWeight_* present
     has_pileup: bool  # Pileup_nTrueInt present
     branches: frozenset[str]
+    inputs: Resolution | None = None  # input -> the branch (or expression) of this dataset's files
+
+
+#: Inputs of simulation used for weights and variations when the files carry them.
+MC_INPUTS = (
+    "genWeight",
+    "Muon_genPartFlav",
+    "Muon_genPartIdx",
+    "GenPart_pt",
+    "GenPart_pdgId",
+    "GenPart_statusFlags",
+    "GenPart_mass",
+    "Pileup_nTrueInt",
+    *PREFIRE_BRANCHES,
+    "LHEPdfWeight",
+    "LHEScaleWeight",
+)
+#: Inputs read when present, for data and simulation.
+EVENT_INPUTS = ("run", "luminosityBlock", "event", *TRIGOBJ_INPUTS)
 
 
 def _boson(group: str, name: str) -> str | None:
@@ -69,13 +90,15 @@ def _prompt_flavours(group: str, boson: str | None) -> tuple[int, ...] | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None]:
-    """Branch names of a file's tree and the LHEPdfWeight length.
+def _file_branches(
+    path: str, treename: str, pdf_branch: str = "LHEPdfWeight"
+) -> tuple[frozenset[str], int | None]:
+    """Branch names of a file's tree and the length of the PDF weights ``pdf_branch``.
 
     The tree comes from the engine's per-process cache (``engine.open_tree``): the plan has
     just opened this file to check it, and parsing the metadata of ~1500 NanoAOD branches
     again costs as much. The length is read from the first entry of the counter branch
-    ``nLHEPdfWeight`` (a few bytes), else parsed from the branch title, else read from the
+    ``n<pdf_branch>`` (a few bytes), else parsed from the branch title, else read from the
     first entry of the weights (which decompresses a whole basket of 103-float rows).
     """
     from wremnants_dask.inputs.files import open_tree
@@ -84,23 +107,23 @@ def _file_branches(path: str, treename: str) -> tuple[frozenset[str], int | None
         tree = open_tree(path, treename)
         names = frozenset(tree.keys())
         n_pdf = None
-        if "LHEPdfWeight" in names:
-            n_pdf = _pdf_length(tree, names)
+        if pdf_branch in names:
+            n_pdf = _pdf_length(tree, names, pdf_branch)
     except (OSError, KeyError, ValueError) as exc:
         raise ProcessorError(f"cannot read the branch list of {path} ({treename}): {exc}") from exc
     return names, n_pdf
 
 
-def _pdf_length(tree: Any, names: frozenset[str]) -> int | None:
-    """Entries of LHEPdfWeight in the first event (see ``_file_branches``)."""
+def _pdf_length(tree: Any, names: frozenset[str], branch: str = "LHEPdfWeight") -> int | None:
+    """Entries of the PDF weights in the first event (see ``_file_branches``)."""
     if tree.num_entries == 0:
-        return theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
-    if "nLHEPdfWeight" in names:
-        return int(tree["nLHEPdfWeight"].array(entry_stop=1, library="np")[0])
-    from_title = theory.n_pdf_from_title(tree["LHEPdfWeight"].title)
+        return theory.n_pdf_from_title(tree[branch].title)
+    if f"n{branch}" in names:
+        return int(tree[f"n{branch}"].array(entry_stop=1, library="np")[0])
+    from_title = theory.n_pdf_from_title(tree[branch].title)
     if from_title is not None:
         return from_title
-    first = tree["LHEPdfWeight"].array(entry_stop=1, library="ak")
+    first = tree[branch].array(entry_stop=1, library="ak")
     return int(ak.num(first, axis=1)[0])
 
 
@@ -114,33 +137,73 @@ def warn_once(dataset: str, what: str) -> None:
         log.warning("dataset %s: %s", dataset, what)
 
 
-def sample_info(dataset: Any) -> SampleInfo:
-    """Classify ``dataset`` from its name/group and the branches of its first file."""
+def sample_info(
+    dataset: Any, required: Sequence[str] = (), table: EraTable | None = None
+) -> SampleInfo:
+    """Classify ``dataset`` from its name/group, and find its inputs in its first file.
+
+    ``required``: the inputs the analysis cannot run without (a file lacking one stops the run
+    with one line, see eras.py); data with a golden JSON also needs run and luminosityBlock.
+    Optional inputs the file lacks are switched off with a note.
+    """
     if not dataset.files:
         raise ProcessorError(f"dataset {dataset.name!r} has no files")
-    branches, n_pdf = _file_branches(str(dataset.files[0]), getattr(dataset, "treename", "Events"))
-    boson = None if dataset.is_data else _boson(dataset.group, dataset.name)
+    table = table if table is not None else load_table()
+    first = str(dataset.files[0])
+    treename = getattr(dataset, "treename", "Events")
+    era = getattr(dataset, "era", None)
+    if not era:
+        raise ProcessorError(f"dataset {dataset.name!r} has no era (needed for the branch names)")
+    branches, _ = _file_branches(first, treename)
+    is_data = bool(dataset.is_data)
+    need = list(required)
+    if is_data and getattr(dataset, "golden_json", None):
+        need += ["run", "luminosityBlock"]
+    optional = [*EVENT_INPUTS, *([] if is_data else MC_INPUTS)]
+    inputs = table.resolve(era, branches, need, optional, file=first)
+    n_pdf = None
+    pdf_branch = inputs.branch_of("LHEPdfWeight")
+    if not is_data and pdf_branch is not None:
+        n_pdf = _file_branches(first, treename, pdf_branch)[1]
+    boson = None if is_data else _boson(dataset.group, dataset.name)
     info = SampleInfo(
         name=dataset.name,
-        is_data=bool(dataset.is_data),
+        is_data=is_data,
         boson=boson,
         prompt_flavours=_prompt_flavours(dataset.group, boson),
-        n_pdf=None if dataset.is_data else n_pdf,
-        has_scale=(not dataset.is_data) and "LHEScaleWeight" in branches,
-        has_prefire=(not dataset.is_data) and all(b in branches for b in PREFIRE_BRANCHES),
-        has_pileup=(not dataset.is_data) and "Pileup_nTrueInt" in branches,
+        n_pdf=n_pdf,
+        has_scale=(not is_data) and inputs.has("LHEScaleWeight"),
+        has_prefire=(not is_data) and all(inputs.has(b) for b in PREFIRE_BRANCHES),
+        has_pileup=(not is_data) and inputs.has("Pileup_nTrueInt"),
         branches=branches,
+        inputs=inputs,
     )
-    if not info.is_data:
-        if not info.has_prefire:
-            warn_once(
-                dataset.name,
-                f"no L1PreFiringWeight_Nom/Up/Dn in {dataset.files[0]}: prefiring weight 1, "
-                "no prefire variation histogram",
-            )
-        if not info.has_pileup:
-            warn_once(dataset.name, f"no Pileup_nTrueInt in {dataset.files[0]}: pileup weight 1")
+    _notes(dataset, info, table, first)
     return info
+
+
+def _notes(dataset: Any, info: SampleInfo, table: EraTable, first: str) -> None:
+    """Print once per dataset what the era table changed and which optional inputs are off."""
+    era = str(dataset.era)
+    if era in table.notes:
+        warn_once(dataset.name, f"era {era}: {table.notes[era]}")
+    if info.inputs is not None and info.inputs.notes:
+        warn_once(dataset.name, f"era {era} inputs: {'; '.join(info.inputs.notes)}")
+    if info.is_data:
+        return
+    off = []
+    if not info.has_prefire:
+        off.append("no L1PreFiringWeight_Nom/Up/Dn: prefiring weight 1, no prefire variation")
+    if not info.has_pileup:
+        off.append("no Pileup_nTrueInt: pileup weight 1, no pileup variation")
+    if info.n_pdf is None:
+        off.append("no LHEPdfWeight: no pdf variation")
+    if not info.has_scale:
+        off.append("no LHEScaleWeight: no qcdScale variation")
+    if info.inputs is not None and not info.inputs.has("genWeight"):
+        off.append("no genWeight: generator weight 1")
+    for what in off:
+        warn_once(dataset.name, f"{what} ({first})")
 
 
 # ------------------------------------------------------------------------------ axes
@@ -211,22 +274,30 @@ def declare(
 def read_columns(
     events: Events, info: SampleInfo, required: Sequence[str], optional: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """The branches an analysis needs; a missing required branch is a clear error."""
+    """The inputs an analysis needs, under their NanoAODv6 names whatever the file calls them.
+
+    ``info.inputs`` (resolved from the era table when the histograms were declared) says which
+    branch or expression holds each input; a required input the resolution lacks is an error
+    naming the input (normally caught earlier, with the file, by ``sample_info``).
+    """
+    res = info.inputs
     cols: dict[str, Any] = {}
-    for name in required:
-        if not events.has(name):
-            raise ProcessorError(f"dataset {info.name!r}: branch {name!r} missing in the input")
-        cols[name] = events.branch(name)
-    for name in optional:
-        if events.has(name):
-            cols[name] = events.branch(name)
-    if events.tracing:
-        touch(*cols.values())
+    for name in dict.fromkeys([*required, *optional]):
+        expr = name if res is None else res.exprs.get(name)
+        if expr is None or (res is None and not events.has(name)):
+            if name in required:
+                raise ProcessorError(
+                    f"dataset {info.name!r}: input {name!r} missing in the input files"
+                )
+            continue
+        cols[name] = evaluate(expr, events.branch)
+        if events.tracing:
+            touch(*(events.branch(b) for b in leaves(expr)))
     return cols
 
 
 def mc_columns(info: SampleInfo) -> list[str]:
-    """Optional branches used for weights and variations of simulation."""
+    """Optional inputs used for weights and variations of simulation."""
     if info.is_data:
         return []
     out = ["genWeight", "Muon_genPartFlav", "Muon_genPartIdx", "GenPart_pt", "GenPart_pdgId"]
@@ -407,19 +478,32 @@ class MuonAnalysis(Processor):
 
     Options: ``corrections`` (payload path; default the shipped one), ``bw_window`` (mass
     window (lo, hi) in GeV of the generated lineshape, for the Breit-Wigner normalisation;
-    default the window recorded in the payload's truth for the sample's boson).
+    default the window recorded in the payload's truth for the sample's boson), ``eras`` (the
+    NanoAOD era table; default configs/nanoaod_eras.yaml).
     """
 
     eff_stat_diagonal: bool = False
+    #: Inputs (era-table names) without which the analysis cannot run.
+    required_inputs: tuple[str, ...] = ()
 
     def __init__(self, *, systematics: bool = True, **options: Any) -> None:
         super().__init__(systematics=systematics, **options)
         self.payload = CorrectionsPayload(options.get("corrections"))
         window = options.get("bw_window")
         self.bw_window = (window[0], window[1]) if window else None
+        self.eras = load_table(options.get("eras"))
 
     def sample_info(self, dataset: Any) -> SampleInfo:
-        return sample_info(dataset)
+        return sample_info(dataset, self.required_inputs, self.eras)
+
+    def dataset_metadata(self, dataset: Any) -> dict[str, Any]:
+        """The era, the era table and the branch (or expression) read for each input."""
+        inputs = self.sample_info(dataset).inputs
+        return {
+            "era": str(dataset.era),
+            "nanoaod_era_table": self.eras.path,
+            "nanoaod_inputs": {} if inputs is None else inputs.mapping(),
+        }
 
     def analysis_metadata(self) -> dict[str, Any]:
         """The boson masses and widths (GeV) of the payload this run used: the fit setup reads

@@ -12,10 +12,10 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
-from wremnants_dask.processors import selection as S
-from wremnants_dask.processors.common import SampleInfo, gen_pt_of
 
 from wremnants_dask.engine.processor import ChunkOutput
+from wremnants_dask.processors import selection as S
+from wremnants_dask.processors.common import SampleInfo, gen_pt_of
 
 
 @dataclass

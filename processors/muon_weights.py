@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
 from wremnants_dask.processors.tensors import bin_index, product_per_event, scatter_slots
 

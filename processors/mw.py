@@ -1,8 +1,9 @@
 """W mass analysis (``--analysis mw``): one isolated prompt muon, eta x pT x charge templates.
 
-Selection as in the CMS measurement: HLT_IsoMu24, exactly one good muon (medium ID,
-26 < pT < 56 GeV, |eta| < 2.4, |dxy| < 0.05 cm), no other loose muon (pT > 15 GeV), prompt
-generator matching for W/Z simulation, golden JSON for data. The histograms keep the isolation
+Selection as in the CMS measurement: HLT_IsoMu24 (the era's single-muon trigger, see
+configs/nanoaod_eras.yaml), exactly one good muon (medium ID, 26 < pT < 56 GeV, |eta| < 2.4,
+|dxy| < 0.05 cm), no other loose muon (pT > 15 GeV), prompt generator matching for W/Z
+simulation, golden JSON for data. The histograms keep the isolation
 (relIso04 < 0.15) and mT (> 40 GeV) decisions as axes so the non-prompt background can be
 estimated from data later (ABCD). Systematic variations are tensor axes (see common.py).
 """
@@ -14,6 +15,9 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -26,10 +30,7 @@ from wremnants_dask.processors.common import (
     read_columns,
 )
 
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
-
-EVENT_BRANCHES = ["HLT_IsoMu24", "MET_pt", "MET_phi"]
+EVENT_BRANCHES = ["trigger", "MET_pt", "MET_phi"]
 
 
 def calibrated_pt(
@@ -74,6 +75,7 @@ class WMassProcessor(MuonAnalysis):
         "region": {"passIso": True, "passMT": True},
         "nonprompt": True,
     }
+    required_inputs = (*S.MUON_BRANCHES, *EVENT_BRANCHES)
 
     def axes(self) -> list[Any]:
         return [

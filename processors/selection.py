@@ -6,9 +6,9 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
-from wremnants_dask.processors.common import np1
 
 from wremnants_dask.inputs.lumi import LumiMask, read_golden_json
+from wremnants_dask.processors.common import TRIGOBJ_INPUTS, np1
 
 PT_MIN, PT_MAX = 26.0, 56.0
 ETA_MAX = 2.4
@@ -17,7 +17,8 @@ ISO_CUT = 0.15
 MT_CUT = 40.0
 VETO_PT = 15.0
 MLL_WINDOW = (60.0, 120.0)
-# The muon branches the selections read (good_muons, loose_muons, the isolation).
+# The muon inputs the selections read (good_muons, loose_muons, the isolation); configs/
+# nanoaod_eras.yaml says which branch holds each in a file of a given era.
 MUON_BRANCHES = [
     "Muon_pt",
     "Muon_eta",
@@ -50,6 +51,7 @@ def good_muons(
 def event_preselection(out: Any, cols: dict[str, Any], is_data: bool, n_events: int) -> Any:
     """Start the ``main`` cut flow (generator-weighted for simulation) and apply what every
     muon analysis here applies first: the golden JSON (data) and the single-muon trigger.
+    The trigger is the input ``trigger`` (the era's single-muon path(s), see nanoaod_eras.yaml).
     Returns the cut flow; its current mask is the trigger step's."""
     cf = out.cutflow("main")
     genw = np1(cols["genWeight"]).astype(np.float64) if "genWeight" in cols else None
@@ -66,7 +68,7 @@ def event_preselection(out: Any, cols: dict[str, Any], is_data: bool, n_events: 
             "golden json",
             golden_mask(golden, cols.get("run", zeros), cols.get("luminosityBlock", zeros)),
         )
-    cf.cut("trigger", np1(cols["HLT_IsoMu24"]).astype(bool))
+    cf.cut("trigger", np1(cols["trigger"]).astype(bool))
     return cf
 
 
@@ -110,7 +112,7 @@ def prompt_match(cols: dict[str, Any], flavours: tuple[int, ...] | None) -> ak.A
 
 TRIG_DR = 0.3
 TRIG_BIT = 8  # TrigObj_filterBits for muons: 8 = 1mu (HLT_IsoMu24 leg)
-TRIGOBJ_BRANCHES = ("TrigObj_id", "TrigObj_filterBits", "TrigObj_eta", "TrigObj_phi")
+TRIGOBJ_BRANCHES = TRIGOBJ_INPUTS
 
 
 def trigger_matched(cols: dict[str, Any]) -> ak.Array | None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -23,9 +26,6 @@ from wremnants_dask.processors.common import (
 from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
 from wremnants_dask.processors.zdilepton import dimuon_sf_inputs
-
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
 
 
 def wlike_choice(event: np.ndarray) -> np.ndarray:
@@ -43,13 +43,14 @@ class ZWlikeProcessor(MuonAnalysis):
         "signal": "Zmumu",
         "boson": "Z",
     }
+    required_inputs = (*S.MUON_BRANCHES, "trigger", "MET_pt", "MET_phi", "event")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         return self.declare("nominal", eta_pt_charge_axes(self.payload), dataset)
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = S.MUON_BRANCHES + ["HLT_IsoMu24", "MET_pt", "MET_phi", "event"]
+        required = [*self.required_inputs]
         if info.is_data:
             required += ["run", "luminosityBlock"]
         optional = [*S.TRIGOBJ_BRANCHES, *mc_columns(info)]

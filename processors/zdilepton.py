@@ -11,6 +11,9 @@ from typing import Any
 
 import hist
 import numpy as np
+
+from wremnants_dask.engine.processor import ChunkOutput, Events
+from wremnants_dask.engine.tensorhist import TensorHist
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -21,9 +24,6 @@ from wremnants_dask.processors.common import (
 )
 from wremnants_dask.processors.dimuon import select_dimuons
 from wremnants_dask.processors.mw import calibrated_pt
-
-from wremnants_dask.engine.processor import ChunkOutput, Events
-from wremnants_dask.engine.tensorhist import TensorHist
 
 PTLL_EDGES = (0, 2, 4, 6, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 80, 100)
 
@@ -56,6 +56,7 @@ class ZDileptonProcessor(MuonAnalysis):
 
     name = "mz_dilepton"
     fit_setup = {"histogram": "mll", "fit_axes": ["mll"], "signal": "Zmumu", "boson": "Z"}
+    required_inputs = (*S.MUON_BRANCHES, "trigger")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
         mll = [hist.axis.Regular(60, 60.0, 120.0, name="mll", label="m(mu mu) (GeV)")]
@@ -67,7 +68,7 @@ class ZDileptonProcessor(MuonAnalysis):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
-        required = S.MUON_BRANCHES + ["HLT_IsoMu24"]
+        required = [*self.required_inputs]
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
         cols = read_columns(
             events, info, required + (["run", "luminosityBlock"] if info.is_data else []), optional

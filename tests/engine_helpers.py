@@ -10,9 +10,9 @@ import hist
 import numpy as np
 import uproot
 from conftest import NANOAOD_DATA, NANOAOD_DY
-from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 
 def dy(files=None, name="dy") -> Dataset:

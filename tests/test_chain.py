@@ -70,8 +70,25 @@ def test_outputs_carry_the_chain(chain: Path) -> None:
     assert stages[:2] == ["fit", "setup_fit"] and stages[-1] in ("histmaker", "histograms")
     summary = json.loads((chain / "plots" / "summary.json").read_text())
     assert summary["metadata"]["inputs"][0]["stage"] == "fit"
-    for name in ("prefit_ch0_pt.png", "postfit_ch0_eta.png", "pulls.png", "impacts_mass.png"):
-        assert (chain / "plots" / name).stat().st_size > 1000
+    _check_plot_folder(chain / "plots", summary["plots"])
+    expected = {"prefit_ch0_pt.png", "postfit_ch0_eta.png", "postfit_ch0_unrolled.png",
+                "pulls_01.png", "impacts_ranking_massShiftW100MeV.png",
+                "impacts_grouped_massShiftW100MeV.png", "correlation.png"}  # fmt: skip
+    assert expected <= set(summary["plots"]), expected - set(summary["plots"])
+    hists = sorted(p.name for p in (chain / "plots" / "hists").glob("*.png"))
+    assert len(hists) >= 4, hists  # data vs prediction per fit axis, one variation
+    _check_plot_folder(chain / "plots" / "hists", hists)
+    assert "hists/index.html" in (chain / "plots" / "index.html").read_text()
+
+
+def _check_plot_folder(folder: Path, plots: list[str]) -> None:
+    """Each plot and its log exist and are non-empty; the page lists every plot."""
+    page = (folder / "index.html").read_text()
+    for name in plots:
+        assert (folder / name).stat().st_size > 1000, name
+        log = (folder / name).with_suffix(".log").read_text()
+        assert "command:" in log and "stage=histmaker" in log, name
+        assert name in page, name
 
 
 @pytest.fixture(scope="module")

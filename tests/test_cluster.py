@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_helpers import copy_nano_subset, dy
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.cli import histmaker
 from wremnants_dask.cli.cluster import ClusterError, job_script, load_cluster_config
 from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed (extra 'cluster')")
@@ -188,7 +188,7 @@ def test_worker_memory_limit(small, tmp_path, capsys, limit, completes):
         ["--dataset-config", str(dcfg), "-a", "muon_kinematics", "--cluster", str(ccfg),
          "-o", str(tmp_path), "--no-progress", "--step-size", "20"]
     )  # fmt: skip
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("histmaker: error:")]
     if completes:
         assert rc == 0 and not err and (tmp_path / "muon_kinematics.hdf5").exists()
     else:

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from wremnants_dask.corrections.payload import SF_STEPS, load_payload
 from wremnants_dask.corrections.tables import build_table
 

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 from engine_helpers import copy_nano_subset, data, dy
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.cli import histmaker
@@ -21,6 +20,7 @@ from wremnants_dask.engine import executor
 from wremnants_dask.histograms.histio import HistFile
 from wremnants_dask.inputs import files as input_files
 from wremnants_dask.inputs import preprocess
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 import pytest
-from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 from wremnants_dask.engine import tensorhist
 from wremnants_dask.engine.event_weights import Weights
 from wremnants_dask.engine.processor import ChunkOutput, _select
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 from wremnants_dask.inputs import files, reader
+from wremnants_dask.processors.muon_kinematics import kinematic_axes
 
 
 class _Mc:

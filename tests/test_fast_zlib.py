@@ -13,8 +13,8 @@ import uproot.compression
 from conftest import NANOAOD_DATA, NANOAOD_DY
 
 from wremnants_dask.inputs import reader
-from wremnants_dask.utils.fast_zlib import IsalZLIB, use_isal_decompression, zlib_compression
 from wremnants_dask.synth.rootfile import NanoAODWriter
+from wremnants_dask.utils.fast_zlib import IsalZLIB, use_isal_decompression, zlib_compression
 
 pytest.importorskip("isal")
 

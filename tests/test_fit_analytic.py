@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.model import FitModel

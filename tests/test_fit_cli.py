@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+
 from wremnants_dask.fitting import write_fit_input
 from wremnants_dask.fitting.cli import main
 from wremnants_dask.fitting.output import read_hist

@@ -4,6 +4,7 @@ minimum and covariance must equal those of a fit that runs Gauss-Newton to the e
 from __future__ import annotations
 
 import numpy as np
+
 from wremnants_dask.fitting import fitter as fitter_mod
 from wremnants_dask.fitting import minimizer
 from wremnants_dask.fitting.fitter import Fitter

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import pyhf_workspace
+
 from wremnants_dask.fitting.fitinput import FitInput
 from wremnants_dask.fitting.hessian import (
     make_hvp_hessian,

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputError, FitInputWriter, read_fit_input
 from wremnants_dask.fitting.hessian import make_hessian
 from wremnants_dask.fitting.model import FitModel

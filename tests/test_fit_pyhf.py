@@ -8,6 +8,7 @@ import numpy as np
 import pyhf
 import pytest
 from fit_models import hw, pyhf_workspace, reg
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.model import FitModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 

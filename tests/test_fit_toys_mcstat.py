@@ -10,6 +10,7 @@ import pytest
 import scipy.optimize
 from fit_models import hw, reg
 from scipy.special import gammaln
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.fitter import Fitter
 from wremnants_dask.fitting.model import FitModel

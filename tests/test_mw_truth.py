@@ -18,11 +18,11 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
-from wremnants_dask.corrections import build
-from wremnants_dask.processors.registry import get_processor
 
 from wremnants_dask import engine
+from wremnants_dask.corrections import build
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.registry import get_processor
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_pseudodata, generate_sample
 
 N_FILES = 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import subprocess
 import sys
 import zipfile
@@ -27,14 +28,34 @@ def test_namespace_mapping(module: str, folder: str) -> None:
     assert Path(mod.__file__).resolve().parent == (REPO / folder).resolve()
 
 
-def test_wheel_contains_every_module(tmp_path: Path) -> None:
-    """A regular (non-editable) install must carry every module of the mapped folders."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
         check=True,
         capture_output=True,
     )
-    (wheel,) = tmp_path.glob("wremnants_dask-*.whl")
+    (path,) = out.glob("wremnants_dask-*.whl")
+    return path
+
+
+def test_version_written_once(wheel: Path) -> None:
+    """pyproject takes the version from wremnants_dask.__version__: the installed metadata and
+    a freshly built wheel both carry it (an editable install made before a version bump fails
+    here until reinstalled)."""
+    import wremnants_dask
+
+    assert importlib.metadata.version("wremnants_dask") == wremnants_dask.__version__
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = z.read(meta).decode().splitlines()
+    assert f"Version: {wremnants_dask.__version__}" in lines
+    assert wheel.name.startswith(f"wremnants_dask-{wremnants_dask.__version__}-")
+
+
+def test_wheel_contains_every_module(wheel: Path) -> None:
+    """A regular (non-editable) install must carry every module of the mapped folders."""
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = set()
     for folder, pkg in [

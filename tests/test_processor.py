@@ -9,13 +9,13 @@ import pytest
 import uproot
 from conftest import NANOAOD_DY
 from engine_helpers import dy
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.engine.cutflow import CutFlow
 from wremnants_dask.engine.event_weights import Weights, as_tensor
 from wremnants_dask.engine.processor import Events, Processor
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import uproot
 from conftest import GOLDEN_JSON, NANOAOD_DATA, NANOAOD_DY
-from wremnants_dask.corrections.payload import CorrectionError
-from wremnants_dask.processors.common import _WARNED
-from wremnants_dask.processors.registry import get_processor
 
 from wremnants_dask import engine
+from wremnants_dask.corrections.payload import CorrectionError
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.common import _WARNED
+from wremnants_dask.processors.registry import get_processor
 
 DY = Dataset("dy_m50", "Zmumu", (str(NANOAOD_DY),), False, 6077.22, "2018")
 DATA = Dataset(

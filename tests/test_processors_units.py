@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
+
 from wremnants_dask.corrections.payload import load_payload
 from wremnants_dask.processors.muon_scale import scale_weight
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import product_per_event, scatter_slots
-
 from wremnants_dask.synth.params import SynthParams
 
 
@@ -90,11 +90,11 @@ def test_sf_tensors_and_antiisolation():
 def test_diagonal_eff_stat_expands_to_full_tensor(tmp_path):
     """mw's diagonal effStat histogram, expanded, equals filling the full (eta x eig) tensor."""
     import uproot
-    from wremnants_dask.processors.common import expand_eff_stat
-    from wremnants_dask.processors.mw import WMassProcessor
 
     from wremnants_dask.engine.processor import ChunkOutput, Events
     from wremnants_dask.inputs.datasets import Dataset
+    from wremnants_dask.processors.common import expand_eff_stat
+    from wremnants_dask.processors.mw import WMassProcessor
     from wremnants_dask.synth import generate_sample
 
     class FullTensorMW(WMassProcessor):

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import uproot
 from engine_helpers import copy_nano_subset, dy, reference_muon_kinematics
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.engine import BadInputError
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 def _runs_sumw(path) -> float:
@@ -177,7 +177,7 @@ def test_user_errors_are_one_line_and_debug_gives_the_traceback(tmp_path):
     run = histmaker_cmd(*args, "-o", str(tmp_path))
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.stderr
-    assert lines[0].startswith("error: ") and "/no/such/file.root" in lines[0]
+    assert lines[0].startswith("histmaker: error: ") and "/no/such/file.root" in lines[0]
     debug = histmaker_cmd(*args, "-o", str(tmp_path), "--debug")
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
 
@@ -224,7 +224,7 @@ def test_full_disk_during_the_write_fails_cleanly(tmp_path):
         # and the command: one line, exit code 2, no crash, nothing left behind
         run = histmaker_cmd(*NANO_ARGS, "--executor", "sync", "-o", str(mnt), "--step-size", "40")
         assert run.returncode == 2, (run.returncode, run.stderr[-3000:])
-        assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert run.stderr.strip().splitlines()[-1].startswith("histmaker: error: ")
         assert "No space left" in run.stderr or "MB free" in run.stderr
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
     finally:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import NANOAOD_DATA, NANOAOD_DY
 from engine_helpers import copy_nano_subset, data, dy, reference_muon_kinematics, write_tree
-from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 from wremnants_dask import engine
 from wremnants_dask.engine import BadInputError
 from wremnants_dask.engine.processor import Processor
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
 
 
 def _close(h: hist.Hist, ref: hist.Hist) -> None:

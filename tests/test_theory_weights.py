@@ -8,6 +8,7 @@ import pytest
 import uproot
 from conftest import NANOAOD_DY
 from scipy import integrate, stats
+
 from wremnants_dask.processors import theory
 
 

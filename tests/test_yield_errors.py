@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import pyhf_workspace
+
 from wremnants_dask.fitting import yield_errors
 from wremnants_dask.fitting.fitinput import FitInput
 from wremnants_dask.fitting.model import FitModel

@@ -28,6 +28,9 @@ from wremnants_dask.cli.cluster import (
     wait_for_workers,
 )
 from wremnants_dask.histograms import histio
+from wremnants_dask.inputs.datasets import ConfigError
+from wremnants_dask.inputs.files import BadInputError
+from wremnants_dask.inputs.nanoaod_eras import EraTableError
 from wremnants_dask.processors.registry import ANALYSES, DEFAULT_ANALYSIS, get_processor
 from wremnants_dask.utils.provenance import make_metadata
 
@@ -221,12 +224,12 @@ def console_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if "--debug" in raw:
             raise
-        print("error: interrupted", file=sys.stderr)
+        print("histmaker: error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         if "--debug" in raw:
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        print(f"histmaker: error: {one_line(err)}", file=sys.stderr)
         return 2 if isinstance(err, _user_errors()) else 1
     return 0
 
@@ -243,8 +246,6 @@ def one_line(err: BaseException) -> str:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that come from the inputs, the configuration or the arguments, not the code."""
     from wremnants_dask.engine.processor import ProcessorError
-    from wremnants_dask.inputs.datasets import ConfigError
-    from wremnants_dask.inputs.files import BadInputError
     from wremnants_dask.inputs.lumi import LumiError
     from wremnants_dask.inputs.normalization import NormalizationError
     from wremnants_dask.inputs.reader import ChunkReadError
@@ -254,6 +255,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ClusterError,
         ConfigError,
         BadInputError,
+        EraTableError,
         ChunkReadError,
         OutputError,
         ProcessorError,

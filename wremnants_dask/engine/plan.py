@@ -38,6 +38,7 @@ from wremnants_dask.inputs.preprocess import (
     chunk_steps,
     gen_sums_of,
     type_mismatch,
+    warn_sums_from_events,
 )
 from wremnants_dask.inputs.reader import ChunkReader, sub_form
 
@@ -60,6 +61,7 @@ class DatasetPlan:
     # Estimated cost of the dataset's largest chunk (see ``inputs.preprocess.chunk_cost``): the order in which a
     # distributed run starts datasets, largest chunks first, so that none ends a run alone.
     chunk_cost: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
 
 
 @dataclass
@@ -134,6 +136,8 @@ def build_plan(
             usable.append(info)
         # The sums of the files actually processed: a file dropped above takes its sums along.
         sums = None if dataset.is_data else gen_sums_of(usable)
+        if not dataset.is_data:
+            warn_sums_from_events(dataset, usable)
         steps, n_entries = chunk_steps(usable, step_size, max_events)
         if not steps:
             raise BadInputError(
@@ -172,6 +176,7 @@ def build_plan(
             gen_sums=sums,
             skipped=skipped,
             chunk_cost=cost,
+            metadata=processor.dataset_metadata(dataset),
         )
     if not plans:
         raise BadInputError("(all inputs)", "no dataset has a usable file")
@@ -197,6 +202,10 @@ def _trace_first_usable(
     for info in good:
         try:
             columns = trace_columns(task, info.form)
+        except BadInputError as err:  # the input is at fault (e.g. a missing required branch)
+            errors[info.path] = err.reason
+            first_err = first_err or (info, err)
+            continue
         except Exception as err:
             errors[info.path] = f"processor cannot run on it ({type(err).__name__}: {err})"
             first_err = first_err or (info, err)
@@ -206,6 +215,8 @@ def _trace_first_usable(
         return info, columns, errors
     assert first_err is not None
     info, err = first_err
+    if isinstance(err, BadInputError):
+        raise BadInputError(err.path, f"{err.reason} (dataset {dataset.name!r})") from None
     raise ProcessorError(
         f"{type(processor).__name__} failed while tracing its columns on dataset "
         f"{dataset.name!r} (file {info.path}): {type(err).__name__}: {err}. "

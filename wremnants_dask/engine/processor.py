@@ -382,6 +382,11 @@ class Processor:
         output's metadata), e.g. the boson masses the simulation is centred on."""
         return {}
 
+    def dataset_metadata(self, dataset: Any) -> dict[str, Any]:
+        """JSON-able facts about how this dataset was read (written with its results), e.g.
+        which branch of its files held each input. Called once per dataset, after declaring."""
+        return {}
+
     def histograms(self, dataset: Any) -> Mapping[str, TensorHist] | Iterable[TensorHist]:
         """Declare the (empty) histograms to fill for ``dataset``."""
         raise NotImplementedError(f"{type(self).__name__} must implement histograms(dataset)")

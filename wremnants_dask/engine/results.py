@@ -32,6 +32,7 @@ class DatasetResult:
     lumi_pb: float | None = None
     lumi_error: str | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
     # chunks skipped at read time (--skip-bad-files): file, entry range, branch, reason
     lost: list[dict] = field(default_factory=list)
 
@@ -56,6 +57,8 @@ class DatasetResult:
             "gen_sumw": None if gs is None else gs.sumw,
             "gen_sumw2": None if gs is None else gs.sumw2,
             "gen_count": None if gs is None else gs.count,
+            "gen_sums_source": None if gs is None else gs.source,
+            "processor_metadata": self.metadata,
             "lumi_pb": self.lumi_pb,
             "lumi_error": self.lumi_error,
             "columns": self.columns,
@@ -97,4 +100,5 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
         lumi_error=lumi_error,
         skipped=dplan.skipped,
         lost=sorted(res.lost, key=lambda c: (c["file"], c["entry_start"])),
+        metadata=dplan.metadata,
     )

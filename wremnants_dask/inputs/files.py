@@ -17,7 +17,12 @@ from typing import Any
 import awkward as ak
 import uproot
 
-from wremnants_dask.inputs.normalization import GenSums, NormalizationError, sums_from_runs_tree
+from wremnants_dask.inputs.normalization import (
+    GenSums,
+    NormalizationError,
+    sums_from_events,
+    sums_from_runs_tree,
+)
 
 __all__ = [
     "BadInputError",
@@ -110,16 +115,33 @@ def _branch_signature(branch: Any) -> tuple:
     )
 
 
-def _runs_sums(fh: Any) -> tuple[GenSums | None, str | None]:
-    """Generator sums from the ``Runs`` tree of an open file, or why they cannot be read."""
-    if "Runs" not in fh:
-        return None, "no 'Runs' tree: cannot read the generator sums (needed for simulation)"
+RunsBranches = tuple[tuple[str, tuple[str, ...]], ...]  # (("sumw", names), ...), hashable
+
+
+def _runs_sums(
+    fh: Any, treename: str = "Events", branches: RunsBranches | None = None
+) -> tuple[GenSums | None, str | None]:
+    """Generator sums of an open file, or why they cannot be read.
+
+    From the ``Runs`` tree (``branches``: candidate names per sum, from the era table); a file
+    with no Runs tree, or one without the sums, gets genWeight summed over its ``treename`` tree
+    (``GenSums.source`` says so). Data files have neither; their error is never raised.
+    """
+    names = dict(branches) if branches else None
+    runs_problem = "no 'Runs' tree"
+    if "Runs" in fh:
+        try:
+            return sums_from_runs_tree(fh["Runs"], "Runs tree", names), None
+        except NormalizationError as err:
+            runs_problem = str(err)
+        except Exception as err:
+            return None, f"cannot read the Runs tree ({type(err).__name__}: {err})"
     try:
-        return sums_from_runs_tree(fh["Runs"], "Runs tree"), None
+        return sums_from_events(fh[treename], f"tree {treename!r}"), None
     except NormalizationError as err:
-        return None, str(err)
+        return None, f"{runs_problem} and {err}: cannot get the generator sums"
     except Exception as err:
-        return None, f"cannot read the Runs tree ({type(err).__name__}: {err})"
+        return None, f"{runs_problem}; cannot sum genWeight ({type(err).__name__}: {err})"
 
 
 # Inspections kept per process. An entry of a NanoAOD file holds the type signatures of its
@@ -127,22 +149,25 @@ def _runs_sums(fh: Any) -> tuple[GenSums | None, str | None]:
 # distinct file ever inspected (issue 17, measured: 23 MB for 24 files). Least recently used
 # entries are dropped beyond this many.
 _FILE_CACHE_MAX = 256
-_FILE_CACHE: OrderedDict[tuple[str, str, float | int, int], FileInfo] = OrderedDict()
+_FILE_CACHE: OrderedDict[tuple[Any, ...], FileInfo] = OrderedDict()
 
 
-def inspect_file(path: str, treename: str, *, want_form: bool = False) -> FileInfo:
+def inspect_file(
+    path: str, treename: str, *, want_form: bool = False, runs_branches: RunsBranches | None = None
+) -> FileInfo:
     """Open ``path`` once, check the tree, and return its entries and branch names (cached).
 
     ``want_form``: also compute the awkward form of all branches while the file is open
     (needed for the file a dataset is traced on; other files only get cheap signatures), and
     keep the tree in this process's open-tree cache for the processor and sync execution.
+    ``runs_branches``: the era's names of the Runs sums (see ``_runs_sums``).
     """
     path = str(path)
     try:
         ident = _identity(path)
     except OSError as err:
         raise BadInputError(path, f"cannot access file ({err.strerror or err})") from None
-    key = (ident[0], treename, ident[1], ident[2])
+    key = (ident[0], treename, ident[1], ident[2], runs_branches)
     info = _FILE_CACHE.get(key)
     if info is not None:
         _FILE_CACHE.move_to_end(key)
@@ -176,7 +201,7 @@ def inspect_file(path: str, treename: str, *, want_form: bool = False) -> FileIn
             info._form = tree_form(tree)
             remember_tree(info.path, treename, tree)
             keep_open = True
-        info.gen_sums, info.runs_error = _runs_sums(fh)
+        info.gen_sums, info.runs_error = _runs_sums(fh, treename, runs_branches)
     finally:
         if not keep_open:
             fh.close()

@@ -3,13 +3,16 @@
 The sum of weights must come from the ``Runs`` tree (written before any skim or selection),
 never from the events that happen to be in the file, or a skimmed sample would be normalised to
 its selected events. NanoAOD up to v6 names the branches with a trailing underscore
-(``genEventSumw_``); later versions and the synthetic generator drop it; both are read.
+(``genEventSumw_``); later versions and the synthetic generator drop it; both are read (the
+names per era come from configs/nanoaod_eras.yaml). A simulation file without a ``Runs`` tree
+(e.g. the 2015 CMS Open Data NanoAOD) falls back to summing genWeight over its Events tree,
+which is right only for a file that was not skimmed; ``GenSums.source`` records which way.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +26,12 @@ __all__ = [
     "mc_scale",
     "read_gen_sums",
     "scale_factor",
+    "sums_from_events",
     "sums_from_runs_tree",
 ]
+
+#: ``GenSums.source`` of sums read from the Events tree because a file has no Runs sums.
+EVENTS_SOURCE = "Events genWeight (no Runs tree)"
 
 # (canonical name, accepted spellings in order of preference)
 GEN_SUM_BRANCHES = {
@@ -46,13 +53,18 @@ class GenSums:
     sumw2: float
     count: int
     n_files: int = 1
+    # where the sums come from: "Runs tree (<sumw branch>)" or EVENTS_SOURCE; "; "-joined when
+    # files of a dataset differ
+    source: str = "Runs tree"
 
     def __add__(self, other: GenSums) -> GenSums:
+        sources = dict.fromkeys([*self.source.split("; "), *other.source.split("; ")])
         return GenSums(
             self.sumw + other.sumw,
             self.sumw2 + other.sumw2,
             self.count + other.count,
             self.n_files + other.n_files,
+            "; ".join(sources),
         )
 
     @property
@@ -61,12 +73,17 @@ class GenSums:
         return self.sumw**2 / self.sumw2 if self.sumw2 > 0 else 0.0
 
 
-def sums_from_runs_tree(tree: Any, where: str) -> GenSums:
-    """Generator sums of one open ``Runs`` tree (either branch spelling); ``where`` names it in
-    errors. Shared by :func:`read_gen_sums` and the engine's file inspection."""
+def sums_from_runs_tree(
+    tree: Any, where: str, branches: Mapping[str, Sequence[str]] | None = None
+) -> GenSums:
+    """Generator sums of one open ``Runs`` tree; ``branches``: candidate names of sumw, sumw2 and
+    count (default ``GEN_SUM_BRANCHES``, both spellings); ``where`` names the tree in errors.
+    Shared by :func:`read_gen_sums` and the engine's file inspection."""
+    branches = branches or GEN_SUM_BRANCHES
     available = set(tree.keys())
     chosen = {}
-    for key, names in GEN_SUM_BRANCHES.items():
+    for key in ("sumw", "sumw2", "count"):
+        names = tuple(branches.get(key) or GEN_SUM_BRANCHES[key])
         name = next((n for n in names if n in available), None)
         if name is None:
             raise NormalizationError(
@@ -80,6 +97,22 @@ def sums_from_runs_tree(tree: Any, where: str) -> GenSums:
         sumw2=float(np.sum(vals["sumw2"], dtype=np.float64)),
         count=int(np.sum(vals["count"], dtype=np.int64)),
         n_files=1,
+        source=f"Runs tree ({chosen['sumw']})",
+    )
+
+
+def sums_from_events(tree: Any, where: str) -> GenSums:
+    """Generator sums of a simulation file without Runs sums: genWeight summed over its Events
+    tree ``tree`` (count = entries). Right only if the file holds every generated event."""
+    if "genWeight" not in tree.keys():
+        raise NormalizationError(f"{where} has no genWeight branch to sum")
+    w = np.asarray(tree["genWeight"].array(library="np"), dtype=np.float64)
+    return GenSums(
+        sumw=float(w.sum()),
+        sumw2=float((w * w).sum()),
+        count=int(w.size),
+        n_files=1,
+        source=EVENTS_SOURCE,
     )
 
 

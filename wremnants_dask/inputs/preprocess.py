@@ -7,12 +7,23 @@ The engine's plan calls these; they know nothing of processors or histograms.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from wremnants_dask.inputs.files import BadInputError, FileInfo, inspect_file, open_tree
+from wremnants_dask.inputs.files import (
+    BadInputError,
+    FileInfo,
+    RunsBranches,
+    inspect_file,
+    open_tree,
+)
+from wremnants_dask.inputs.nanoaod_eras import load_table
+from wremnants_dask.inputs.normalization import EVENTS_SOURCE
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "check_files",
@@ -21,6 +32,7 @@ __all__ = [
     "gen_sums_of",
     "inspect_all",
     "type_mismatch",
+    "warn_sums_from_events",
 ]
 
 
@@ -35,16 +47,21 @@ _INSPECT_THREADS = 8
 _REMOTE_INSPECT_MIN = 16
 
 
-def _inspect_remote(path: str, treename: str) -> FileInfo | tuple[str, str]:
+def _inspect_remote(
+    path: str, treename: str, runs_branches: RunsBranches | None = None
+) -> FileInfo | tuple[str, str]:
     """``inspect_file`` on a worker: the info (no open tree, no form), or (path, reason)."""
     try:
-        return inspect_file(path, treename)
+        return inspect_file(path, treename, runs_branches=runs_branches)
     except BadInputError as err:
         return (err.path, err.reason)
 
 
 def inspect_all(
-    paths: Sequence[Any], treename: str, client: Any = None
+    paths: Sequence[Any],
+    treename: str,
+    client: Any = None,
+    runs_branches: RunsBranches | None = None,
 ) -> list[FileInfo | BadInputError]:
     """``inspect_file`` for every path (on the client's workers, or a thread pool, for many
     files), errors as values."""
@@ -53,13 +70,21 @@ def inspect_all(
 
     def one(path: str) -> FileInfo | BadInputError:
         try:  # the first file is the one the processor is traced on: it needs the form
-            return inspect_file(path, treename, want_form=path == unique[0])
+            return inspect_file(
+                path, treename, want_form=path == unique[0], runs_branches=runs_branches
+            )
         except BadInputError as err:
             return err
 
     if client is not None and len(unique) > _REMOTE_INSPECT_MIN:
         found = {unique[0]: one(unique[0])}
-        futures = client.map(_inspect_remote, unique[1:], treename=treename, pure=False)
+        futures = client.map(
+            _inspect_remote,
+            unique[1:],
+            treename=treename,
+            runs_branches=runs_branches,
+            pure=False,
+        )
         for path, got in zip(unique[1:], client.gather(futures)):
             found[path] = BadInputError(*got) if isinstance(got, tuple) else got
     elif len(unique) < 4:
@@ -73,12 +98,17 @@ def inspect_all(
 def check_files(
     dataset: Any, skip_bad_files: bool, client: Any = None
 ) -> tuple[list[FileInfo], list[dict[str, str]]]:
-    """Open every file of ``dataset``; return the good ones and the skipped ones.
+    """Open every file of ``dataset``; return the good ones and the skipped ones (generator
+    sums: from the Runs trees under the era's names, else genWeight over the events, noted).
 
     The generator sums are not added here: a good file may still be dropped at the branch
     check after tracing, and its sums must go with it (:func:`gen_sums_of` the files kept)."""
     good, skipped = [], []
-    found_all = inspect_all(dataset.files, dataset.treename, client)
+    runs = None
+    if not dataset.is_data:
+        names = load_table().runs_branches(getattr(dataset, "era", None))
+        runs = tuple(sorted(names.items()))
+    found_all = inspect_all(dataset.files, dataset.treename, client, runs)
     for path, found in zip(dataset.files, found_all):
         try:
             if isinstance(found, BadInputError):
@@ -104,6 +134,19 @@ def gen_sums_of(infos: Iterable[FileInfo]) -> Any:
         if info.gen_sums is not None:
             sums = info.gen_sums if sums is None else sums + info.gen_sums
     return sums
+
+
+def warn_sums_from_events(dataset: Any, infos: Sequence[FileInfo]) -> None:
+    """Say when generator sums come from genWeight over the events, not the Runs trees."""
+    from_events = sum(i.gen_sums is not None and i.gen_sums.source == EVENTS_SOURCE for i in infos)
+    if from_events:
+        log.warning(
+            "dataset %s: %d of %d file(s) have no Runs sums: generator sums are genWeight summed "
+            "over their events (right only for files that were not skimmed)",
+            dataset.name,
+            from_events,
+            len(infos),
+        )
 
 
 # Per-event processing cost, in compressed bytes read: fitted on the default W-mass job, where

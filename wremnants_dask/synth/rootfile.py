@@ -19,8 +19,8 @@ import numpy as np
 import uproot
 import uproot.writing._cascadetree as _cascadetree
 
-from wremnants_dask.utils.fast_zlib import zlib_compression
 from wremnants_dask.utils.atomic import atomic_path
+from wremnants_dask.utils.fast_zlib import zlib_compression
 
 from .chunk import EventChunk, offsets_of
 
