@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputError, FitInputWriter, read_fit_input
 from wremnants_dask.fitting.fitinput import write_fit_input
 
