@@ -188,6 +188,24 @@ class FitInput:
                     raise FitInputError(f"group {g!r} names unknown parameter {m!r}")
         if self.data.shape != (nb,) or self.sumw2.shape != (nb, npr):
             raise FitInputError("data/sumw2 arrays do not match the binning of the channels")
+        self._check_predicted_where_data()
+
+    def _check_predicted_where_data(self) -> None:
+        """Data in a bin that no process populates (and no additive variation can) gives an
+        infinite NLL: name the bin instead of failing inside the fit."""
+        total = self.nominal.sum(axis=1)
+        if self.add_avg is not None and self.add_avg.size:
+            added = np.abs(self.add_avg).reshape(self.nbins, self.nproc, -1).sum(axis=(1, 2))
+            total = total + added
+        for ch in self.channels:
+            if ch.masked:
+                continue
+            for i in range(ch.start, ch.stop):
+                if self.data[i] > 0 and total[i] <= 0:
+                    raise FitInputError(
+                        f"channel {ch.name!r} bin {i - ch.start}: {self.data[i]:g} data events "
+                        "but zero predicted yield from every process"
+                    )
 
 
 # -------------------------------------------------------------------- HDF5 io
@@ -265,6 +283,18 @@ def read_fit_input(path: str | Path) -> tuple[FitInput, dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise FitInputError(f"fit input {path} does not exist")
+    try:
+        return _read_fit_input(path)
+    except FitInputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:  # h5py/json on damaged files
+        why = " ".join(str(err).split())
+        raise FitInputError(
+            f"{path}: not a readable fit input ({type(err).__name__}: {why})"
+        ) from None
+
+
+def _read_fit_input(path: Path) -> tuple[FitInput, dict[str, Any]]:
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != "wremnants_dask.fitinput":
             raise FitInputError(f"{path} is not a wremnants_dask fit input file")

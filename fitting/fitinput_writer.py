@@ -233,6 +233,14 @@ class FitInputWriter:
             for arr in (vu, vd):
                 if arr is not None and not np.all(np.isfinite(arr)):
                     raise FitInputError(f"non-finite variation in {what} (parameter {pname!r})")
+            moved = (vu != 0) if vd is None else (vu != 0) | (vd != 0)
+            stuck = np.nonzero((nom == 0) & moved)[0]
+            if stuck.size:
+                raise FitInputError(
+                    f"{what} (parameter {pname!r}): zero nominal yield but a non-zero variation "
+                    f"in bins {stuck[:10].tolist()}{' ...' if stuck.size > 10 else ''} (a "
+                    "variation cannot scale zero: fill the nominal or drop the variation there)"
+                )
             lu, ld = self._to_log(nom, vu, vd)
             for sub, avg, hd in symmetrize(pname, lu * scale, ld * scale, symmetrize_mode):
                 self._param(sub, constrained, "shape" if constrained else "unconstrained", groups)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +104,7 @@ def _file_branches(
     from wremnants_dask.inputs.files import open_tree
 
     try:
-        tree = open_tree(os.path.abspath(path), treename)
+        tree = open_tree(path, treename)
         names = frozenset(tree.keys())
         n_pdf = None
         if pdf_branch in names:

@@ -8,7 +8,6 @@ as tensor axes. It runs on real NanoAOD and on the synthetic files alike.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import awkward as ak
@@ -38,7 +37,7 @@ def _vector_sizes(path: str, treename: str, branches: tuple[str, ...]) -> dict[s
     from wremnants_dask.inputs.files import open_tree  # runner imports processors' modules lazily
 
     out: dict[str, int | None] = dict.fromkeys(branches)
-    tree = open_tree(os.path.abspath(path), treename)  # shared with the engine's file check
+    tree = open_tree(path, treename)  # shared with the engine's file check
     if tree.num_entries == 0:
         return out
     for b in branches:

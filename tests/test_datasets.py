@@ -71,6 +71,8 @@ def test_relative_paths_globs_max_files_and_filters(tmp_path: Path, monkeypatch)
     (tmp_path / "mc").mkdir()
     for i in (2, 0, 1):
         (tmp_path / "mc" / f"f{i}.root").write_bytes(b"x")
+    for other in ("w0", "o2"):  # a file in two samples is an error: each sample has its own
+        (tmp_path / "mc" / f"{other}.root").write_bytes(b"x")
     cfg = write(
         tmp_path,
         """
@@ -78,8 +80,8 @@ def test_relative_paths_globs_max_files_and_filters(tmp_path: Path, monkeypatch)
         groups: [Extra]
         samples:
           - {name: zmm, group: Zmumu, files: "mc/f*.root", xsec_pb: 2000}
-          - {name: wp, group: Wmunu, files: [mc/f0.root], xsec_pb: 10.5, era: "2017"}
-          - {name: other, group: Extra, files: "${NOPE_NOT_SET:-mc}/f2.root", xsec_pb: 1}
+          - {name: wp, group: Wmunu, files: [mc/w0.root], xsec_pb: 10.5, era: "2017"}
+          - {name: other, group: Extra, files: "${NOPE_NOT_SET:-mc}/o2.root", xsec_pb: 1}
         """,
     )
     monkeypatch.chdir(tmp_path / "mc")  # relative paths follow the config, not the cwd
@@ -87,7 +89,7 @@ def test_relative_paths_globs_max_files_and_filters(tmp_path: Path, monkeypatch)
     assert [d.name for d in ds] == ["zmm", "wp", "other"]
     assert ds[0].files == tuple(str(tmp_path / "mc" / f"f{i}.root") for i in range(3))
     assert ds[1].era == "2017" and ds[1].xsec_pb == 10.5 and ds[0].era == "2018"
-    assert ds[2].files == (str(tmp_path / "mc" / "f2.root"),)
+    assert ds[2].files == (str(tmp_path / "mc" / "o2.root"),)
     assert load_datasets(cfg, max_files=2)[0].files == ds[0].files[:2]
     assert [d.name for d in load_datasets(cfg, filter_procs="Zmumu")] == ["zmm"]
     assert [d.name for d in load_datasets(cfg, filter_procs=["w*", "Extra"])] == ["wp", "other"]

@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from wremnants_dask import engine
+from wremnants_dask.cli.cluster import (
+    ClusterError,
+    cluster_client,
+    job_script,
+    load_cluster_config,
+    lost_worker_message,
+    memory_limits,
+    wait_for_workers,
+)
 from wremnants_dask.histograms import histio
 from wremnants_dask.inputs.datasets import ConfigError
 from wremnants_dask.inputs.files import BadInputError
@@ -98,6 +107,33 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:port)"
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="CONFIG.yaml",
+        help="start workers as batch jobs (HTCondor, SLURM, PBS via dask-jobqueue) or a local "
+        "cluster, as described in a cluster config (examples: configs/cluster_*.yaml)",
+    )
+    p.add_argument(
+        "--wait-workers",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --scheduler/--cluster: fail if no worker has joined after this long "
+        "(default: the cluster config's wait_workers, else wait, saying so)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="give up reaching the --scheduler after this long",
+    )
+    p.add_argument(
+        "--cluster-job-script",
+        action="store_true",
+        help="print the batch job script of --cluster CONFIG and exit (nothing is submitted)",
+    )
     p.add_argument("-o", "--outfolder", default=".", help="output folder")
     p.add_argument("-p", "--postfix", default=None, help="appended to the output file name")
     p.add_argument(
@@ -117,6 +153,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="save Dask's performance report (distributed executors)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (default: one line naming the file or key)",
+    )
     return p
 
 
@@ -130,13 +171,27 @@ def output_path(args: argparse.Namespace) -> Path:
 @contextlib.contextmanager
 def make_client(args: argparse.Namespace) -> Iterator[Any]:
     """The Dask client for the chosen executor (None for synchronous execution)."""
+    if args.scheduler and args.cluster:
+        raise ClusterError("give --scheduler or --cluster, not both")
+    if args.cluster:
+        with cluster_client(load_cluster_config(args.cluster), args.wait_workers) as client:
+            yield client
+        return
     if args.scheduler:
         from distributed import Client
 
-        with Client(args.scheduler) as client:
+        try:
+            client = Client(args.scheduler, timeout=args.connect_timeout)
+        except (OSError, TimeoutError) as err:
+            raise ClusterError(
+                f"{args.scheduler}: cannot connect to the Dask scheduler "
+                f"({' '.join(str(err).split())})"
+            ) from None
+        with client:
             print(
                 f"connected to Dask scheduler {args.scheduler}; dashboard: {client.dashboard_link}"
             )
+            wait_for_workers(client, args.wait_workers, f"scheduler {args.scheduler}")
             yield client
         return
     if args.executor == "sync":
@@ -160,25 +215,81 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
         yield client
 
 
-#: Errors of the inputs (files, branches, configs): one line on the command line, no traceback.
-INPUT_ERRORS = (BadInputError, ConfigError, EraTableError)
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """The command. From the command line (``argv`` None) an input error is one line on stderr
-    and exit status 2; called with ``argv`` from Python it raises."""
-    if argv is not None:
-        return _main(argv)
+def console_main(argv: list[str] | None = None) -> int:
+    """The command: :func:`main` with errors as one line on stderr and a non-zero exit code
+    (tracebacks only with ``--debug``). Returns the exit code."""
+    raw = sys.argv[1:] if argv is None else argv
     try:
-        return _main(None)
-    except INPUT_ERRORS as err:
-        print(f"histmaker: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        main(raw)
+    except KeyboardInterrupt:
+        if "--debug" in raw:
+            raise
+        print("histmaker: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if "--debug" in raw:
+            raise
+        print(f"histmaker: error: {one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, _user_errors()) else 1
+    return 0
 
 
-def _main(argv: list[str] | None) -> Path:
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its message for the errors users cause (they name the file
+    or key), else its type and message with a pointer to ``--debug``."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, _user_errors()):
+        return msg
+    return f"{type(err).__name__}: {msg} (run with --debug for the traceback)"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that come from the inputs, the configuration or the arguments, not the code."""
+    from wremnants_dask.engine.processor import ProcessorError
+    from wremnants_dask.inputs.lumi import LumiError
+    from wremnants_dask.inputs.normalization import NormalizationError
+    from wremnants_dask.inputs.reader import ChunkReadError
+    from wremnants_dask.utils.outputs import OutputError
+
+    return (
+        ClusterError,
+        ConfigError,
+        BadInputError,
+        EraTableError,
+        ChunkReadError,
+        OutputError,
+        ProcessorError,
+        LumiError,
+        NormalizationError,
+        FileNotFoundError,
+    )
+
+
+def estimate_output_bytes(plan: engine.Plan) -> int:
+    """Upper estimate of the output file size: every declared histogram uncompressed (weight
+    storage: two doubles per cell) plus a megabyte of metadata per dataset."""
+    total = 0
+    for p in plan.datasets.values():
+        for h in plan.processor.declared(p.dataset).values():
+            total += h.size * (2 if h.storage == "weight" else 1) * 8
+        total += 1_000_000
+    return total
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """Run the histmaker; errors are raised (see :func:`console_main` for the command).
+    Returns the output path (None with ``--cluster-job-script``)."""
     args = make_parser().parse_args(argv)
+    if args.cluster_job_script:
+        if not args.cluster:
+            raise ClusterError("--cluster-job-script needs --cluster CONFIG.yaml")
+        print(job_script(load_cluster_config(args.cluster)))
+        return None
     from wremnants_dask.inputs.datasets import load_datasets
+    from wremnants_dask.utils.outputs import OutputError, check_free_space, check_output_location
+
+    # Before anything is computed: a run whose output cannot be written fails now.
+    check_output_location(output_path(args))
 
     datasets = load_datasets(
         args.dataset_config,
@@ -198,7 +309,10 @@ def _main(argv: list[str] | None) -> Path:
     with ThreadPoolExecutor(1) as writer:
         with make_client(args) as client:
             if client is not None:  # workers import while the graph is built
-                engine.warm_up(client, processor)
+                # an optimisation only: a worker lost meanwhile (restarted by its nanny) is
+                # the run's business, not the warm-up's
+                with contextlib.suppress(OSError):
+                    engine.warm_up(client, processor)
             plan = engine.build_plan(
                 datasets,
                 processor,
@@ -208,6 +322,7 @@ def _main(argv: list[str] | None) -> Path:
                 skip_bad_files=args.skip_bad_files,
                 client=client,
             )
+            check_free_space(out, estimate_output_bytes(plan))
             n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
             print(
                 f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
@@ -215,13 +330,25 @@ def _main(argv: list[str] | None) -> Path:
             )
             for s in plan.skipped_files:
                 print(f"skipped {s['file']} ({s['dataset']}): {s['reason']}", file=sys.stderr)
-            result = engine.execute(
-                plan,
-                client,
-                progress=not args.no_progress,
-                performance_report=args.performance_report,
-            )
+            limits = [] if client is None else memory_limits(client)
+            try:
+                result = engine.execute(
+                    plan,
+                    client,
+                    progress=not args.no_progress,
+                    performance_report=args.performance_report,
+                )
+            except Exception as err:
+                if type(err).__name__ not in ("KilledWorker", "CommClosedError"):
+                    raise
+                raise ClusterError(lost_worker_message(err, limits)) from err
             info = result.info
+            for c in info["lost_chunks"]:
+                print(
+                    f"lost {c['events']} events of {c['dataset']}: {c['file']} entries "
+                    f"[{c['entry_start']}, {c['entry_stop']}): {c['reason']}",
+                    file=sys.stderr,
+                )
             print(
                 f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
                 f"({info['events_per_second'] or 0:.0f} events/s)"
@@ -229,7 +356,12 @@ def _main(argv: list[str] | None) -> Path:
             # Written while the local cluster shuts down (about a second of waiting on its
             # processes), not after.
             written = writer.submit(_write_output, out, args, plan, result, t0)
-        written.result()
+        try:
+            written.result()
+        except OSError as err:  # full disk, quota...: one line naming the output
+            raise OutputError(
+                f"{out}: {err.strerror or err}" if str(out) not in str(err) else str(err)
+            ) from None
     print(f"wrote {out}")
     return out
 

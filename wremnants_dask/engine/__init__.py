@@ -18,8 +18,10 @@ from wremnants_dask.engine.processor import Processor, ProcessorError
 from wremnants_dask.engine.results import DatasetResult, RunResult
 from wremnants_dask.engine.tracing import trace_columns
 from wremnants_dask.inputs.files import BadInputError
+from wremnants_dask.inputs.reader import ChunkReadError
 
 __all__ = [
+    "ChunkReadError",
     "DEFAULT_SPLIT_EVERY",
     "DEFAULT_STEP_SIZE",
     "BadInputError",

@@ -131,6 +131,8 @@ def execute(
         "events": total_events,
         "events_per_second": total_events / seconds if seconds > 0 else None,
         "skipped_files": plan.skipped_files,
+        "lost_chunks": [{"dataset": n, **c} for n, r in out.items() for c in r.lost],
+        "events_lost": sum(r.n_events_lost for r in out.values()),
         "scheduler": None if client is None else str(client.scheduler.address),
     }
     return RunResult(out, info)

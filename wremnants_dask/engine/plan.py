@@ -31,8 +31,15 @@ from dask.highlevelgraph import HighLevelGraph
 
 from wremnants_dask.engine.processor import ChunkResult, Processor, ProcessorError
 from wremnants_dask.engine.tracing import ChunkTask, trace_columns
-from wremnants_dask.inputs.files import BadInputError
-from wremnants_dask.inputs.preprocess import check_files, chunk_cost, chunk_steps, type_mismatch
+from wremnants_dask.inputs.files import BadInputError, FileInfo
+from wremnants_dask.inputs.preprocess import (
+    check_files,
+    chunk_cost,
+    chunk_steps,
+    gen_sums_of,
+    type_mismatch,
+    warn_sums_from_events,
+)
 from wremnants_dask.inputs.reader import ChunkReader, sub_form
 
 __all__ = ["DEFAULT_SPLIT_EVERY", "DEFAULT_STEP_SIZE", "DatasetPlan", "Plan", "build_plan"]
@@ -103,7 +110,7 @@ def build_plan(
     for dataset in datasets:
         if dataset.name in plans:
             raise ValueError(f"dataset {dataset.name!r} given twice")
-        good, skipped, sums = check_files(dataset, skip_bad_files, client)
+        good, skipped = check_files(dataset, skip_bad_files, client)
         if not good:
             if skip_bad_files:
                 whole_skipped.extend(skipped)
@@ -111,19 +118,8 @@ def build_plan(
             raise BadInputError(str(list(dataset.files)), f"dataset {dataset.name!r} has no files")
         hists = processor.declared(dataset)
         task = ChunkTask(processor, dataset, hists)
-        try:
-            columns = trace_columns(task, good[0].form)
-        except BadInputError:  # the input is at fault (e.g. a missing branch), not process()
-            raise
-        except Exception as err:
-            raise ProcessorError(
-                f"{type(processor).__name__} failed while tracing its columns on dataset "
-                f"{dataset.name!r} (file {good[0].path}): {type(err).__name__}: {err}. "
-                "process() must be vectorised awkward code without branches on data values."
-            ) from err
-        if not columns:  # nothing read: still need one branch for the chunk lengths
-            columns = {min(good[0].branches, key=len)}
-        # Every file must have every needed branch.
+        ref, columns, trace_errors = _trace_first_usable(task, good, dataset, processor)
+        # Every file must have every needed branch, with the traced file's types.
         usable = []
         for info in good:
             missing = sorted(columns - info.branches)
@@ -131,13 +127,17 @@ def build_plan(
                 f"tree {dataset.treename!r} lacks needed branch(es) {missing}" if missing else None
             )
             if reason is None:
-                reason = type_mismatch(info, good[0], columns)
+                reason = type_mismatch(info, ref, columns) or trace_errors.get(info.path)
             if reason:
                 if not skip_bad_files:
                     raise BadInputError(info.path, f"{reason} (dataset {dataset.name!r})")
                 skipped.append({"dataset": dataset.name, "file": info.path, "reason": reason})
                 continue
             usable.append(info)
+        # The sums of the files actually processed: a file dropped above takes its sums along.
+        sums = None if dataset.is_data else gen_sums_of(usable)
+        if not dataset.is_data:
+            warn_sums_from_events(dataset, usable)
         steps, n_entries = chunk_steps(usable, step_size, max_events)
         if not steps:
             raise BadInputError(
@@ -145,13 +145,13 @@ def build_plan(
             )
         cols = sorted(columns)
         parts = [(p, a, b) for p, s in steps.items() for a, b in s]
-        cost = chunk_cost(good[0], dataset.treename, cols, max(b - a for _, a, b in parts))
+        cost = chunk_cost(ref, dataset.treename, cols, max(b - a for _, a, b in parts))
         token = dask.base.tokenize(
             dataset.name, dataset.treename, parts, cols, type(processor).__name__, id(processor)
         )
         divisions = tuple(np.cumsum([0] + [b - a for _, a, b in parts]).tolist())
         events = dak.from_map(
-            ChunkReader(dataset.treename, cols, sub_form(good[0].form, cols)),
+            ChunkReader(dataset.treename, cols, sub_form(ref.form, cols), skip_bad_files),
             parts,
             label=f"from-uproot-{_safe(dataset.name)}",
             token=token,
@@ -184,6 +184,44 @@ def build_plan(
     return Plan(
         graph, plans, processor, step_size, split_every, time.perf_counter() - t0, whole_skipped
     )
+
+
+def _trace_first_usable(
+    task: ChunkTask, good: list[FileInfo], dataset: Any, processor: Processor
+) -> tuple[FileInfo, set[str], dict[str, str]]:
+    """Trace the processor's columns on the first file (in the dataset's order) on which the
+    trace succeeds, i.e. the first that has every branch the processor reads.
+
+    Tracing only on the first file made ``skip_bad_files`` depend on the file order: a file
+    lacking a needed branch in first position failed the trace and aborted the run. Files
+    before it whose trace failed are returned with the reason; the caller names the missing
+    branches (or the type mismatch) once the columns are known. If no file can be traced the
+    processor itself is at fault: the error of the first file is raised."""
+    errors: dict[str, str] = {}
+    first_err: tuple[FileInfo, Exception] | None = None
+    for info in good:
+        try:
+            columns = trace_columns(task, info.form)
+        except BadInputError as err:  # the input is at fault (e.g. a missing required branch)
+            errors[info.path] = err.reason
+            first_err = first_err or (info, err)
+            continue
+        except Exception as err:
+            errors[info.path] = f"processor cannot run on it ({type(err).__name__}: {err})"
+            first_err = first_err or (info, err)
+            continue
+        if not columns:  # nothing read: still need one branch for the chunk lengths
+            columns = {min(info.branches, key=len)}
+        return info, columns, errors
+    assert first_err is not None
+    info, err = first_err
+    if isinstance(err, BadInputError):
+        raise BadInputError(err.path, f"{err.reason} (dataset {dataset.name!r})") from None
+    raise ProcessorError(
+        f"{type(processor).__name__} failed while tracing its columns on dataset "
+        f"{dataset.name!r} (file {info.path}): {type(err).__name__}: {err}. "
+        "process() must be vectorised awkward code without branches on data values."
+    ) from err
 
 
 _META = ak.Array(ak.Array([0.0]).layout.to_typetracer(forget_length=True))

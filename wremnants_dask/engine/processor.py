@@ -235,6 +235,8 @@ class ChunkResult:
     n_events: int = 0
     sumw: float = 0.0
     sumw2: float = 0.0
+    # chunks that could not be read and were skipped (``ChunkReadError.record()`` each)
+    lost: list[dict] = field(default_factory=list)
 
     def __iadd__(self, other: ChunkResult) -> ChunkResult:
         for name, h in other.hists.items():
@@ -250,6 +252,7 @@ class ChunkResult:
         self.n_events += other.n_events
         self.sumw += other.sumw
         self.sumw2 += other.sumw2
+        self.lost = [*self.lost, *other.lost]
         return self
 
     def copy(self) -> ChunkResult:
@@ -259,6 +262,7 @@ class ChunkResult:
             self.n_events,
             self.sumw,
             self.sumw2,
+            list(self.lost),
         )
 
 

@@ -33,6 +33,12 @@ class DatasetResult:
     lumi_error: str | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
+    # chunks skipped at read time (--skip-bad-files): file, entry range, branch, reason
+    lost: list[dict] = field(default_factory=list)
+
+    @property
+    def n_events_lost(self) -> int:
+        return sum(c["events"] for c in self.lost)
 
     def info(self) -> dict[str, Any]:
         """JSON-able summary (everything but the histograms)."""
@@ -58,6 +64,8 @@ class DatasetResult:
             "columns": self.columns,
             "files": self.files,
             "skipped_files": self.skipped,
+            "lost_chunks": self.lost,
+            "n_events_lost": self.n_events_lost,
             "cutflows": {k: c.to_dict() for k, c in self.cutflows.items()},
         }
 
@@ -91,5 +99,6 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
         lumi_pb=lumi_pb,
         lumi_error=lumi_error,
         skipped=dplan.skipped,
+        lost=sorted(res.lost, key=lambda c: (c["file"], c["entry_start"])),
         metadata=dplan.metadata,
     )

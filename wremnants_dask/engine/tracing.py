@@ -16,6 +16,7 @@ from wremnants_dask.engine.processor import (
     event_weight_sums,
 )
 from wremnants_dask.engine.tensorhist import TensorHist, is_typetracer
+from wremnants_dask.inputs.reader import LOST_ATTR
 
 __all__ = ["ChunkTask", "trace_columns"]
 
@@ -30,6 +31,9 @@ class ChunkTask:
 
     def __call__(self, array: ak.Array) -> ChunkResult:
         tracing = is_typetracer(array)
+        lost = None if tracing else array.attrs.get(LOST_ATTR)
+        if lost:  # the reader skipped this chunk (--skip-bad-files): nothing to process
+            return ChunkResult({k: h.empty_like() for k, h in self.hists.items()}, lost=lost)
         events = Events(array, tracing=tracing)
         out = ChunkOutput(
             self.dataset, {k: h.empty_like() for k, h in self.hists.items()}, tracing=tracing

@@ -15,6 +15,7 @@ Files are written atomically. Version 1 (private axis dicts) is still read.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,7 @@ import hist
 import numpy as np
 
 from wremnants_dask.histograms.axes import axes_to_json, axis_from_histio_v1, axis_from_uhi
-from wremnants_dask.utils.atomic import atomic_path
+from wremnants_dask.utils.atomic import atomic_write_bytes
 from wremnants_dask.utils.provenance import dumps
 
 FORMAT = "wremnants_dask.histio/2"
@@ -71,18 +72,23 @@ def write_hists(
     *,
     compression: str | None = "lzf",
 ) -> Path:
-    """Write ``{dataset: (hists, info)}`` and the run ``metadata`` to ``path`` atomically."""
-    with atomic_path(path, suffix=".hdf5.tmp") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["metadata"] = dumps(dict(metadata))
-            top = f.create_group("datasets")
-            for dname, (hists, info) in datasets.items():
-                g = top.create_group(dname)
-                g.attrs["info"] = dumps(dict(info))
-                hg = g.create_group("hists")
-                for hname, h in hists.items():
-                    _write_hist(hg, hname, h, compression)
+    """Write ``{dataset: (hists, info)}`` and the run ``metadata`` to ``path`` atomically.
+
+    The HDF5 file is built in memory and written with one plain write: HDF5 writing directly
+    onto a disk that fills up segfaulted at interpreter exit (issue 17: rc 139 after "No space
+    left on device"), where a plain write fails with an ``OSError`` naming the path."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["metadata"] = dumps(dict(metadata))
+        top = f.create_group("datasets")
+        for dname, (hists, info) in datasets.items():
+            g = top.create_group(dname)
+            g.attrs["info"] = dumps(dict(info))
+            hg = g.create_group("hists")
+            for hname, h in hists.items():
+                _write_hist(hg, hname, h, compression)
+    atomic_write_bytes(path, buf.getbuffer(), suffix=".hdf5.tmp")
     return Path(path)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "PROCESSES",
     "ConfigError",
     "Dataset",
+    "check_config",
     "config_path",
     "expand_path",
     "load_datasets",
@@ -233,8 +234,11 @@ class _Sample:
 
 
 def _positive(value: float | int | None, key: str, where: str, *, integer: bool = False) -> None:
-    if value is not None and (value <= 0 if not integer else value < 1):
-        raise ConfigError(f"{where}: key '{key}' must be positive, got {value!r}")
+    """Positive and finite (``.nan`` and ``.inf`` are floats YAML accepts: both are refused)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or (value <= 0 if not integer else value < 1):
+        raise ConfigError(f"{where}: key '{key}' must be positive and finite, got {value!r}")
 
 
 def _parse_generator(gen: Any, where: str) -> dict[str, Any]:
@@ -266,8 +270,15 @@ def _parse_generator(gen: Any, where: str) -> dict[str, Any]:
     spec["seed"] = _get(gen, "seed", int, where)
     if spec["seed"] is None:
         raise ConfigError(f"{where}: key 'seed' is required (samples must be reproducible)")
+    if spec["seed"] < 0:
+        raise ConfigError(f"{where}: key 'seed' must be >= 0, got {spec['seed']}")
     spec["n_files"] = _get(gen, "n_files", int, where, default=1)
     _positive(spec["n_files"], "n_files", where, integer=True)
+    if not pseudo and spec["n_files"] > spec["n_events"]:
+        raise ConfigError(
+            f"{where}: key 'n_files': {spec['n_files']} files for {spec['n_events']} events "
+            "(every file needs at least one event)"
+        )
     spec["params"] = dict(_get(gen, "params", dict, where, default={}))
     spec["fillers"] = _get(gen, "fillers", bool, where, default=False)
     return spec
@@ -354,10 +365,28 @@ def _parse_sample(
     )
 
 
-def _existing(value: str, base: Path, where: str) -> str:
+def _is_text(head: bytes) -> bool:
+    """UTF-8 without NUL bytes (a multi-byte character cut at the end of ``head`` is fine)."""
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start >= len(head) - 3
+    return True
+
+
+def _existing(value: str, base: Path, where: str, *, text: bool = False) -> str:
+    """The expanded path of an existing file; ``text``: it must also be a text file (a binary
+    file given as a lumi CSV was accepted, issue 17)."""
     path = expand_path(value, base, where)
     if "://" not in path and not os.path.isfile(path):
         raise ConfigError(f"{where}: file not found: {value!r} (expanded to {path!r})")
+    if text and "://" not in path:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+        if not _is_text(head):
+            raise ConfigError(f"{where}: {path} is not a text file")
     return path
 
 
@@ -456,6 +485,64 @@ def _check_generators(samples: list[_Sample], synth: Any) -> None:
         bad = sorted(set(gen["params"]) - fields)
         if bad:
             raise ConfigError(f"{where}: key 'params': unknown SynthParams field(s) {bad}")
+        _check_params(gen["params"], synth.SynthParams(), f"{where}: key 'params'")
+
+
+# Generator parameters that make no sense crashed inside the generator (issue 17): they are
+# checked here by what they mean. Names are SynthParams fields; any other numeric field must be
+# finite, and a tuple field keeps its length.
+_PARAM_POSITIVE = {
+    "mW", "GammaW", "mZ", "GammaZ", "data_mW", "data_GammaW", "data_mZ", "data_GammaZ",
+    "mc_pileup_mean", "mc_pileup_sd", "data_pileup_mean", "data_pileup_sd",
+    "data_resolution_scale", "data_recoil_sigma_scale", "recoil_response",
+    "data_recoil_response",
+}  # fmt: skip
+_PARAM_NONNEGATIVE = {
+    "res_a0", "res_a2", "res_b0", "res_b1", "recoil_sigma0", "recoil_sigma_pu", "puppi_pu_factor",
+}  # fmt: skip
+_PARAM_FRACTION = {
+    "mc_pileup_flat", "prefire_event_prob", "prefire_muon_max", "prefire_syst",
+    "fake_muon_rate", "neg_weight_fraction",
+}  # fmt: skip
+_PARAM_WINDOWS = {"w_window": ("mW", "data_mW"), "z_window": ("mZ", "data_mZ")}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_params(params: Mapping[str, Any], defaults: Any, where: str) -> None:
+    """Each overridden generator parameter: right shape, finite, and physically meaningful
+    (positive masses and widths, fractions in [0, 1], windows increasing and holding the
+    masses)."""
+    merged = {**dataclasses.asdict(defaults), **params}
+    for key, value in params.items():
+        default = getattr(defaults, key)
+        at = f"{where}: field '{key}'"
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ConfigError(f"{at} must be a list of {len(default)} numbers, got {value!r}")
+            if not all(_number(v) for v in value):
+                raise ConfigError(f"{at} must hold finite numbers, got {value!r}")
+        elif value is None and default is None:
+            continue
+        elif not _number(value):
+            raise ConfigError(f"{at} must be a finite number, got {value!r}")
+        if key in _PARAM_POSITIVE and not value > 0:
+            raise ConfigError(f"{at} must be positive, got {value!r}")
+        if key in _PARAM_NONNEGATIVE and not value >= 0:
+            raise ConfigError(f"{at} must be >= 0, got {value!r}")
+        if key in _PARAM_FRACTION and value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"{at} must be a fraction in [0, 1], got {value!r}")
+    for key, masses in _PARAM_WINDOWS.items():
+        lo, hi = merged[key]
+        if not 0 <= lo < hi:
+            raise ConfigError(f"{where}: field '{key}' must be [low, high] with 0 <= low < high")
+        for m in masses:
+            if not lo < merged[m] < hi:
+                raise ConfigError(
+                    f"{where}: field '{key}' [{lo}, {hi}] must contain {m} = {merged[m]}"
+                )
 
 
 def _generate_all(
@@ -554,6 +641,30 @@ def load_datasets(
     the first files of each sample. ``scale`` multiplies the config's ``scale`` (generator event
     counts and pseudodata luminosity). ``cache_dir`` overrides ``$WREMNANTS_DASK_CACHE``.
     """
+    return _load(config, filter_procs, exclude_procs, max_files, scale, cache_dir, generate=True)
+
+
+def check_config(
+    config: str | os.PathLike | None = None,
+    *,
+    filter_procs: str | Iterable[str] | None = None,
+    exclude_procs: str | Iterable[str] | None = None,
+) -> None:
+    """Every check :func:`load_datasets` makes (keys, types, values, generator parameters,
+    input files), without generating anything: a :class:`ConfigError` naming the key, or None."""
+    _load(config, filter_procs, exclude_procs, None, None, None, generate=False)
+
+
+def _load(
+    config: str | os.PathLike | None,
+    filter_procs: str | Iterable[str] | None,
+    exclude_procs: str | Iterable[str] | None,
+    max_files: int | None,
+    scale: float | None,
+    cache_dir: str | os.PathLike | None,
+    *,
+    generate: bool,
+) -> list[Dataset]:
     path = config_path(config)
     top, samples = _parse_config(path)
     if max_files is not None and (not isinstance(max_files, int) or max_files < 1):
@@ -589,10 +700,25 @@ def load_datasets(
         if s.generator is None:
             inputs[s.name] = (
                 _resolve_files(list(s.files), base, f"{s.where}: key 'files'"),
-                s.lumi_csv and _existing(s.lumi_csv, base, f"{s.where}: key 'lumi_csv'"),
-                s.golden_json and _existing(s.golden_json, base, f"{s.where}: key 'golden_json'"),
+                s.lumi_csv and _existing(s.lumi_csv, base, f"{s.where}: key 'lumi_csv'", text=True),
+                s.golden_json
+                and _existing(s.golden_json, base, f"{s.where}: key 'golden_json'", text=True),
             )
 
+    owner: dict[str, str] = {}
+    for s in selected:
+        if s.generator is not None:
+            continue
+        for f in inputs[s.name][0]:
+            other = owner.setdefault(os.path.realpath(f), s.name)
+            if other != s.name:
+                raise ConfigError(
+                    f"{s.where}: key 'files': {f} is also a file of sample {other!r} "
+                    "(it would be counted twice)"
+                )
+
+    if not generate:
+        return []
     generated = _generate_all([s for s in selected if s.generator], total_scale, synth, cache_dir)
     datasets = []
     for s in selected:

@@ -24,7 +24,40 @@ from wremnants_dask.inputs.normalization import (
     sums_from_runs_tree,
 )
 
-__all__ = ["BadInputError", "FileInfo", "inspect_file", "open_tree", "tree_form"]
+__all__ = [
+    "BadInputError",
+    "FileInfo",
+    "inspect_file",
+    "is_url",
+    "open_file",
+    "open_tree",
+    "tree_form",
+]
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """A remote input (``root://``, ``https://``...): opened by uproot's handlers, never
+    ``os.stat``-ed or made absolute. ``file://`` URLs are local files."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def open_file(path: str, **options: Any) -> Any:
+    """``uproot.open`` with the handler for the path: http(s) URLs use uproot's own HTTP source
+    (Python's standard library; the default fsspec one needs aiohttp), other URLs (root://)
+    uproot's defaults, local files the memory map."""
+    if str(path).startswith(("http://", "https://")):
+        options.setdefault("handler", uproot.source.http.HTTPSource)
+    return uproot.open(path, **options)
+
+
+def _identity(path: str) -> tuple[str, float | int, int]:
+    """Cache key of a file: local files by absolute path, mtime and size (a rewritten file is
+    a new file); URLs by their text (a remote stat would cost a round trip per chunk)."""
+    if is_url(path):
+        return (path, 0, 0)
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_mtime_ns, st.st_size)
 
 
 class BadInputError(RuntimeError):
@@ -55,7 +88,7 @@ class FileInfo:
         """Awkward form of all branches. Computing it costs ~0.1 ms per branch, so it is done
         only for files whose forms are needed (the traced file, or a signature mismatch)."""
         if self._form is None:
-            with uproot.open(self.path) as fh:
+            with open_file(self.path) as fh:
                 self._form = tree_form(fh[self.treename])
         return self._form
 
@@ -111,7 +144,12 @@ def _runs_sums(
         return None, f"{runs_problem}; cannot sum genWeight ({type(err).__name__}: {err})"
 
 
-_FILE_CACHE: dict[tuple[Any, ...], FileInfo] = {}
+# Inspections kept per process. An entry of a NanoAOD file holds the type signatures of its
+# ~1500 branches, about 1 MB: unbounded, a long-lived worker or notebook grew by that much per
+# distinct file ever inspected (issue 17, measured: 23 MB for 24 files). Least recently used
+# entries are dropped beyond this many.
+_FILE_CACHE_MAX = 256
+_FILE_CACHE: OrderedDict[tuple[Any, ...], FileInfo] = OrderedDict()
 
 
 def inspect_file(
@@ -124,21 +162,23 @@ def inspect_file(
     keep the tree in this process's open-tree cache for the processor and sync execution.
     ``runs_branches``: the era's names of the Runs sums (see ``_runs_sums``).
     """
+    path = str(path)
     try:
-        st = os.stat(path)
+        ident = _identity(path)
     except OSError as err:
         raise BadInputError(path, f"cannot access file ({err.strerror or err})") from None
-    key = (os.path.abspath(path), treename, st.st_mtime, st.st_size, runs_branches)
+    key = (ident[0], treename, ident[1], ident[2], runs_branches)
     info = _FILE_CACHE.get(key)
     if info is not None:
+        _FILE_CACHE.move_to_end(key)
         if want_form and info._form is None:
             info._form = tree_form(open_tree(info.path, treename))
         return info
-    if st.st_size == 0:
+    if not is_url(path) and ident[2] == 0:
         raise BadInputError(path, "file is empty (0 bytes)")
     keep_open = False
     try:
-        fh = uproot.open(path, array_cache=None)
+        fh = open_file(path, array_cache=None)
     except Exception as err:  # uproot raises many types for corrupt input
         raise BadInputError(
             path, f"not a readable ROOT file ({type(err).__name__}: {err})"
@@ -156,7 +196,7 @@ def inspect_file(
         top = tree.branches
         branches = frozenset(b.name for b in top)
         signatures = {b.name: _branch_signature(b) for b in top}
-        info = FileInfo(os.path.abspath(path), treename, entries, branches, signatures)
+        info = FileInfo(ident[0], treename, entries, branches, signatures)
         if want_form:
             info._form = tree_form(tree)
             remember_tree(info.path, treename, tree)
@@ -166,6 +206,8 @@ def inspect_file(
         if not keep_open:
             fh.close()
     _FILE_CACHE[key] = info
+    while len(_FILE_CACHE) > _FILE_CACHE_MAX:
+        _FILE_CACHE.popitem(last=False)
     return info
 
 
@@ -182,7 +224,7 @@ def tree_form(tree: Any) -> ak.forms.RecordForm:
     return ak.forms.RecordForm(contents, fields)
 
 
-_OPEN_TREES: OrderedDict[tuple[str, str, int, int], Any] = OrderedDict()
+_OPEN_TREES: OrderedDict[tuple[str, str, float | int, int], Any] = OrderedDict()
 _OPEN_LOCK = threading.Lock()
 # Open trees kept per process. Opening a NanoAOD tree parses the metadata of all its ~1500
 # branches (~0.4 s); with the cache a worker pays that once per file, not once per chunk.
@@ -190,23 +232,26 @@ _OPEN_MAX = 16
 
 
 def open_tree(path: str, treename: str) -> Any:
-    """The tree ``treename`` of ``path``, opened once per process (keyed by path and mtime)."""
-    st = os.stat(path)
-    key = (path, treename, st.st_mtime_ns, st.st_size)
+    """The tree ``treename`` of ``path``, opened once per process (keyed by absolute path and
+    mtime, or by URL)."""
+    ident = _identity(path)
+    key = (ident[0], treename, ident[1], ident[2])
     with _OPEN_LOCK:
         tree = _OPEN_TREES.get(key)
         if tree is not None:
             _OPEN_TREES.move_to_end(key)
             return tree
     # array_cache=None: chunks are read once; caching their baskets would only hold memory.
-    tree = uproot.open(path, array_cache=None)[treename]
-    remember_tree(path, treename, tree, st)
+    tree = open_file(path, array_cache=None)[treename]
+    remember_tree(path, treename, tree, ident)
     return tree
 
 
-def remember_tree(path: str, treename: str, tree: Any, st: os.stat_result | None = None) -> None:
-    st = st or os.stat(path)
+def remember_tree(
+    path: str, treename: str, tree: Any, ident: tuple[str, float | int, int] | None = None
+) -> None:
+    ident = ident or _identity(path)
     with _OPEN_LOCK:
-        _OPEN_TREES[(path, treename, st.st_mtime_ns, st.st_size)] = tree
+        _OPEN_TREES[(ident[0], treename, ident[1], ident[2])] = tree
         while len(_OPEN_TREES) > _OPEN_MAX:  # dropped, not closed: a thread may still read it
             _OPEN_TREES.popitem(last=False)

@@ -381,10 +381,12 @@ def read_run_lumi_pairs(
     """Distinct (run, luminosityBlock) pairs present in the given NanoAOD files."""
     import uproot
 
+    from wremnants_dask.inputs.files import open_file
+
     keys: list[np.ndarray] = []
     for f in files:
-        try:
-            tree = uproot.open(f"{f}:{treename}")
+        try:  # open_file: URLs through uproot's handlers (never ``path:tree`` string parsing)
+            tree = open_file(str(f))[treename]
         except (OSError, KeyError, uproot.KeyInFileError) as err:
             raise LumiError(f"cannot open tree {treename!r} in {f}: {err}") from None
         missing = {"run", "luminosityBlock"} - set(tree.keys())

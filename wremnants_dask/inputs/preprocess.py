@@ -25,7 +25,15 @@ from wremnants_dask.inputs.normalization import EVENTS_SOURCE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_files", "chunk_cost", "chunk_steps", "inspect_all", "type_mismatch"]
+__all__ = [
+    "check_files",
+    "chunk_cost",
+    "chunk_steps",
+    "gen_sums_of",
+    "inspect_all",
+    "type_mismatch",
+    "warn_sums_from_events",
+]
 
 
 # Files opened concurrently when building the graph: overlaps the latency of remote storage
@@ -89,16 +97,18 @@ def inspect_all(
 
 def check_files(
     dataset: Any, skip_bad_files: bool, client: Any = None
-) -> tuple[list[FileInfo], list[dict[str, str]], Any]:
-    """Open every file of ``dataset``; return the good ones, the skipped ones and the generator
-    sums (from the Runs trees under the era's names, else genWeight over the events, noted)."""
-    good, skipped, sums = [], [], None
+) -> tuple[list[FileInfo], list[dict[str, str]]]:
+    """Open every file of ``dataset``; return the good ones and the skipped ones (generator
+    sums: from the Runs trees under the era's names, else genWeight over the events, noted).
+
+    The generator sums are not added here: a good file may still be dropped at the branch
+    check after tracing, and its sums must go with it (:func:`gen_sums_of` the files kept)."""
+    good, skipped = [], []
     runs = None
     if not dataset.is_data:
         names = load_table().runs_branches(getattr(dataset, "era", None))
         runs = tuple(sorted(names.items()))
     found_all = inspect_all(dataset.files, dataset.treename, client, runs)
-    from_events = 0
     for path, found in zip(dataset.files, found_all):
         try:
             if isinstance(found, BadInputError):
@@ -106,27 +116,37 @@ def check_files(
             info = found
             if info.entries == 0:
                 raise BadInputError(str(path), f"tree {dataset.treename!r} has 0 entries")
-            if not dataset.is_data:
-                if info.gen_sums is None:
-                    raise BadInputError(str(path), str(info.runs_error))
-                s = info.gen_sums
-                from_events += s.source == EVENTS_SOURCE
-                sums = s if sums is None else sums + s
+            if not dataset.is_data and info.gen_sums is None:
+                raise BadInputError(str(path), str(info.runs_error))
         except BadInputError as err:
             if not skip_bad_files:
                 raise BadInputError(err.path, f"{err.reason} (dataset {dataset.name!r})") from None
             skipped.append({"dataset": dataset.name, "file": err.path, "reason": err.reason})
             continue
         good.append(info)
+    return good, skipped
+
+
+def gen_sums_of(infos: Iterable[FileInfo]) -> Any:
+    """Sum of the generator sums of exactly the files that are processed (None for data)."""
+    sums = None
+    for info in infos:
+        if info.gen_sums is not None:
+            sums = info.gen_sums if sums is None else sums + info.gen_sums
+    return sums
+
+
+def warn_sums_from_events(dataset: Any, infos: Sequence[FileInfo]) -> None:
+    """Say when generator sums come from genWeight over the events, not the Runs trees."""
+    from_events = sum(i.gen_sums is not None and i.gen_sums.source == EVENTS_SOURCE for i in infos)
     if from_events:
         log.warning(
             "dataset %s: %d of %d file(s) have no Runs sums: generator sums are genWeight summed "
             "over their events (right only for files that were not skimmed)",
             dataset.name,
             from_events,
-            len(good),
+            len(infos),
         )
-    return good, skipped, sums
 
 
 # Per-event processing cost, in compressed bytes read: fitted on the default W-mass job, where
