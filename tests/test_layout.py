@@ -27,6 +27,7 @@ STAGES = {
     "fitinput": 5.5,
     "fitsetup": 6,
     "fitting": 7,
+    "efficiency": 7,
     "plotting": 8,
     "cli": 9,
 }
