@@ -8,8 +8,10 @@ range, so eps is the efficiency of the signal over that range). K: the template 
 Gaussian of mean delta and width sigma (data/simulation scale and resolution differences);
 every template bin is spread uniformly over its width, so the kernel is exact and smooth in
 (delta, sigma) and is the identity at delta = 0, sigma -> 0. e: falling exponentials
-exp(-lambda m), normalised over the fit range. Parameters (eps, N, B_p, B_f, lambda_p,
-lambda_f, delta, log sigma); yields and eps are linear parameters (symmetric Hessian errors), the
+exp(-lambda m), normalised over the fit range. Parameters (eps, N, b_p, b_f, lambda_p,
+lambda_f, delta, log sigma) with B = b^2: a background is never negative, and where the data
+would want it negative the minimum sits at b = 0 with positive curvature (a regular minimum, no
+boundary). eps and N are linear parameters (symmetric Hessian errors); the
 background slopes carry a weak Gaussian constraint (0.02 +- 0.1 /GeV) that only matters when a
 spectrum has no background to speak of (keeps the Hessian regular there).
 
@@ -46,10 +48,9 @@ N_PAR = len(PARAMS)
 SLOPE_PRIOR = (0.02, 0.1)  # /GeV: centre and width of the weak constraint on the slopes
 SHIFT_PRIOR = 1.0  # GeV: width of the weak constraint on the data/simulation mass shift (at 0)
 LOG_SIGMA_PRIOR = (np.log(0.5), 1.0)  # weak constraint on log(sigma / GeV) of the extra smearing
-LOG_BKG_PRIOR = 3.0  # width of the weak constraint on log(background yield) at its start value
 SIGMA_FIXED = 1e-6  # GeV: kernel = identity to 1e-6 (templates fitted to their own sample)
-MU_FLOOR = 1e-9
-NO_BKG = -200.0  # log background yield that stands for "no background" (exp = 1e-87)
+MU_FLOOR = 1e-6
+NO_BKG = 0.0  # background yield of a pure-signal sample (simulation fitted to itself)
 
 
 @dataclass
@@ -88,10 +89,23 @@ def smear_kernel(n_fit: int, i0: int, n_tmpl: int, width: float, shift, sigma) -
     return sigma / width * (g[2:] - 2.0 * g[1:-1] + g[:-2])
 
 
-def smear(template: jnp.ndarray, kernel: jnp.ndarray, n_fit: int) -> jnp.ndarray:
-    """Expected fit-range spectrum of a template smeared with ``smear_kernel`` (a convolution)."""
-    n_tmpl = template.shape[-1]
-    return jnp.convolve(kernel, template)[n_tmpl - 1 : n_tmpl - 1 + n_fit]
+def smear_matrix(templates: np.ndarray, n_fit: int, i0: int) -> np.ndarray:
+    """M[..., i, d] = template[..., n_tmpl - 1 + i - d]: the smeared spectrum is M @ kernel.
+
+    Built once per fit outside the minimisation (numpy), so the differentiated model is a
+    matrix-vector product (XLA's batched convolutions and gathers are slow on CPU under vmap).
+    """
+    n_tmpl = templates.shape[-1]
+    i = np.arange(n_fit)[:, None]
+    d = np.arange(n_fit + n_tmpl)[None, :]
+    j = n_tmpl - 1 + i - d
+    ok = (j >= 0) & (j < n_tmpl)
+    return np.where(ok, templates[..., np.clip(j, 0, n_tmpl - 1)], 0.0)
+
+
+def smear(template: np.ndarray, kernel: jnp.ndarray, n_fit: int, i0: int = 0) -> jnp.ndarray:
+    """Expected fit-range spectrum of one template smeared with ``smear_kernel``."""
+    return smear_matrix(np.asarray(template), n_fit, i0) @ kernel
 
 
 def _exp_shape(centres: jnp.ndarray, slope: jnp.ndarray) -> jnp.ndarray:
@@ -102,21 +116,33 @@ def _exp_shape(centres: jnp.ndarray, slope: jnp.ndarray) -> jnp.ndarray:
 
 
 def _expected(theta, t_pass, t_fail, grid):
+    """Expected pass and fail spectra; ``t_pass``/``t_fail`` are ``smear_matrix`` outputs."""
     eff, n, bp, bf, lp, lf, shift, log_sigma = (theta[i] for i in range(N_PAR))
     (n_fit, i0, width), centres = grid
-    k = smear_kernel(n_fit, i0, t_pass.shape[-1], width, shift, jnp.exp(log_sigma))
-    mu_p = n * eff * smear(t_pass, k, n_fit) + jnp.exp(bp) * _exp_shape(centres, lp)
-    mu_f = n * (1.0 - eff) * smear(t_fail, k, n_fit) + jnp.exp(bf) * _exp_shape(centres, lf)
-    return jnp.maximum(mu_p, MU_FLOOR), jnp.maximum(mu_f, MU_FLOOR)
+    n_tmpl = t_pass.shape[-1] - n_fit
+    k = smear_kernel(n_fit, i0, n_tmpl, width, shift, jnp.exp(log_sigma))
+    mu_p = n * eff * (t_pass @ k) + bp**2 * _exp_shape(centres, lp)
+    mu_f = n * (1.0 - eff) * (t_fail @ k) + bf**2 * _exp_shape(centres, lf)
+    return _floor(mu_p), _floor(mu_f)
+
+
+def _floor(mu: jnp.ndarray) -> jnp.ndarray:
+    """mu above MU_FLOOR, continued below it by an exponential with the same value and slope
+    (a negative background may not make a bin's expectation negative; smooth for Newton)."""
+    safe = jnp.minimum(mu, MU_FLOOR)
+    return jnp.where(
+        mu > MU_FLOOR, mu, MU_FLOOR * jnp.exp(jnp.maximum(safe / MU_FLOOR - 1.0, -30.0))
+    )
 
 
 def _nll(theta, n_pass, n_fail, t_pass, t_fail, grid, theta0):
     mu_p, mu_f = _expected(theta, t_pass, t_fail, grid)
-    nll = jnp.sum(mu_p - n_pass * jnp.log(mu_p)) + jnp.sum(mu_f - n_fail * jnp.log(mu_f))
+    # empty bins contribute mu only (0 log mu would be NaN where mu sits on the floor)
+    nll = jnp.sum(mu_p - jnp.where(n_pass > 0, n_pass * jnp.log(mu_p), 0.0))
+    nll = nll + jnp.sum(mu_f - jnp.where(n_fail > 0, n_fail * jnp.log(mu_f), 0.0))
     c, w = SLOPE_PRIOR
     prior = ((theta[4] - c) ** 2 + (theta[5] - c) ** 2) / w**2 + (theta[6] / SHIFT_PRIOR) ** 2
     prior = prior + ((theta[7] - LOG_SIGMA_PRIOR[0]) / LOG_SIGMA_PRIOR[1]) ** 2
-    prior = prior + jnp.sum((theta[2:4] - theta0[2:4]) ** 2) / LOG_BKG_PRIOR**2
     return nll + 0.5 * prior
 
 
@@ -205,15 +231,15 @@ def normalised_templates(passing: np.ndarray, failing: np.ndarray) -> tuple[np.n
 
 
 def initial_values(n_pass: np.ndarray, n_fail: np.ndarray) -> np.ndarray:
-    """Starting point: counted efficiency, total yield, 1 % background (log), slopes at the
-    prior."""
+    """Starting point: counted efficiency, total yield, 1 % background (b = sqrt B), slopes at
+    the prior."""
     p, f = n_pass.sum(axis=1), n_fail.sum(axis=1)
     tot = np.maximum(p + f, 1.0)
     th = np.zeros((n_pass.shape[0], N_PAR))
     th[:, 0] = np.clip(p / tot, 0.02, 0.98)
     th[:, 1] = tot
-    th[:, 2] = np.log(0.01 * np.maximum(p, 1.0))
-    th[:, 3] = np.log(0.01 * np.maximum(f, 1.0))
+    th[:, 2] = np.sqrt(0.01 * np.maximum(p, 1.0))
+    th[:, 3] = np.sqrt(0.01 * np.maximum(f, 1.0))
     th[:, 4] = th[:, 5] = SLOPE_PRIOR[0]
     th[:, 6] = 0.0
     th[:, 7] = np.log(0.5)
@@ -264,8 +290,8 @@ def fit_efficiencies(
                 jnp.asarray(free),
                 jnp.asarray(obs_p[sl]),
                 jnp.asarray(obs_f[sl]),
-                jnp.asarray(t_p[sl]),
-                jnp.asarray(t_f[sl]),
+                jnp.asarray(smear_matrix(t_p[sl], *grid[0][:2])),
+                jnp.asarray(smear_matrix(t_f[sl], *grid[0][:2])),
                 grid[1],
             )
         )
@@ -317,7 +343,8 @@ def fit_one_scipy(
         theta0[6] = 0.0
         theta0[7] = np.log(SIGMA_FIXED)
     geom, centres = mass_grid(edges, i0, i1)
-    args = (obs_p[0], obs_f[0], t_p[0], t_f[0], centres, geom, theta0)
+    m_p, m_f = smear_matrix(t_p[0], *geom[:2]), smear_matrix(t_f[0], *geom[:2])
+    args = (obs_p[0], obs_f[0], m_p, m_f, centres, geom, theta0)
 
     def full(x):
         th = theta0.copy()
