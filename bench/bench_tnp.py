@@ -2,7 +2,7 @@
 
 Generates Z -> mu mu simulation and pseudo-data (``--events`` Z each), histograms them with the
 ``tnp`` processor (synchronous engine), then fits the data spectra of every bin of the packaged
-configs/tnp.yaml binning (720 bins: 3 steps x 10 pT x 12 eta x 2 charges):
+configs/tnp.yaml binning (576 bins: 3 steps x 8 pT x 12 eta x 2 charges):
   - batched: every bin in one vmapped jitted LM minimisation (first call incl. compilation,
     then the warm call),
   - reference: ``fit_one_scipy`` (the same likelihood, L-BFGS-B with JAX value+gradient) in a
