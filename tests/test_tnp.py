@@ -143,10 +143,7 @@ def test_outputs_and_payload(measured, tmp_path):
     paths = output.write_tables(ex, tmp_path)
     lines = paths["csv"].read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * ex.spectra["mc"].n_bins
-    if not np.all(ex.sf["ok"]):
-        with pytest.raises(ValueError, match="no good measurement"):
-            output.build_measured_payload(ex, measured["truth"])
-        return
+    assert np.all(ex.sf["ok"]), "every bin of the small config is measured"
     cset = output.build_measured_payload(ex, measured["truth"])
     path = output.write_payload(cset, tmp_path)
     payload = CorrectionsPayload(path)
@@ -159,6 +156,14 @@ def test_outputs_and_payload(measured, tmp_path):
         got = payload.muon_sf(step, eta, pt)
         np.testing.assert_allclose(got, sf[s, 2, 3, 0], rtol=1e-12)
     assert payload.n_eigen == spec.shape[1]
+    # a bin without a good measurement is refused, not written with a default
+    saved = ex.sf["ok"].copy()
+    try:
+        ex.sf["ok"][5] = False
+        with pytest.raises(ValueError, match="no good measurement"):
+            output.build_measured_payload(ex, measured["truth"])
+    finally:
+        ex.sf["ok"] = saved
 
 
 def test_config_errors_name_the_key(tmp_path):
