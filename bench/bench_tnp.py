@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from wremnants_dask.processors.tnp import TagAndProbeProcessor
-from wremnants_dask.processors.tnp_config import load_config
 
 from wremnants_dask import engine, synth
 from wremnants_dask.efficiency.fit import fit_efficiencies, fit_one_scipy
 from wremnants_dask.efficiency.spectra import spectra_from_result
 from wremnants_dask.inputs.datasets import Dataset
+from wremnants_dask.processors.tnp import TagAndProbeProcessor
+from wremnants_dask.processors.tnp_config import load_config
 
 
 def main() -> dict:

@@ -23,12 +23,12 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
-from wremnants_dask.processors import selection as S
-from wremnants_dask.processors.common import np1, read_columns, sample_info
-from wremnants_dask.processors.tnp_config import TnPConfig, load_config
 
 from wremnants_dask.engine.processor import ChunkOutput, Events, Processor
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
+from wremnants_dask.processors import selection as S
+from wremnants_dask.processors.common import np1, read_columns, sample_info
+from wremnants_dask.processors.tnp_config import TnPConfig, load_config
 
 #: The generator's efficiency grid (truth.json "efficiency"): 0.1 in eta, 1 GeV in pT to 60.
 FINE_ETA = np.round(np.linspace(-2.4, 2.4, 49), 6)

@@ -14,9 +14,9 @@ import json
 
 import numpy as np
 import pytest
-from wremnants_dask.processors.tnp_config import TnPConfigError, load_config
 
 from wremnants_dask import synth
+from wremnants_dask.processors.tnp_config import TnPConfigError, load_config
 
 N_Z = 60_000
 LUMI_PB = 30.0  # 60k Z -> mu mu in the pseudo-data (xsec 2000 pb)
@@ -41,12 +41,11 @@ extraction:
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    from wremnants_dask.processors.tnp import TagAndProbeProcessor
-
     from wremnants_dask import engine
     from wremnants_dask.efficiency.extract import extract
     from wremnants_dask.efficiency.spectra import spectra_from_result
     from wremnants_dask.inputs.datasets import Dataset
+    from wremnants_dask.processors.tnp import TagAndProbeProcessor
 
     base = tmp_path_factory.mktemp("tnp")
     cfg_path = base / "tnp.yaml"
@@ -136,7 +135,6 @@ def test_scale_factors_against_truth(measured):
 
 def test_outputs_and_payload(measured, tmp_path):
     from wremnants_dask.corrections.payload import CorrectionsPayload
-
     from wremnants_dask.efficiency import output
 
     ex = measured["ex"]
