@@ -18,6 +18,7 @@ ANALYSES: dict[str, str] = {
     "mz_dilepton": "wremnants_dask.processors.zdilepton:ZDileptonProcessor",
     "mz_wlike": "wremnants_dask.processors.wlike:ZWlikeProcessor",
     "muon_kinematics": "wremnants_dask.processors.muon_kinematics:MuonKinematicsProcessor",
+    "tnp": "wremnants_dask.processors.tnp:TagAndProbeProcessor",
 }
 
 

@@ -27,6 +27,7 @@ STAGES = {
     "fitinput": 5.5,
     "fitsetup": 6,
     "fitting": 7,
+    "efficiency": 7,
     "plotting": 8,
     "cli": 9,
 }
@@ -112,7 +113,7 @@ def test_every_stage_folder_exists() -> None:
     assert missing == []
 
 
-COMMANDS = ("histmaker", "generate", "datasets", "setup_fit", "fit", "plot")
+COMMANDS = ("histmaker", "generate", "datasets", "setup_fit", "fit", "plot", "tnp")
 
 
 def test_top_level_modules_are_only_command_shims() -> None:

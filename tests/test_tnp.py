@@ -1,0 +1,212 @@
+"""Tag-and-probe: efficiencies measured on synthetic Z -> mu mu agree with the generator truth.
+
+One module fixture generates Z -> mu mu simulation and pseudo-data (with its Z -> tau tau and
+ttbar backgrounds), histograms them with the tnp processor and extracts the efficiencies of
+every step by counting and by the batched fit. The truth of a bin is the generator's table
+averaged over the bin's probes (efficiency/truth.py). Pulls (measured - true) / sigma over the
+bins of each step, sample and method must have mean ~0 and width ~1; the same check with the
+truth shifted by 2 % must fail (so the check can fail).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wremnants_dask import synth
+from wremnants_dask.processors.tnp_config import TnPConfigError, load_config
+
+N_Z = 60_000
+LUMI_PB = 30.0  # 60k Z -> mu mu in the pseudo-data (xsec 2000 pb)
+SMALL_CONFIG = """
+tag: {pt_min: 26.0, eta_max: 2.4, id: tightId, dxy_max: 0.05, iso_max: 0.15, trigger_match: true}
+probe: {pt_min: 15.0, eta_max: 2.4}
+trigger: {bit: 8, dr: 0.3}
+pair: {opposite_charge: true, mass_bins: 80, mass_range: [50.0, 130.0]}
+steps:
+  - {name: idip, pass: {id: mediumId, dxy_max: 0.05}}
+  - {name: iso, pass: {iso_max: 0.15}}
+  - {name: trigger, pass: {trigger_match: true}}
+binning: {pt: [15, 24, 30, 40, 50, 80], eta: [-2.4, -1.2, -0.4, 0.4, 1.2, 2.4], charge: false}
+extraction:
+  fit_range: [60.0, 120.0]
+  signal_window: [81.0, 101.0]
+  sidebands: [[60.0, 71.0], [111.0, 120.0]]
+  min_probes: 20
+  chi2_prob_min: 0.001
+"""
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    from wremnants_dask import engine
+    from wremnants_dask.efficiency.extract import extract
+    from wremnants_dask.efficiency.spectra import spectra_from_result
+    from wremnants_dask.inputs.datasets import Dataset
+    from wremnants_dask.processors.tnp import TagAndProbeProcessor
+
+    base = tmp_path_factory.mktemp("tnp")
+    cfg_path = base / "tnp.yaml"
+    cfg_path.write_text(SMALL_CONFIG)
+    mc_files = synth.generate_sample("zmumu", N_Z, base / "mc", seed=501)
+    info = synth.generate_pseudodata(
+        base / "data", lumi_pb=LUMI_PB, seed=502, processes=("zmumu", "ztautau", "ttbar")
+    )
+    datasets = [
+        Dataset("zmumu", "Zmumu", tuple(map(str, mc_files)), False, 2000.0, "2018"),
+        Dataset(
+            "data",
+            "Data",
+            tuple(map(str, info.files)),
+            True,
+            None,
+            "2018",
+            lumi_csv=str(info.lumi_csv),
+            golden_json=str(info.golden_json),
+        ),
+    ]
+    result = engine.run(datasets, TagAndProbeProcessor(config=str(cfg_path)))
+    cfg = load_config(cfg_path)
+    data = spectra_from_result(result, data=True)
+    mc = spectra_from_result(result, data=False)
+    truth = json.loads((base / "mc" / "truth.json").read_text())
+    return {"ex": extract(cfg, data, mc), "truth": truth, "base": base, "cfg": cfg}
+
+
+def pulls(measured, sample: str, method: str, scale: float = 1.0) -> dict[str, np.ndarray]:
+    from wremnants_dask.efficiency.truth import true_efficiencies
+
+    ex = measured["ex"]
+    spec = ex.spectra[sample]
+    true = scale * true_efficiencies(spec, measured["truth"], sample)
+    meas = ex.results[sample][method]
+    step = spec.bin_index()["step"]
+    out = {}
+    for s, name in enumerate(spec.steps):
+        sel = (step == s) & meas.good
+        out[name] = (meas.eff[sel] - true[sel]) / meas.err[sel]
+    return out
+
+
+def check_pulls(p: dict[str, np.ndarray]) -> None:
+    for step, x in p.items():
+        assert x.size >= 20, f"{step}: only {x.size} good bins"
+        # mean within 3 standard errors of 0; width 1 within what 20-25 bins allow
+        assert abs(x.mean()) < 3.0 / np.sqrt(x.size), f"{step}: pull mean {x.mean():.2f}"
+        assert 0.6 < x.std(ddof=1) < 1.5, f"{step}: pull width {x.std(ddof=1):.2f}"
+
+
+@pytest.mark.parametrize("sample", ["data", "mc"])
+@pytest.mark.parametrize("method", ["count", "fit"])
+def test_pulls_against_truth(measured, sample, method):
+    check_pulls(pulls(measured, sample, method))
+
+
+@pytest.mark.parametrize("method", ["count", "fit"])
+def test_pulls_detect_a_biased_truth(measured, method):
+    """A truth 2 % lower than the generator's must fail the same check (it can fail)."""
+    with pytest.raises(AssertionError):
+        check_pulls(pulls(measured, "data", method, scale=0.98))
+
+
+def test_flags_are_few_and_reported(measured):
+    ex = measured["ex"]
+    summary = ex.summary()
+    for key, s in summary.items():
+        assert s["flagged"] <= 0.2 * s["bins"], f"{key}: {s['flagged']} flagged"
+        for b in s["flagged_bins"]:
+            assert b["reasons"], b
+
+
+def test_scale_factors_against_truth(measured):
+    from wremnants_dask.efficiency.truth import true_efficiencies
+
+    ex = measured["ex"]
+    t_data = true_efficiencies(ex.spectra["data"], measured["truth"], "data")
+    t_mc = true_efficiencies(ex.spectra["mc"], measured["truth"], "mc")
+    ok = ex.sf["ok"]
+    pull = (ex.sf["sf"][ok] - (t_data / t_mc)[ok]) / ex.sf["stat"][ok]
+    assert ok.mean() > 0.9
+    assert abs(pull.mean()) < 3.0 / np.sqrt(pull.size)
+    assert 0.6 < pull.std(ddof=1) < 1.5
+
+
+def test_outputs_and_payload(measured, tmp_path):
+    from wremnants_dask.corrections.payload import CorrectionsPayload
+    from wremnants_dask.efficiency import output
+
+    ex = measured["ex"]
+    paths = output.write_tables(ex, tmp_path)
+    lines = paths["csv"].read_text().splitlines()
+    assert len(lines) == 1 + 2 * 2 * ex.spectra["mc"].n_bins
+    assert np.all(ex.sf["ok"]), "every bin of the small config is measured"
+    cset = output.build_measured_payload(ex, measured["truth"])
+    path = output.write_payload(cset, tmp_path)
+    payload = CorrectionsPayload(path)
+    spec = ex.spectra["mc"]
+    sf = ex.sf["sf"].reshape(spec.shape)
+    # a probe at the centre of coarse bin (pt 2, eta 3) gets that bin's measured SF
+    pt = np.array([0.5 * (spec.pt_edges[2] + spec.pt_edges[3])])
+    eta = np.array([0.5 * (spec.eta_edges[3] + spec.eta_edges[4])])
+    for s, step in enumerate(spec.steps):
+        got = payload.muon_sf(step, eta, pt)
+        np.testing.assert_allclose(got, sf[s, 2, 3, 0], rtol=1e-12)
+    assert payload.n_eigen == spec.shape[1]
+    # a bin without a good measurement is refused, not written with a default
+    saved = ex.sf["ok"].copy()
+    try:
+        ex.sf["ok"][5] = False
+        with pytest.raises(ValueError, match="no good measurement"):
+            output.build_measured_payload(ex, measured["truth"])
+    finally:
+        ex.sf["ok"] = saved
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMALL_CONFIG.replace("iso_max: 0.15}}", "isomax: 0.15}}"))
+    with pytest.raises(TnPConfigError, match=r"bad.yaml: steps\[1\].pass: unknown key"):
+        load_config(bad)
+    assert load_config(None).step_names == ["idip", "iso", "trigger"]
+
+
+def test_kernel_matches_monte_carlo():
+    """The smearing kernel equals a sampled uniform-in-bin mass shifted and smeared."""
+    from wremnants_dask.efficiency.fit import mass_grid, smear, smear_kernel
+
+    edges = np.linspace(50, 130, 81)
+    (n_fit, i0, width), _ = mass_grid(edges, 10, 70)
+    k = smear_kernel(n_fit, i0, 80, width, 0.3, 1.2)
+    tmpl = np.zeros(80)
+    tmpl[40] = 1.0  # the bin [90, 91]
+    got = np.asarray(smear(tmpl, k, n_fit))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(90, 91, 1_000_000) + 0.3 + 1.2 * rng.normal(size=1_000_000)
+    ref = np.histogram(x, edges[10:71])[0] / 1e6
+    # binomial error of the sampled fractions (<= 0.5e-3): 5 sigma
+    np.testing.assert_allclose(got, ref, atol=2.5e-3)
+    ident = smear_kernel(n_fit, i0, 80, width, 0.0, 1e-6)
+    np.testing.assert_allclose(np.asarray(smear(tmpl, ident, n_fit))[30], 1.0, atol=1e-5)
+
+
+def test_batched_fit_equals_scipy_one_by_one(measured):
+    """The vmapped LM fit finds the same minimum as scipy's L-BFGS-B on single bins."""
+    from wremnants_dask.efficiency.fit import fit_one_scipy
+
+    ex = measured["ex"]
+    data, mc = ex.spectra["data"], ex.spectra["mc"]
+    fit = ex.results["data"]["fit"]
+    tmpl = mc.passing + mc.failing
+    for b in np.flatnonzero(fit.good)[:2]:
+        eff, err = fit_one_scipy(
+            data.passing[b],
+            data.failing[b],
+            tmpl[b],
+            tmpl[b],
+            data.mass_edges,
+            measured["cfg"].fit_range,
+        )
+        assert abs(eff - fit.eff[b]) < 0.05 * fit.err[b]
+        assert abs(err - fit.err[b]) < 0.05 * fit.err[b]

@@ -1,0 +1,361 @@
+"""Simultaneous fits of pass and fail mass spectra, every bin in one batched JAX minimisation.
+
+Model of a bin (m: pair mass, binned; the fit range is a slice of the histogram range):
+  pass: N eps     (K(delta, sigma) T_pass)(m) + B_p e_p(m)
+  fail: N (1-eps) (K(delta, sigma) T_fail)(m) + B_f e_f(m)
+T: the simulation template of the bin (pass or fail spectrum, normalised over the histogram
+range, so eps is the efficiency of the signal over that range). K: the template convolved with a
+Gaussian of mean delta and width sigma (data/simulation scale and resolution differences);
+every template bin is spread uniformly over its width, so the kernel is exact and smooth in
+(delta, sigma) and is the identity at delta = 0, sigma -> 0. e: falling exponentials
+exp(-lambda m), normalised over the fit range. Parameters (eps, N, b_p, b_f, lambda_p,
+lambda_f, delta, log sigma) with B = b^2: a background is never negative, and where the data
+would want it negative the minimum sits at b = 0 with positive curvature (a regular minimum, no
+boundary). eps and N are linear parameters (symmetric Hessian errors); the
+background slopes carry a weak Gaussian constraint (0.02 +- 0.1 /GeV) that only matters when a
+spectrum has no background to speak of (keeps the Hessian regular there).
+
+The minimiser is a damped Newton (Levenberg-Marquardt) iteration with the exact Hessian,
+written for one bin and vmapped over all bins inside one jitted function (float64). A fit is
+flagged when it did not converge (EDM), its Hessian is not positive definite, eps is outside
+[0, 1] by more than its error, or the chi2 probability (Poisson deviance) is below a threshold.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.stats import norm
+from scipy import stats
+
+jax.config.update("jax_enable_x64", True)
+
+PARAMS = (
+    "eff",
+    "n_signal",
+    "bkg_pass",
+    "bkg_fail",
+    "slope_pass",
+    "slope_fail",
+    "shift",
+    "log_sigma",
+)
+N_PAR = len(PARAMS)
+SLOPE_PRIOR = (0.02, 0.1)  # /GeV: centre and width of the weak constraint on the slopes
+SHIFT_PRIOR = 1.0  # GeV: width of the weak constraint on the data/simulation mass shift (at 0)
+LOG_SIGMA_PRIOR = (np.log(0.5), 1.0)  # weak constraint on log(sigma / GeV) of the extra smearing
+SIGMA_FIXED = 1e-6  # GeV: kernel = identity to 1e-6 (templates fitted to their own sample)
+MU_FLOOR = 1e-6
+NO_BKG = 0.0  # background yield of a pure-signal sample (simulation fitted to itself)
+
+
+@dataclass
+class FitResult:
+    eff: np.ndarray
+    err: np.ndarray
+    params: np.ndarray  # (n_bins, N_PAR)
+    cov: np.ndarray  # (n_bins, N_PAR, N_PAR), zero rows/columns for fixed parameters
+    nll: np.ndarray
+    edm: np.ndarray
+    chi2: np.ndarray
+    ndof: np.ndarray
+    chi2_prob: np.ndarray
+    pos_def: np.ndarray
+    converged: np.ndarray
+    iterations: int
+
+
+def _g(z: jnp.ndarray) -> jnp.ndarray:
+    """Antiderivative of the normal CDF: z Phi(z) + phi(z)."""
+    return z * norm.cdf(z) + norm.pdf(z)
+
+
+def smear_kernel(n_fit: int, i0: int, n_tmpl: int, width: float, shift, sigma) -> jnp.ndarray:
+    """The convolution kernel k[d] of the template smearing: a mass uniform in template bin j,
+    shifted by ``shift`` and smeared by a Gaussian of width ``sigma``, falls into fit bin i with
+    probability k[i + i0 - j + n_tmpl - 1] (fit bin i is histogram bin i0 + i).
+
+    Both binnings share one uniform grid, so the probability depends on i - j only: it is
+    sigma/width times the second difference of G(z) = z Phi(z) + phi(z) (the Gaussian integrated
+    over both bins), ~140 evaluations per bin and iteration, exact and smooth in (shift, sigma),
+    the identity as sigma -> 0 at shift 0.
+    """
+    d = i0 - n_tmpl + jnp.arange(n_fit + n_tmpl + 2)  # offsets in bins, one beyond each end
+    g = _g((d * width - shift) / sigma)
+    return sigma / width * (g[2:] - 2.0 * g[1:-1] + g[:-2])
+
+
+def smear_matrix(templates: np.ndarray, n_fit: int, i0: int) -> np.ndarray:
+    """M[..., i, d] = template[..., n_tmpl - 1 + i - d]: the smeared spectrum is M @ kernel.
+
+    Built once per fit outside the minimisation (numpy), so the differentiated model is a
+    matrix-vector product (XLA's batched convolutions and gathers are slow on CPU under vmap).
+    """
+    n_tmpl = templates.shape[-1]
+    i = np.arange(n_fit)[:, None]
+    d = np.arange(n_fit + n_tmpl)[None, :]
+    j = n_tmpl - 1 + i - d
+    ok = (j >= 0) & (j < n_tmpl)
+    return np.where(ok, templates[..., np.clip(j, 0, n_tmpl - 1)], 0.0)
+
+
+def smear(template: np.ndarray, kernel: jnp.ndarray, n_fit: int, i0: int = 0) -> jnp.ndarray:
+    """Expected fit-range spectrum of one template smeared with ``smear_kernel``."""
+    return smear_matrix(np.asarray(template), n_fit, i0) @ kernel
+
+
+def _exp_shape(centres: jnp.ndarray, slope: jnp.ndarray) -> jnp.ndarray:
+    x = -slope * (centres - centres.mean())
+    x = x - x.max()
+    e = jnp.exp(x)
+    return e / e.sum()
+
+
+def _expected(theta, t_pass, t_fail, grid):
+    """Expected pass and fail spectra; ``t_pass``/``t_fail`` are ``smear_matrix`` outputs."""
+    eff, n, bp, bf, lp, lf, shift, log_sigma = (theta[i] for i in range(N_PAR))
+    (n_fit, i0, width), centres = grid
+    n_tmpl = t_pass.shape[-1] - n_fit
+    k = smear_kernel(n_fit, i0, n_tmpl, width, shift, jnp.exp(log_sigma))
+    mu_p = n * eff * (t_pass @ k) + bp**2 * _exp_shape(centres, lp)
+    mu_f = n * (1.0 - eff) * (t_fail @ k) + bf**2 * _exp_shape(centres, lf)
+    return _floor(mu_p), _floor(mu_f)
+
+
+def _floor(mu: jnp.ndarray) -> jnp.ndarray:
+    """mu above MU_FLOOR, continued below it by an exponential with the same value and slope
+    (a negative background may not make a bin's expectation negative; smooth for Newton)."""
+    safe = jnp.minimum(mu, MU_FLOOR)
+    return jnp.where(
+        mu > MU_FLOOR, mu, MU_FLOOR * jnp.exp(jnp.maximum(safe / MU_FLOOR - 1.0, -30.0))
+    )
+
+
+def _nll(theta, n_pass, n_fail, t_pass, t_fail, grid, theta0):
+    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid)
+    # empty bins contribute mu only (0 log mu would be NaN where mu sits on the floor)
+    nll = jnp.sum(mu_p - jnp.where(n_pass > 0, n_pass * jnp.log(mu_p), 0.0))
+    nll = nll + jnp.sum(mu_f - jnp.where(n_fail > 0, n_fail * jnp.log(mu_f), 0.0))
+    c, w = SLOPE_PRIOR
+    prior = ((theta[4] - c) ** 2 + (theta[5] - c) ** 2) / w**2 + (theta[6] / SHIFT_PRIOR) ** 2
+    prior = prior + ((theta[7] - LOG_SIGMA_PRIOR[0]) / LOG_SIGMA_PRIOR[1]) ** 2
+    return nll + 0.5 * prior
+
+
+def _deviance(theta, n_pass, n_fail, t_pass, t_fail, grid):
+    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid)
+
+    def dev(n, mu):
+        return 2.0 * jnp.sum(mu - n + jnp.where(n > 0, n * jnp.log(jnp.maximum(n, 1e-300) / mu), 0))
+
+    return dev(n_pass, mu_p) + dev(n_fail, mu_f)
+
+
+def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter):
+    grid = (geom, centres)
+    args = (n_pass, n_fail, t_pass, t_fail, grid)
+
+    def f(th):
+        return _nll(th, *args, theta0)
+
+    grad = jax.grad(f)
+    hess = jax.hessian(f)
+    fixed = 1.0 - free
+    eye = jnp.eye(N_PAR)
+
+    def masked(th):
+        g = grad(th) * free
+        H = hess(th) * free[:, None] * free[None, :] + jnp.diag(fixed)
+        return g, H
+
+    def body(_, state):
+        th, lam, fval = state
+        g, H = masked(th)
+        scale = jnp.abs(jnp.diag(H)) + 1e-12
+        step = jnp.linalg.solve(H + lam * jnp.diag(scale) + 1e-12 * eye, -g)
+        th_new = th + step * free
+        f_new = f(th_new)
+        ok = jnp.isfinite(f_new) & (f_new <= fval)
+        th = jnp.where(ok, th_new, th)
+        fval = jnp.where(ok, f_new, fval)
+        lam = jnp.where(ok, jnp.maximum(lam * 0.2, 1e-9), jnp.minimum(lam * 10.0, 1e9))
+        return th, lam, fval
+
+    th, _, fval = jax.lax.fori_loop(0, n_iter, body, (theta0, 1e-3, f(theta0)))
+    g, H = masked(th)
+    chol = jnp.linalg.cholesky(H)
+    pos_def = jnp.all(jnp.isfinite(chol))
+    cov = jnp.linalg.inv(H) * free[:, None] * free[None, :]
+    edm = 0.5 * g @ jnp.linalg.solve(H, g)
+    return th, cov, fval, edm, pos_def, _deviance(th, *args)
+
+
+@functools.lru_cache(maxsize=16)
+def _fit_batch(geom: tuple[int, int, float], n_iter: int):
+    """The jitted fit of a batch of bins (vmap of ``_fit_one``) for one mass geometry."""
+    one = functools.partial(_fit_one, geom=geom, n_iter=n_iter)
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0, None)))
+
+
+def mass_grid(edges: np.ndarray, i0: int, i1: int) -> tuple[tuple[int, int, float], jnp.ndarray]:
+    """((n_fit, i0, width), centres) of the fit bins i0..i1-1 on the uniform histogram grid."""
+    width = float(edges[1] - edges[0])
+    if not np.allclose(np.diff(edges), width, rtol=1e-9, atol=1e-9):
+        raise ValueError("the tag-and-probe fit needs uniform mass bins (pair.mass_bins)")
+    centres = 0.5 * (edges[i0:i1] + edges[i0 + 1 : i1 + 1])
+    return (int(i1 - i0), int(i0), width), jnp.asarray(centres)
+
+
+def _nll_flat(theta, n_pass, n_fail, t_pass, t_fail, centres, geom, theta0):
+    return _nll(theta, n_pass, n_fail, t_pass, t_fail, (geom, centres), theta0)
+
+
+_nll_and_grad = jax.jit(jax.value_and_grad(_nll_flat), static_argnums=(6,))
+_nll_hessian = jax.jit(jax.hessian(_nll_flat), static_argnums=(6,))
+
+
+def normalised_templates(passing: np.ndarray, failing: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-bin templates normalised to unit sum; an empty pass or fail template (the simulation
+    has no probe of that kind in the bin) takes the bin's pass+fail shape instead."""
+    both = passing + failing
+    out = []
+    for t in (passing, failing):
+        use = np.where((t.sum(axis=1) > 0)[:, None], t, both)
+        s = use.sum(axis=1, keepdims=True)
+        out.append(np.divide(use, s, out=np.zeros_like(use, dtype=np.float64), where=s > 0))
+    return out[0], out[1]
+
+
+def initial_values(n_pass: np.ndarray, n_fail: np.ndarray) -> np.ndarray:
+    """Starting point: counted efficiency, total yield, 1 % background (b = sqrt B), slopes at
+    the prior."""
+    p, f = n_pass.sum(axis=1), n_fail.sum(axis=1)
+    tot = np.maximum(p + f, 1.0)
+    th = np.zeros((n_pass.shape[0], N_PAR))
+    th[:, 0] = np.clip(p / tot, 0.02, 0.98)
+    th[:, 1] = tot
+    th[:, 2] = np.sqrt(0.01 * np.maximum(p, 1.0))
+    th[:, 3] = np.sqrt(0.01 * np.maximum(f, 1.0))
+    th[:, 4] = th[:, 5] = SLOPE_PRIOR[0]
+    th[:, 6] = 0.0
+    th[:, 7] = np.log(0.5)
+    return th
+
+
+def fit_efficiencies(
+    n_pass: np.ndarray,
+    n_fail: np.ndarray,
+    tmpl_pass: np.ndarray,
+    tmpl_fail: np.ndarray,
+    mass_edges: np.ndarray,
+    fit_range: tuple[float, float],
+    *,
+    own_sample: bool = False,
+    n_iter: int = 40,
+    chunk: int = 4096,
+) -> FitResult:
+    """Fit every bin (rows of the (n_bins, n_mass) spectra over ``mass_edges``) at once.
+
+    ``own_sample=True``: the simulation fitted with its own templates: the kernel is the
+    identity and the background is fixed to zero (a pure-signal sample; a free background would
+    only trade yield with the signal and inflate the error). Observed spectra are restricted to ``fit_range``; templates use the whole
+    histogram range.
+    """
+    edges = np.asarray(mass_edges, dtype=np.float64)
+    i0, i1 = np.searchsorted(edges, fit_range)
+    if not (np.isclose(edges[i0], fit_range[0]) and np.isclose(edges[i1], fit_range[1])):
+        raise ValueError(f"fit range {fit_range} does not fall on mass bin edges")
+    obs_p, obs_f = n_pass[:, i0:i1].astype(np.float64), n_fail[:, i0:i1].astype(np.float64)
+    t_p, t_f = normalised_templates(
+        np.asarray(tmpl_pass, dtype=np.float64), np.asarray(tmpl_fail, dtype=np.float64)
+    )
+    theta0 = initial_values(obs_p, obs_f)
+    free = np.ones(N_PAR)
+    if own_sample:
+        free[2:] = 0.0
+        theta0[:, 2:4] = NO_BKG
+        theta0[:, 6] = 0.0
+        theta0[:, 7] = np.log(SIGMA_FIXED)
+    grid = mass_grid(edges, i0, i1)
+    outs = []
+    for s in range(0, obs_p.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        outs.append(
+            _fit_batch(grid[0], n_iter)(
+                jnp.asarray(theta0[sl]),
+                jnp.asarray(free),
+                jnp.asarray(obs_p[sl]),
+                jnp.asarray(obs_f[sl]),
+                jnp.asarray(smear_matrix(t_p[sl], *grid[0][:2])),
+                jnp.asarray(smear_matrix(t_f[sl], *grid[0][:2])),
+                grid[1],
+            )
+        )
+    th, cov, nll, edm, pos_def, dev = (
+        np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(6)
+    )
+    n_nonzero = (obs_p.shape[1] + obs_f.shape[1]) * np.ones(th.shape[0])
+    ndof = n_nonzero - free.sum()
+    err = np.sqrt(np.clip(cov[:, 0, 0], 0.0, None))
+    return FitResult(
+        eff=th[:, 0],
+        err=err,
+        params=th,
+        cov=cov,
+        nll=nll,
+        edm=edm,
+        chi2=dev,
+        ndof=ndof,
+        chi2_prob=stats.chi2.sf(dev, ndof),
+        pos_def=pos_def.astype(bool),
+        converged=np.isfinite(edm) & (edm < 1e-3) & pos_def.astype(bool),
+        iterations=n_iter,
+    )
+
+
+def fit_one_scipy(
+    n_pass: np.ndarray,
+    n_fail: np.ndarray,
+    tmpl_pass: np.ndarray,
+    tmpl_fail: np.ndarray,
+    mass_edges: np.ndarray,
+    fit_range: tuple[float, float],
+    *,
+    own_sample: bool = False,
+) -> tuple[float, float]:
+    """The same fit of ONE bin with scipy.optimize (the reference of bench/bench_tnp.py):
+    returns (eff, err) from L-BFGS-B and the inverse of the JAX Hessian at the minimum."""
+    from scipy.optimize import minimize
+
+    edges = np.asarray(mass_edges, dtype=np.float64)
+    i0, i1 = np.searchsorted(edges, fit_range)
+    obs_p, obs_f = n_pass[None, i0:i1], n_fail[None, i0:i1]
+    t_p, t_f = normalised_templates(tmpl_pass[None], tmpl_fail[None])
+    theta0 = initial_values(obs_p, obs_f)[0]
+    free = np.ones(N_PAR, dtype=bool)
+    if own_sample:
+        free[2:] = False
+        theta0[2:4] = NO_BKG
+        theta0[6] = 0.0
+        theta0[7] = np.log(SIGMA_FIXED)
+    geom, centres = mass_grid(edges, i0, i1)
+    m_p, m_f = smear_matrix(t_p[0], *geom[:2]), smear_matrix(t_f[0], *geom[:2])
+    args = (obs_p[0], obs_f[0], m_p, m_f, centres, geom, theta0)
+
+    def full(x):
+        th = theta0.copy()
+        th[free] = x
+        return th
+
+    def fun(x):
+        val, grad = _nll_and_grad(full(x), *args)
+        return float(val), np.asarray(grad)[free]
+
+    res = minimize(fun, theta0[free], jac=True, method="L-BFGS-B")
+    H = np.asarray(_nll_hessian(full(res.x), *args))[np.ix_(free, free)]
+    cov = np.linalg.inv(H)
+    return float(res.x[0]), float(np.sqrt(max(cov[0, 0], 0.0)))

@@ -1,0 +1,188 @@
+"""Outputs of the tag-and-probe extraction: tables (CSV, HDF5), fit summary, correctionlib payload.
+
+The payload has exactly the layout the W-mass processor reads (``corrections/build.py``):
+``muon_sf_<step>`` on the generator's fine (eta, pT) grid with variations nominal, syst_up/down,
+stat_up/down x eigen, and ``muon_eff_mc``. Each fine cell carries the measurement of the coarse
+bin holding it (charges combined by inverse-variance weighting, the payload has no charge
+input). Statistical eigen-variations: one per coarse pT bin (the bins are independent
+measurements, so the covariance in each eta row is diagonal and its eigenvectors are the bins).
+The other corrections (pileup, resolution, scale, prefiring) come from ``build_payload`` of a
+truth record. A bin without a good measurement is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from wremnants_dask.corrections import build as cbuild
+from wremnants_dask.efficiency.extract import Extraction
+from wremnants_dask.processors.tnp import FINE_ETA, FINE_PT
+from wremnants_dask.utils.atomic import atomic_path, atomic_write_text
+
+
+def _combine_charge(val: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-variance average over the last (charge) axis."""
+    w = 1.0 / err**2
+    return (val * w).sum(-1) / w.sum(-1), 1.0 / np.sqrt(w.sum(-1))
+
+
+def _to_fine(coarse: np.ndarray, pt_edges: np.ndarray, eta_edges: np.ndarray) -> np.ndarray:
+    """(..., n_pt, n_eta) coarse values -> (..., 48 eta, 48 pt) on the fine payload grid."""
+    ip = np.clip(np.searchsorted(pt_edges, 0.5 * (FINE_PT[1:] + FINE_PT[:-1])) - 1, 0, None)
+    ie = np.clip(np.searchsorted(eta_edges, 0.5 * (FINE_ETA[1:] + FINE_ETA[:-1])) - 1, 0, None)
+    out = coarse[..., ip, :][..., ie]  # (..., fine pt, fine eta)
+    return np.swapaxes(out, -1, -2)
+
+
+def sf_payload_tables(ex: Extraction) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """Per step the payload tables (nominal, stat eigen (eta, eig, pt), syst) and MC effs."""
+    spec = ex.spectra["mc"]
+    shape = spec.shape
+    sf = ex.sf["sf"].reshape(shape)
+    stat = ex.sf["stat"].reshape(shape)
+    syst = ex.sf["syst"].reshape(shape)
+    if not np.all(ex.sf["ok"]):
+        n_bad = int((~ex.sf["ok"]).sum())
+        raise ValueError(
+            f"{n_bad} scale-factor bins have no good measurement (see the fit summary); "
+            "refit them or change the binning before writing a payload"
+        )
+    mc = ex.results["mc"]["fit"]
+    mc_eff = np.where(mc.good, mc.eff, ex.results["mc"]["count"].eff).reshape(shape)
+    mc_err = np.where(mc.good, mc.err, ex.results["mc"]["count"].err).reshape(shape)
+    tables, effs = {}, {}
+    n_pt = shape[1]
+    for s, step in enumerate(spec.steps):
+        nom, err = _combine_charge(sf[s], stat[s])
+        sy = syst[s].mean(-1)
+        eff, _ = _combine_charge(mc_eff[s], mc_err[s])
+        # eigen k: the stat error of coarse pT bin k, zero elsewhere
+        eig = np.zeros((n_pt, n_pt, nom.shape[1]))
+        eig[np.arange(n_pt), np.arange(n_pt)] = err
+        tables[step] = {
+            "nominal": _to_fine(nom, spec.pt_edges, spec.eta_edges),
+            "stat": np.moveaxis(_to_fine(eig, spec.pt_edges, spec.eta_edges), 0, 1),
+            "syst": _to_fine(sy, spec.pt_edges, spec.eta_edges),
+        }
+        effs[step] = _to_fine(eff, spec.pt_edges, spec.eta_edges)
+    return tables, effs
+
+
+def build_measured_payload(ex: Extraction, truth: dict[str, Any]) -> dict[str, Any]:
+    """The truth-derived CorrectionSet with the muon SFs and MC efficiencies replaced by the
+    measured ones (same names, inputs and grid)."""
+    cset = cbuild.build_payload(truth)
+    tables, effs = sf_payload_tables(ex)
+    steps = list(tables)
+    if tuple(steps) != tuple(cbuild.SF_STEPS):
+        raise ValueError(f"payload needs the steps {cbuild.SF_STEPS}, measured {steps}")
+    edges = [FINE_ETA, FINE_PT]
+    new = {f"muon_sf_{s}": cbuild.sf_correction(s, *edges, tables[s]) for s in steps}
+    new["muon_eff_mc"] = cbuild.mc_eff_correction(
+        {"efficiency": {"eta_edges": list(FINE_ETA), "pt_edges": list(FINE_PT), "mc": effs}}
+    )
+    cset["corrections"] = [new.get(c["name"], c) for c in cset["corrections"]]
+    meta = json.loads(cset["description"])
+    meta["source"] = "tag-and-probe measurement (muon_sf_*, muon_eff_mc); truth for the rest"
+    meta["n_eigen"] = int(ex.spectra["mc"].shape[1])
+    cset["description"] = json.dumps(meta, sort_keys=True)
+    import correctionlib.schemav2 as schema
+
+    schema.CorrectionSet.model_validate(cset)
+    return cset
+
+
+def write_payload(cset: dict[str, Any], outdir: str | Path) -> Path:
+    return cbuild.write_payload(cset, outdir)
+
+
+COLUMNS = [
+    "step",
+    "pt_lo",
+    "pt_hi",
+    "eta_lo",
+    "eta_hi",
+    "charge_bin",
+    "sample",
+    "method",
+    "eff",
+    "err",
+    "flags",
+    "n_probes",
+]
+
+
+def table_rows(ex: Extraction) -> list[dict[str, Any]]:
+    spec = ex.spectra["mc"]
+    idx = spec.bin_index()
+    rows = []
+    for sample, by_m in ex.results.items():
+        for method, m in by_m.items():
+            for b in range(spec.n_bins):
+                ip, ie = idx["pt"][b], idx["eta"][b]
+                rows.append(
+                    {
+                        "step": spec.steps[idx["step"][b]],
+                        "pt_lo": spec.pt_edges[ip],
+                        "pt_hi": spec.pt_edges[ip + 1],
+                        "eta_lo": spec.eta_edges[ie],
+                        "eta_hi": spec.eta_edges[ie + 1],
+                        "charge_bin": int(idx["charge"][b]),
+                        "sample": sample,
+                        "method": method,
+                        "eff": float(m.eff[b]),
+                        "err": float(m.err[b]),
+                        "flags": int(m.flags[b]),
+                        "n_probes": float(m.n_probes[b]),
+                    }
+                )
+    return rows
+
+
+def write_tables(ex: Extraction, outdir: str | Path) -> dict[str, Path]:
+    """efficiencies.csv, efficiencies.hdf5 (per sample/method arrays + scale factors) and
+    fit_summary.json (flagged bins with reasons), each written atomically."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS)
+    w.writeheader()
+    w.writerows(table_rows(ex))
+    paths = {"csv": atomic_write_text(outdir / "efficiencies.csv", buf.getvalue())}
+    spec = ex.spectra["mc"]
+    h5 = outdir / "efficiencies.hdf5"
+    with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["steps"] = json.dumps(spec.steps)
+        f.attrs["axes"] = json.dumps(["step", "pt", "eta", "charge"])
+        for name in ("pt_edges", "eta_edges", "charge_edges", "mass_edges"):
+            f[name] = getattr(spec, name)
+        for sample, by_m in ex.results.items():
+            for method, m in by_m.items():
+                g = f.create_group(f"{sample}/{method}")
+                for k in ("eff", "err", "flags", "n_probes"):
+                    g[k] = np.asarray(getattr(m, k)).reshape(spec.shape)
+                if m.fit is not None:
+                    g["params"] = m.fit.params.reshape(*spec.shape, -1)
+                    g["chi2_prob"] = m.fit.chi2_prob.reshape(spec.shape)
+                    g["edm"] = m.fit.edm.reshape(spec.shape)
+        g = f.create_group("scale_factors")
+        for k, v in ex.sf.items():
+            g[k] = np.asarray(v).reshape(spec.shape)
+    paths["hdf5"] = h5
+    paths["summary"] = atomic_write_text(
+        outdir / "fit_summary.json", json.dumps(ex.summary(), indent=1)
+    )
+    return paths
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
