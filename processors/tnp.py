@@ -110,15 +110,17 @@ class TagAndProbeProcessor(Processor):
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         c = self.config
-        info = sample_info(out.dataset)
-        required = [*sorted(c.branches()), "HLT_IsoMu24", *S.TRIGOBJ_BRANCHES]
+        # inputs named as in NanoAODv6 ("trigger": the era's single-muon path), resolved for
+        # the dataset's era by the era table (configs/nanoaod_eras.yaml)
+        required = [*sorted(c.branches()), "trigger", *S.TRIGOBJ_BRANCHES]
+        info = sample_info(out.dataset, required)
         if info.is_data:
             required += ["run", "luminosityBlock"]
         cols = read_columns(events, info, required, [] if info.is_data else ["genWeight"])
         if events.tracing:
             return
         matched = trigger_match(cols, c.trigger_bit, c.trigger_dr)
-        cf = S.event_preselection(out, cols, info.is_data, len(np1(cols["HLT_IsoMu24"])))
+        cf = S.event_preselection(out, cols, info.is_data, len(np1(cols["trigger"])))
         pt, eta = cols["Muon_pt"], cols["Muon_eta"]
         tag = _criteria(cols, c.tag, matched) & (pt > c.tag["pt_min"])
         tag = tag & (abs(eta) < c.tag["eta_max"])
