@@ -72,19 +72,15 @@ class AnalysisSetup:
 
 
 def analysis_setup(meta: dict[str, Any], analysis: str, where: str) -> AnalysisSetup:
-    """The fit setup of a histmaker output: from its metadata (written by the histmaker from
-    the processor's ``fit_setup``); outputs written before that carried it are read with the
-    registered processor's declaration."""
+    """The fit setup of a histmaker output, from its metadata (written by the histmaker from
+    the processor's ``fit_setup``). Outputs written before the histmaker recorded it lack the
+    reference masses too, so they are refused here with the same advice."""
     spec = meta.get("fit_setup")
     if spec is None:
-        from wremnants_dask.processors.registry import processor_class
-
-        try:
-            spec = processor_class(analysis).fit_setup
-        except (KeyError, ImportError) as err:
-            raise SetupError(f"{where}: analysis {analysis!r} has no fit setup ({err})") from None
-        if spec is None:
-            raise SetupError(f"{where}: analysis {analysis!r} declares no fit setup")
+        raise SetupError(
+            f"{where}: analysis {analysis!r}: the histmaker output records no fit setup "
+            "(the processor declares none, or the file predates it: rerun the histmaker)"
+        )
     return AnalysisSetup.from_metadata(dict(spec), where)
 
 
