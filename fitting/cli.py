@@ -101,7 +101,7 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     out["prefit"] = fitter.postfit_yields(None)
     if res.cov is not None:
         out["covariance"], out["correlation"] = res.cov, res.correlation
-        out["postfit"] = fitter.postfit_yields(res)
+        out["postfit"] = fitter.postfit_yields(res, data=out["data"])
         out["gof"] = fitter.gof_saturated(res)
         if args.impacts:
             out["impacts"] = fitter.impacts_covariance(res)

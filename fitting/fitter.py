@@ -490,9 +490,13 @@ class Fitter:
             self._parts = make_parts(self.model)
         return self._parts
 
-    def postfit_yields(self, res: FitResult | None) -> dict[str, np.ndarray]:
+    def postfit_yields(
+        self, res: FitResult | None, data: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Yields per bin and process, and bin totals, with uncertainties propagated through
-        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``).
+        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``). Post-fit BB-lite
+        yields include the profiled MC-statistics factor of each bin, as the likelihood does.
+        ``data``: the counts the fit was made to (default: the fit input's data).
         ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
         if res is None:
             c = self.fi.param_constraint
@@ -503,8 +507,13 @@ class Fitter:
                 self.model, self.model.x0, sigma=sig * self.free, parts=self._yield_parts()
             )
         else:
+            # the profiled MC-statistics factors (BB lite) are part of the post-fit prediction
             nu, var, var_tot = yield_variances(
-                self.model, res.x, cov=res.cov, parts=self._yield_parts()
+                self.model,
+                res.x,
+                cov=res.cov,
+                parts=self._yield_parts(),
+                data=np.asarray(self.obs["data"] if data is None else data),
             )
         return {
             "values": nu,

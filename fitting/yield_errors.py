@@ -37,16 +37,53 @@ def make_parts(model: FitModel) -> Any:
     return jax.jit(parts, compiler_options=once_compiler_options())
 
 
+def bb_lite_factors(model: FitModel, tot: np.ndarray, data: np.ndarray) -> tuple[Any, Any]:
+    """Per bin, the Barlow-Beeston-lite factor the likelihood profiles, and its derivative in
+    the bin's predicted total: maximising ``Pois(n | g nu) Pois(k | g k)`` over ``g`` gives
+    ``g = (n + k) / (nu + k)`` (``k`` = effective MC count). Bins without MC-statistics terms
+    (and models not in BB-lite mode) get ``g = 1``. Post-fit yields are ``g * nu``: that is
+    what the fit compares to the data."""
+    tot = np.asarray(tot, np.float64)
+    if model.static.bb_mode != "lite":
+        return np.ones_like(tot), np.zeros_like(tot)
+    kinv = np.asarray(model.arrays["kinv"], np.float64)
+    has = kinv > 0
+    k = np.where(has, 1.0 / np.where(has, kinv, 1.0), 0.0)
+    n = np.asarray(data, np.float64)
+    den = np.where(has, tot + k, 1.0)
+    g = np.where(has, (n + k) / den, 1.0)
+    return g, np.where(has, -(n + k) / den**2, 0.0)
+
+
 def jacobian_row_blocks(
-    model: FitModel, x: np.ndarray, parts: Any = None
+    model: FitModel, x: np.ndarray, parts: Any = None, data: np.ndarray | None = None
 ) -> tuple[np.ndarray, Iterator[tuple[int, int, np.ndarray]]]:
     """The yields at ``x`` [nbins, nproc], and the row blocks ``(b0, b1, J)`` with
-    ``J`` = d yields[b0:b1] / d x as ``[(b1-b0) * nproc, npar]``."""
+    ``J`` = d yields[b0:b1] / d x as ``[(b1-b0) * nproc, npar]``.
+
+    With ``data`` (post-fit) and a BB-lite model, the yields are the profiled ones,
+    ``g(x) nu(x)`` (``bb_lite_factors``), and ``J`` includes the dependence of ``g`` on ``x``:
+    ``d(g nu_p) = g d nu_p + nu_p g' d nu_tot``."""
     nu, dn_other, dphi = (
         np.asarray(v) if v is not None else None
         for v in (parts or make_parts(model))(jnp.asarray(x), model.arrays)
     )
-    return nu, _row_blocks(model, nu.reshape(-1), dn_other, dphi)
+    blocks = _row_blocks(model, nu.reshape(-1), dn_other, dphi)
+    if data is None or model.static.bb_mode != "lite":
+        return nu, blocks
+    g, dg = bb_lite_factors(model, nu.sum(1), data)
+    return nu * g[:, None], _profiled_blocks(blocks, nu, g, dg)
+
+
+def _profiled_blocks(
+    blocks: Iterator[tuple[int, int, np.ndarray]], nu: np.ndarray, g: np.ndarray, dg: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    npr = nu.shape[1]
+    for b0, b1, J in blocks:
+        Jr = J.reshape(b1 - b0, npr, -1)
+        Jt = Jr.sum(1)
+        Jr = g[b0:b1, None, None] * Jr + (nu[b0:b1] * dg[b0:b1, None])[:, :, None] * Jt[:, None]
+        yield b0, b1, Jr.reshape(J.shape)
 
 
 def _row_blocks(
@@ -86,11 +123,14 @@ def yield_variances(
     cov: np.ndarray | None = None,
     sigma: np.ndarray | None = None,
     parts: Any = None,
+    data: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The yields [nbins, nproc], their variances and those of the bin totals [nbins].
 
     Either ``cov`` (post-fit covariance: ``diag(J C J^T)``) or ``sigma`` (independent widths,
-    pre-fit: ``(J * J) @ sigma**2``). ``parts``: ``make_parts(model)``, reused.
+    pre-fit: ``(J * J) @ sigma**2``). ``parts``: ``make_parts(model)``, reused. ``data``:
+    post-fit, the observed counts, so that BB-lite yields are the profiled ones
+    (``jacobian_row_blocks``).
     """
     if (cov is None) == (sigma is None):
         raise ValueError("give exactly one of cov and sigma")
@@ -104,7 +144,7 @@ def yield_variances(
             return (J * J) @ sig2
         return np.einsum("ij,ij->i", J @ cov, J)
 
-    nu, blocks = jacobian_row_blocks(model, x, parts)
+    nu, blocks = jacobian_row_blocks(model, x, parts, data)
     for b0, b1, J in blocks:
         var[b0:b1] = quad(J).reshape(b1 - b0, s.nproc)
         var_tot[b0:b1] = quad(J.reshape(b1 - b0, s.nproc, -1).sum(1))

@@ -68,24 +68,31 @@ def test_every_plot_has_a_log(plots: Path, fitresult: Path) -> None:
 
 def test_bands_match_fitter_and_finite_differences(fitresult: Path) -> None:
     """Unprojected post-fit band = the fitter's own per-bin total errors (independent code
-    path, yield_variances); J = finite differences of the model's yields."""
+    path, yield_variances); J = finite differences of the model's profiled (BB-lite) yields."""
     from wremnants_dask.fitting import Fitter, read_fit_input
+    from wremnants_dask.fitting.yield_errors import bb_lite_factors
     from wremnants_dask.plotting.bands import projected_errors, yield_jacobian
 
     fin = fitresult.parent / "fitinput.hdf5"
     with h5py.File(fitresult) as f:
         x, cov = f["parameters"]["value"], f["covariance"][()]
         chs = {ch: read_hist(f[f"hists/postfit/{ch}/total"]) for ch in f["hists/postfit"]}
-    yj = yield_jacobian(fin, x, None)
+        per_ch = {ch: f[f"hists/postfit/{ch}/data/values"][()] for ch in f["hists/postfit"]}
+    yj = yield_jacobian(fin, x, None, data=per_ch)
     fi, _ = read_fit_input(fin)
-    nu = lambda v: np.asarray(Fitter(fi)._yields(v)).sum(1)  # noqa: E731
-    fitter_yields = Fitter(fi)._yields
+    data = np.asarray(fi.data, float)  # the fit was to the fit input's data
+    fitter = Fitter(fi)
+
+    def nu(v: np.ndarray) -> np.ndarray:
+        tot = np.asarray(fitter._yields(v)).sum(1)
+        return tot * bb_lite_factors(fitter.model, tot, data)[0]
+
     k = int(np.argmax(np.abs(yj.jac).sum(0)))
     h = 1e-6
     xp, xm = x.copy(), x.copy()
     xp[k] += h
     xm[k] -= h
-    fd = (np.asarray(fitter_yields(xp)).sum(1) - np.asarray(fitter_yields(xm)).sum(1)) / (2 * h)
+    fd = (nu(xp) - nu(xm)) / (2 * h)
     np.testing.assert_allclose(yj.jac[:, k], fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
     np.testing.assert_allclose(yj.total, nu(x), rtol=1e-10)
     for ch, total in chs.items():

@@ -64,3 +64,43 @@ def test_needs_exactly_one_of_cov_and_sigma():
     fi, truth, _ = build_synthetic(**KW)
     with pytest.raises(ValueError, match="exactly one"):
         yield_errors.yield_variances(FitModel(fi), truth)
+
+
+def _profiled_gamma(n: float, nu: float, k: float) -> float:
+    """The BB-lite factor by numerical maximisation of Pois(n | g nu) Pois(k | g k) over g."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(g: float) -> float:
+        return g * (nu + k) - (n + k) * np.log(g)
+
+    return minimize_scalar(nll, bounds=(1e-3, 10.0), method="bounded", options={"xatol": 1e-12}).x
+
+
+@pytest.mark.parametrize("inject", [False, True])
+def test_bb_lite_postfit_yields_are_profiled(inject, monkeypatch):
+    """Post-fit BB-lite yields are what the likelihood compares to the data: each bin scaled by
+    its profiled MC-statistics factor (checked by a numerical maximisation per bin), with
+    uncertainties through the factor's dependence on the parameters. ``inject``: the
+    unprofiled yields (the code before the fix) are shown to fail the same check."""
+    fi, truth, _ = build_synthetic(**KW)
+    m = FitModel(fi, bb_mode="lite")
+    rng = np.random.default_rng(11)
+    x = truth + rng.normal(0, 0.5, fi.npar)
+    data = np.asarray(fi.data, float)
+    nu0 = np.asarray(m.yields(jnp.asarray(x)))
+    k = fi.nominal.sum(1) ** 2 / fi.sumw2.sum(1)  # effective MC count of each bin's total
+    g = np.array([_profiled_gamma(n, t, kk) for n, t, kk in zip(data, nu0.sum(1), k)])
+    assert np.abs(g - 1).max() > 0.01  # the check has teeth: the factors matter here
+    A = rng.normal(0, 0.1, (fi.npar, fi.npar))
+    cov = A @ A.T + np.diag(rng.uniform(0.01, 0.2, fi.npar))
+    monkeypatch.setattr(yield_errors, "_BLOCK_BYTES", 8 * fi.nproc * fi.npar * 7)
+    nu, var, var_tot = yield_errors.yield_variances(m, x, cov=cov, data=None if inject else data)
+
+    def profiled(xx):
+        y = m.yields(xx)
+        return y * ((data + k) / (y.sum(1) + k))[:, None]
+
+    J = np.asarray(jax.jacfwd(profiled)(jnp.asarray(x)))
+    ref_var = np.einsum("bpi,ij,bpj->bp", J, cov, J)
+    ok = np.allclose(nu, nu0 * g[:, None], rtol=1e-7) and np.allclose(var, ref_var, rtol=1e-9)
+    assert ok != inject

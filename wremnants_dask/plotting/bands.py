@@ -30,8 +30,15 @@ class YieldJacobian:
         return YieldJacobian(self.total[a:b], self.jac[a:b])
 
 
-def yield_jacobian(fitinput: str | Path, x: np.ndarray, bb_mode: str | None) -> YieldJacobian:
-    """``J`` of the bin totals at parameters ``x`` (the fit's model, same BB mode)."""
+def yield_jacobian(
+    fitinput: str | Path,
+    x: np.ndarray,
+    bb_mode: str | None,
+    data: dict[str, np.ndarray] | None = None,
+) -> YieldJacobian:
+    """``J`` of the bin totals at parameters ``x`` (the fit's model, same BB mode). ``data``
+    (post-fit: the counts fitted, per channel) makes BB-lite totals the profiled ones, as the
+    fit result's post-fit yields are."""
     from wremnants_dask.fitting import read_fit_input
     from wremnants_dask.fitting.model import FitModel
     from wremnants_dask.fitting.yield_errors import jacobian_row_blocks
@@ -40,7 +47,12 @@ def yield_jacobian(fitinput: str | Path, x: np.ndarray, bb_mode: str | None) -> 
     model = FitModel(fi, bb_mode=bb_mode)
     if len(x) != model.static.npar:
         raise ValueError(f"{fitinput}: {model.static.npar} parameters, the fit result has {len(x)}")
-    nu, blocks = jacobian_row_blocks(model, np.asarray(x, float))
+    counts = None
+    if data is not None:
+        counts = np.zeros(model.static.nbins)
+        for c in fi.channels:
+            counts[c.start : c.stop] = np.asarray(data[c.name], float).reshape(-1)
+    nu, blocks = jacobian_row_blocks(model, np.asarray(x, float), data=counts)
     npr = model.static.nproc
     jac = np.zeros((model.static.nbins, len(x)))
     for b0, b1, J in blocks:

@@ -119,7 +119,12 @@ def _bands(path: Path, f: h5py.File, meta: dict[str, Any], opts: FitPlots) -> di
         prefit_covariance(fit_input, len(p)),
     )
     if "covariance" in f:
-        out["postfit"] = (yield_jacobian(fit_input, p["value"], bb), f["covariance"][()])
+        post = f["hists/postfit"]
+        data = None  # no data stored: the bands of the unprofiled prediction
+        if all("data" in g for g in post.values()):
+            data = {ch: g["data/values"][()] for ch, g in post.items()}
+        jac = yield_jacobian(fit_input, p["value"], bb, data=data)
+        out["postfit"] = (jac, f["covariance"][()])
     return out
 
 
