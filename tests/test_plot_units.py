@@ -92,3 +92,14 @@ def test_log_names_command_git_and_chain() -> None:
         "python -m fit",
     ):
         assert needle in text
+
+
+@pytest.mark.parametrize(
+    "lumi_fb, text",
+    [(0.001, "1 $\\mathrm{pb^{-1}}$"), (0.0365, "36.5 $\\mathrm{pb^{-1}}$"),
+     (16.8, "16.8 $\\mathrm{fb^{-1}}$"), (138.0, "138 $\\mathrm{fb^{-1}}$"),
+     (1.0, "1 $\\mathrm{fb^{-1}}$")],
+)  # fmt: skip
+def test_lumi_label_unit(lumi_fb: float, text: str) -> None:
+    """Below 1 fb^-1 the label is in pb^-1 (the CI's reduced sample read "0.001 fb^-1")."""
+    assert draw.lumi_text(lumi_fb) == text

@@ -40,11 +40,19 @@ def cms_label(
     kw: dict[str, Any] = {"ax": ax, "data": data, "text": CMS_TEXT, "fontsize": 16}
     if rlabel:
         kw["rlabel"] = rlabel
+    elif lumi_fb is not None:
+        kw["rlabel"] = f"{lumi_text(lumi_fb)} (13 TeV)"
     else:
         kw["com"] = 13
-        if lumi_fb is not None:
-            kw["lumi"] = round(lumi_fb, 3 if lumi_fb < 1 else 1)
     hep.cms.label(**kw)
+
+
+def lumi_text(lumi_fb: float) -> str:
+    """The luminosity in the unit CMS would print: fb^-1 from 1 fb^-1 up, pb^-1 below (a
+    reduced sample of 1 pb^-1 reads "1 pb^-1", not "0.001 fb^-1")."""
+    value, unit = (lumi_fb, "fb") if lumi_fb >= 1 else (lumi_fb * 1e3, "pb")
+    digits = 1 if value >= 10 else 3
+    return f"{round(value, digits):g} $\\mathrm{{{unit}^{{-1}}}}$"
 
 
 def ratio_limits(
