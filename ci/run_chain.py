@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="synthetic_small", help="dataset config")
     p.add_argument("--analysis", default="mw", choices=fit_analyses())
     p.add_argument("--workers", default="sync", help="'sync' or the number of local workers")
+    p.add_argument("--corrections", default=None, help="muon corrections payload for the histmaker")
     args = p.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(out / "hists"),
                 "--no-progress",
                 *executor,
+                *(["--corrections", args.corrections] if args.corrections else []),
             ],
         ),
         (

@@ -27,6 +27,7 @@ from wremnants_dask.processors import theory
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
+from wremnants_dask.utils.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -513,6 +514,7 @@ class MuonAnalysis(Processor):
             "reference_mass_gev": {b: m for b, (m, _) in ref.items()},
             "reference_width_gev": {b: g for b, (_, g) in ref.items()},
             "corrections": str(self.payload.path),
+            "corrections_sha256": file_sha256(self.payload.path),
         }
 
     def event_weights(

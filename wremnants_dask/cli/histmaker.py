@@ -142,6 +142,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="nominal histograms only (passed to the processor)",
     )
     p.add_argument(
+        "--corrections",
+        default=None,
+        metavar="PAYLOAD",
+        help="correctionlib payload of the muon corrections (default: the shipped one; e.g. "
+        "the payload `python -m wremnants_dask.tnp` writes from measured efficiencies)",
+    )
+    p.add_argument(
         "--skip-bad-files",
         action="store_true",
         help="skip unreadable/corrupt/empty files and record them in the output",
@@ -245,6 +252,7 @@ def one_line(err: BaseException) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that come from the inputs, the configuration or the arguments, not the code."""
+    from wremnants_dask.corrections.payload import CorrectionError
     from wremnants_dask.engine.processor import ProcessorError
     from wremnants_dask.inputs.lumi import LumiError
     from wremnants_dask.inputs.normalization import NormalizationError
@@ -254,6 +262,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         ClusterError,
         ConfigError,
+        CorrectionError,
         BadInputError,
         EraTableError,
         ChunkReadError,
@@ -299,7 +308,12 @@ def main(argv: list[str] | None = None) -> Path | None:
     )
     if not datasets:
         raise SystemExit("no datasets selected")
-    processor = get_processor(args.analysis, systematics=not args.no_systematics)
+    options: dict[str, Any] = {"systematics": not args.no_systematics}
+    if args.corrections is not None:
+        options["corrections"] = args.corrections
+    processor = get_processor(args.analysis, **options)
+    if args.corrections is not None and not hasattr(processor, "payload"):
+        raise ConfigError(f"--corrections: analysis {args.analysis!r} reads no corrections payload")
     out = output_path(args)
     print(
         f"analysis {args.analysis}: {len(datasets)} datasets "

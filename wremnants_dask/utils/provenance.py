@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -107,6 +108,15 @@ def make_metadata(
         meta["inputs"] = inputs_metadata
     meta.update(_jsonable(extra))
     return meta
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: which input (a payload, a config) a result was made with."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _safe_user() -> str | None:
