@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--poi",
                 mass_param(fitinput),
                 "--impacts",
+                "--global-impacts",
             ],
         ),
         # histograms of the histmaker output first: the fit plots' page links to their page

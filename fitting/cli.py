@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-hessian", action="store_true", help="skip covariance and derived results")
     p.add_argument("--impacts", action="store_true", help="covariance (global, grouped) impacts")
     p.add_argument("--impacts-refit", action="store_true", help="impacts by refitting +-1 sigma")
+    p.add_argument(
+        "--global-impacts",
+        action="store_true",
+        help="global impacts (rabbit's): d POI / d observable x its uncertainty, per parameter, "
+        "group, data and MC statistics",
+    )
     p.add_argument("--scan", action="append", default=[], help="1D scan of a parameter")
     p.add_argument("--scan2d", action="append", default=[], metavar="A,B", help="2D scan")
     p.add_argument("--scan-points", type=int, default=21)
@@ -107,6 +113,8 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
             out["impacts"] = fitter.impacts_covariance(res)
         if args.impacts_refit:
             out["impacts_refit"] = fitter.impacts_refit(res)
+        if args.global_impacts:
+            out["global_impacts"] = fitter.impacts_global(res)
         scans: dict[str, np.ndarray] = {}
         for n in args.scan:
             i = fi.param_index(n)
@@ -165,6 +173,14 @@ def summary(out: dict[str, Any], fi: Any) -> str:
         for j, grp in enumerate(imp["groups"]):
             lines.append(f"  impact group {grp:16s} {imp['grouped'][0, j]:.6f}")
         lines.append(f"  stat {imp['stat'][0]:.6f}, total {imp['total'][0]:.6f}")
+    if "global_impacts" in out:
+        gi = out["global_impacts"]
+        for j, grp in enumerate(gi["groups"]):
+            lines.append(f"  global impact group {grp:16s} {gi['grouped'][0, j]:.6f}")
+        lines.append(
+            f"  global: stat {gi['stat'][0]:.6f}, binByBinStat {gi['binByBinStat'][0]:.6f}, "
+            f"total {gi['total'][0]:.6f}"
+        )
     if "toys" in out:
         lines.append(
             f"  toys: {len(out['toys']['x'])} fitted, "

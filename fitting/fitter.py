@@ -19,6 +19,7 @@ import scipy.linalg
 import scipy.special
 
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
+from .global_impacts import global_impacts
 from .hessian import make_hessian
 from .minimizer import (
     CONVERGED,
@@ -390,6 +391,23 @@ class Fitter:
             "up": shift[0::2].T,
             "down": shift[1::2].T,
         }
+
+    def impacts_global(self, res: FitResult) -> dict[str, Any]:
+        """Global impacts (rabbit's definition, ``global_impacts``): d poi / d observable times
+        the observable's uncertainty, per constrained parameter, group, data and MC counts."""
+        if res.cov is None:
+            raise FitError("global impacts need the covariance: run the fit with the Hessian")
+        out = global_impacts(
+            self.model,
+            res.x,
+            res.cov,
+            res.free,
+            res.obs,
+            [self.fi.param_index(p) for p in self.pois],
+            self.names,
+            dict(self.fi.groups),
+        )
+        return {"pois": self.pois, **out}
 
     # ------------------------------------------------------------------ GOF and scans
     def gof_saturated(self, res: FitResult) -> dict[str, float]:

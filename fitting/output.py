@@ -1,6 +1,7 @@
 """Fit results to HDF5 (tables, matrices and pre/post-fit hist objects) with provenance.
 
 Layout: ``/parameters`` (compound table), ``/covariance``, ``/correlation``, ``/impacts/...``,
+``/global_impacts/...`` (with ``--global-impacts``),
 ``/hists/<prefit|postfit>/<channel>/<process|total|data>`` (each a group with ``values``,
 ``variances`` and the serialised axes; ``read_hist`` rebuilds the ``hist.Hist``), ``/scans``,
 ``/toys``; the root attribute ``metadata`` holds the provenance JSON, including the fit input's
@@ -106,7 +107,7 @@ def write_results(
             g = f.create_group("gof")
             for k, v in results["gof"].items():
                 g.attrs[k] = v
-        for key in ("impacts", "impacts_refit"):
+        for key in ("impacts", "impacts_refit", "global_impacts"):
             if key in results:
                 g = f.create_group(key)
                 for k, v in results[key].items():

@@ -29,7 +29,8 @@ def fitresult(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("plotfit")
     write_fit_input(fi, d / "fitinput.hdf5", {"stage": "setup_fit", "command": "setup"})
     rc = fit_main(
-        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--poi", "massShift100MeV",
+        [str(d / "fitinput.hdf5"), "-o", str(d), "--impacts", "--global-impacts",
+         "--poi", "massShift100MeV",
          "--poi", "mu", "--scan", "massShift100MeV", "--scan-points", "5",
          "--scan2d", "massShift100MeV,mu", "--scan-range", "2"]
     )  # fmt: skip
@@ -51,7 +52,8 @@ def test_every_plot_has_a_log(plots: Path, fitresult: Path) -> None:
         channels = list(f["hists/postfit"])
         npulls = int(np.isfinite(f["parameters"]["pull"]).sum())
     expected = {"impacts_ranking_massShift100MeV.png", "impacts_grouped_massShift100MeV.png",
-                "correlation.png", "scan_massShift100MeV.png", "scan2d_massShift100MeV_mu.png"}  # fmt: skip
+                "correlation.png", "scan_massShift100MeV.png", "scan2d_massShift100MeV_mu.png",
+                "impacts_global_grouped_massShift100MeV.png"}  # fmt: skip
     for ch in channels:
         expected |= {f"prefit_{ch}_unrolled.png", f"postfit_{ch}_unrolled.png"}
     assert expected <= names, expected - names

@@ -72,6 +72,13 @@ def mass_result(fitres: h5py.File) -> dict[str, Any] | None:
         grouped = fitres["impacts/grouped"][k] * step
         out["impacts_mev"] = {g: float(v) for g, v in zip(groups, grouped)}
         out["stat_mev"] = float(fitres["impacts/stat"][k] * step)
+    if "global_impacts" in fitres and pname in json.loads(fitres["global_impacts"].attrs["pois"]):
+        g = fitres["global_impacts"]
+        k = list(json.loads(g.attrs["pois"])).index(pname)
+        vals = dict(zip(json.loads(g.attrs["groups"]), g["grouped"][k] * step))
+        vals["binByBinStat"] = g["binByBinStat"][k] * step
+        vals["stat"] = g["stat"][k] * step
+        out["global_impacts_mev"] = {n: float(v) for n, v in vals.items()}
     return out
 
 
@@ -283,6 +290,32 @@ def impact_plots(w: _Writer, f: h5py.File, names: list[str], p: np.ndarray, opts
     return top_names
 
 
+def global_impact_plots(
+    w: _Writer, f: h5py.File, names: list[str], p: np.ndarray, mass: dict[str, Any] | None
+) -> None:
+    """Grouped global impacts per POI (``fit --global-impacts``): the groups, with the MC
+    statistics as one more, partition the POI variance; chart and table as the others."""
+    if "global_impacts" not in f:
+        return
+    g = f["global_impacts"]
+    groups = json.loads(g.attrs["groups"])
+    for k, poi in enumerate(json.loads(g.attrs["pois"])):
+        scale, unit, label = 1.0, "", poi
+        if mass is not None and mass["parameter"] == poi:
+            scale = mass["uncertainty_mev"] / float(p["error"][names.index(poi)])
+            unit, label = "(MeV)", f"m{poi[9]}" if poi.startswith("massShift") else poi
+        grouped = np.append(g["grouped"][k], g["binByBinStat"][k]) * scale
+        all_groups = [*groups, "binByBinStat"]
+        stat, total = float(g["stat"][k] * scale), float(g["total"][k] * scale)
+        fig = draw.grouped_impacts(
+            all_groups, grouped, unit=unit, total=total, stat=stat,
+            rlabel=f"{label} global impacts",
+        )  # fmt: skip
+        table = grouped_table(all_groups, grouped, stat, total, unit)
+        w.save(fig, f"impacts_global_grouped_{poi}", f"grouped global impacts on {poi}", table)
+        atomic_write_text(w.outdir / f"impacts_global_grouped_{poi}.txt", table)
+
+
 def grouped_table(groups: Sequence[str], vals: np.ndarray, stat: float, total: float, unit: str):
     rows = sorted(zip(groups, vals), key=lambda kv: -kv[1])
     out = [f"{'group':20s} {'impact ' + unit:>16s}"]
@@ -334,6 +367,7 @@ def make_plots(path: Path, outdir: Path, opts: FitPlots | None = None) -> dict[s
         pull_plots(w, names, p, opts)
         mass = mass_result(f)
         top = impact_plots(w, f, names, p, opts, mass)
+        global_impact_plots(w, f, names, p, mass)
         pois = json.loads(f["impacts"].attrs["pois"]) if "impacts" in f else []
         if opts.corr_params:
             pats = [re.compile(r) for r in opts.corr_params]
