@@ -64,12 +64,12 @@ def poi_derivatives(
 ) -> dict[str, np.ndarray]:
     """``d poi-hat / d obs`` for every observation (same keys and shapes as ``obs``)."""
     v = jnp.asarray(np.where(free, cov[poi], 0.0))
-    xj = jnp.asarray(x)
 
-    def contracted(o: dict[str, jnp.ndarray]) -> jnp.ndarray:
-        return jnp.dot(v, jax.grad(model.nll)(xj, o, model.arrays))
+    def contracted(o: dict[str, jnp.ndarray], xj: jnp.ndarray, vj: jnp.ndarray, a: Any):
+        return jnp.dot(vj, jax.grad(model.nll)(xj, o, a))
 
-    dg = jax.grad(contracted)(obs)
+    # one compiled program; the model's arrays are arguments, not baked-in constants
+    dg = jax.jit(jax.grad(contracted))(obs, jnp.asarray(x), v, model.arrays)
     return {k: -np.asarray(d) for k, d in dg.items()}
 
 
