@@ -39,6 +39,10 @@ from .yield_errors import make_parts, yield_variances
 # parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
 HANDOFF_EDM = 1e-3
 NEWTON_STEPS = 4
+# On the device path a dense step costs one float64 GEMM and Cholesky on the accelerator
+# (20000 parameters: ~3 TFLOP, tens of ms on an H200, 3.2 GB per matrix), so direct steps go
+# further than on the host; not yet measured on a GPU (scripts/device_check.sh does).
+DEVICE_DENSE_GN_MAX = 32000
 
 
 class FitError(RuntimeError):
@@ -115,20 +119,26 @@ class Fitter:
         device: str = "auto",
         linalg: str = "auto",
         device_memory: float | None = None,
-        dense_gn_max: int = MinimizerOptions.dense_gn_max,
+        dense_gn_max: int | None = None,
     ) -> None:
         """``device``: ``auto`` (JAX's default backend), ``cpu`` or ``gpu``; ``linalg``:
         ``host`` (numpy/LAPACK), ``device`` (XLA on the device, no host round trips in the
         loop) or ``auto`` (device on an accelerator, host on a CPU; see ``device.py``).
         ``device_memory``: bytes the fit may use on the device (default: what the device
         reports free); a fit estimated larger fails with ``FitError`` before anything is
-        placed."""
+        placed. ``dense_gn_max``: direct (Cholesky) Gauss-Newton steps up to this many
+        parameters, trust-region CG beyond (default 8000 on the host path,
+        ``DEVICE_DENSE_GN_MAX`` on the device path)."""
         self.fi = fi
         try:
             self.placement = devmod.resolve(device, linalg)
         except devmod.DeviceError as e:
             raise FitError(str(e)) from None
         linalg = self.placement.linalg
+        if dense_gn_max is None:  # direct Gauss-Newton steps up to this many parameters
+            dense_gn_max = (
+                MinimizerOptions.dense_gn_max if linalg == "host" else DEVICE_DENSE_GN_MAX
+            )
         direct = mode == "gn" and fi.npar <= dense_gn_max
         need = devmod.estimate_bytes(fi, linalg, direct)
         try:
