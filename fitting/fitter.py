@@ -31,7 +31,7 @@ from .minimizer import (
     make_minimizer,
 )
 from .model import FitModel, mc_counts
-from .yield_errors import make_parts, yield_variances
+from .yield_errors import make_device_variances, make_parts, yield_variances
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
 # converges only linearly (minimizer.SLOW_EDM_RATIO); exact Newton steps finish (at most
@@ -188,6 +188,7 @@ class Fitter:
         self._vmin = jax.jit(jax.vmap(batched, in_axes=(0, None, 0, None)))
         self._vmin_obs = jax.jit(jax.vmap(batched, in_axes=(0, 0, 0, None)))
         self._parts: Any = None  # yield_errors.make_parts, compiled on first use
+        self._dev_var: Any = None  # yield_errors.make_device_variances (device path)
 
     # ------------------------------------------------------------------ observations
     @property
@@ -593,15 +594,20 @@ class Fitter:
 
     def postfit_yields(self, res: FitResult | None) -> dict[str, np.ndarray]:
         """Yields per bin and process, and bin totals, with uncertainties propagated through
-        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``).
-        ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
+        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``; on the device with
+        the device path). ``res=None`` gives pre-fit yields with the prior widths of the
+        constrained parameters."""
+        if self.placement.linalg == "device":
+            if self._dev_var is None:
+                self._dev_var = make_device_variances(self.model, self._yield_parts()) or False
+            if self._dev_var:
+                return self._yields_dict(res, self._dev_var)
         if res is None:
-            c = self.fi.param_constraint
-            sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
-            with np.errstate(divide="ignore"):
-                sig = np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
             nu, var, var_tot = yield_variances(
-                self.model, self.model.x0, sigma=sig * self.free, parts=self._yield_parts()
+                self.model,
+                self.model.x0,
+                sigma=self._prior_sigma() * self.free,
+                parts=self._yield_parts(),
             )
         else:
             nu, var, var_tot = yield_variances(
@@ -613,6 +619,25 @@ class Fitter:
             "total": nu.sum(1),
             "total_errors": np.sqrt(var_tot),
         }
+
+    def _yields_dict(self, res: FitResult | None, variances: Any) -> dict[str, np.ndarray]:
+        if res is None:
+            nu, var, var_tot = variances(self.model.x0, sigma=self._prior_sigma() * self.free)
+        else:
+            nu, var, var_tot = variances(res.x, cov=res.cov)
+        return {
+            "values": nu,
+            "errors": np.sqrt(var),
+            "total": nu.sum(1),
+            "total_errors": np.sqrt(var_tot),
+        }
+
+    def _prior_sigma(self) -> np.ndarray:
+        """Pre-fit widths: Gaussian widths, 1/sqrt(tau) for Poisson constraints, 0 else."""
+        c = self.fi.param_constraint
+        sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
+        with np.errstate(divide="ignore"):
+            return np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
 
 
 @jax.jit

@@ -75,6 +75,18 @@ def test_device_path_equals_host_path(which):
     assert max(d.values()) < RTOL, d
 
 
+def test_device_yield_uncertainties_equal_host():
+    """Pre- and post-fit yields and their uncertainties (``diag(J C J^T)``) on the device."""
+    f, host = fitted("synthetic", "host")
+    fd, dev = fitted("synthetic", "device")
+    for a, b in (
+        (f.postfit_yields(None), fd.postfit_yields(None)),
+        (f.postfit_yields(host), fd.postfit_yields(dev)),
+    ):
+        for k in ("values", "errors", "total", "total_errors"):
+            np.testing.assert_allclose(b[k], a[k], rtol=RTOL, atol=0, err_msg=k)
+
+
 def test_trust_region_cg_on_the_device_path():
     """Newton-CG with Hessian-vector products (``mode="exact"``, the path of fits too large
     for a dense Gauss-Newton matrix) with the device Hessian and covariance."""
