@@ -142,3 +142,25 @@ def test_auto_is_host_on_cpu_and_gpu_needs_a_gpu():
     if not any(d.platform == "gpu" for d in jax.devices()):
         with pytest.raises(FitError, match="no gpu device"):
             Fitter(synthetic(), device="gpu")
+
+
+def test_cli_device_options(tmp_path, capsys):
+    """``--device cpu --linalg device`` runs the device path and records it (with the phase
+    timings) in the output; a too small ``--device-memory`` fails with one line."""
+    import h5py
+
+    from wremnants_dask.fitting import write_fit_input
+    from wremnants_dask.fitting.cli import main
+
+    path = tmp_path / "in.hdf5"
+    write_fit_input(synthetic(), path, {})
+    args = [str(path), "-o", str(tmp_path), "--device", "cpu", "--compile-cache", "none"]
+    assert main(args + ["--linalg", "device", "--device-memory", "1e-6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the fit needs") and "\n" not in err
+    assert main(args + ["--linalg", "device"]) == 0
+    assert "device cpu:0 (linalg device)" in capsys.readouterr().out
+    with h5py.File(tmp_path / "fitresults.hdf5") as f:
+        meta = json.loads(f.attrs["metadata"])
+    assert meta["device"]["linalg"] == "device" and meta["compile_cache"] is None
+    assert {"read", "setup", "fit", "covariance", "derived"} <= set(meta["timings"])
