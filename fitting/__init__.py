@@ -1,8 +1,15 @@
 """wremnants_dask.fitting: binned profile-likelihood fits in JAX (float64).
 
 64-bit mode is switched on here, before any JAX array is made, because fits of thousands of
-parameters need float64 accumulation to reach their convergence criteria.
+parameters need float64 accumulation to reach their convergence criteria. JAX's default
+preallocation of 75% of an accelerator's memory is switched off (unless the user set
+``XLA_PYTHON_CLIENT_PREALLOCATE``): the fit allocates what it needs (``fitter.device_info``
+says how much) and leaves the rest to other processes.
 """
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,10 +13,10 @@ import numpy as np
 
 from wremnants_dask.utils.provenance import make_metadata
 
+from .compile_cache import enable_compile_cache
 from .fitinput import GAUSS, FitInputError, read_fit_input
 from .fitter import FitError, Fitter, check_names
 from .output import FIT_SUMMARY_FIELDS, write_results
-from .pyhf_io import from_pyhf, is_workspace_path, read_workspace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,12 +60,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bb", choices=["none", "lite", "full"], default=None, help="override BB mode")
     p.add_argument("--minimizer", choices=["gn", "exact"], default="gn")
     p.add_argument("--tol-edm", type=float, default=1e-8)
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="where the fit runs (auto: JAX's default backend, a GPU when JAX has one)",
+    )
+    p.add_argument(
+        "--linalg",
+        choices=["auto", "host", "device"],
+        default="auto",
+        help="dense linear algebra in numpy/LAPACK (host) or in XLA on the device (device); "
+        "auto: device on an accelerator, host on a CPU",
+    )
+    p.add_argument(
+        "--device-memory",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="device memory the fit may use, in GiB (default: what the device reports free)",
+    )
+    p.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="JAX persistent compilation cache (default: $WREMNANTS_DASK_JAX_CACHE, else "
+        "<user cache dir>/wremnants_dask/jax; 'none' disables)",
+    )
     return p.parse_args(argv)
 
 
-def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """Run everything the options ask for; returns (results, fit input, input metadata)."""
+def run_fit(
+    args: argparse.Namespace, timings: dict[str, float] | None = None
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Run everything the options ask for; returns (results, fit input, input metadata).
+    ``timings`` receives the wall time of each phase (read, setup, fit, covariance, derived)."""
+    timings = {} if timings is None else timings
+    clock = _Clock(timings)
     if is_workspace_path(args.input):
+        from .pyhf_io import from_pyhf, read_workspace  # pyhf is a 3 s import: only for it
+
         fi = from_pyhf(read_workspace(args.input))
         in_meta = dict(fi.metadata)
         for note in fi.metadata["notes"]:
@@ -72,6 +107,7 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
     else:
         fi, in_meta = read_fit_input(args.input)
     check_names(fi, args.freeze + [s.split("=")[0] for s in args.set] + list(args.scan))
+    clock("read")
     fitter = Fitter(
         fi,
         bb_mode=args.bb,
@@ -79,13 +115,20 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
         tol_edm=args.tol_edm,
         freeze=args.freeze,
         pois=args.poi,
+        device=args.device,
+        linalg=args.linalg,
+        device_memory=None if args.device_memory is None else args.device_memory * 2**30,
     )
+    clock("setup")
     x0 = fitter.model.x0.copy()
     for s in args.set:
         n, v = s.split("=")
         x0[fi.param_index(n)] = float(v)
     obs = fitter.asimov_obs(x0) if args.toys == -1 else fitter.obs
     res = fitter.fit(obs=obs, x0=x0, hessian=not args.no_hessian)
+    clock("fit")
+    timings["covariance"] = res.time_hessian
+    timings["fit"] -= res.time_hessian
     out: dict[str, Any] = {"data": np.asarray(obs["data"])}
     out["fit"] = {k: getattr(res, k) for k in FIT_SUMMARY_FIELDS}
     c = fi.param_constraint
@@ -143,8 +186,22 @@ def run_fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, An
         out["toys"] = {
             k: v for k, v in t.items() if k in ("x", "nll", "status", "edm", "poi_errors")
         }
+    clock("derived")
     out["_result"], out["_fitter"] = res, fitter
+    out["_device"] = fitter.device_info
     return out, fi, in_meta
+
+
+class _Clock:
+    """Wall time between successive calls, accumulated in ``timings[phase]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings, self.t = timings, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        t = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + t - self.t
+        self.t = t
 
 
 def summary(out: dict[str, Any], fi: Any) -> str:
@@ -189,24 +246,57 @@ def summary(out: dict[str, Any], fi: Any) -> str:
     return "\n".join(lines)
 
 
+def is_workspace_path(path: str | Path) -> bool:
+    """A pyhf workspace by its name (``.json``/``.json.gz``), without importing pyhf."""
+    return str(path).endswith((".json", ".json.gz"))
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): the interpreter's
+    start and the imports before ``main``."""
+    try:
+        with open("/proc/self/stat") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+        return max(0.0, up - start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    age = _process_age() if argv is None else None  # the command, not an in-process call
     args = parse_args(argv)
     t0 = time.perf_counter()
+    cache_dir = enable_compile_cache(args.compile_cache)
+    timings: dict[str, float] = {} if age is None else {"startup": age}
     try:
-        out, fi, in_meta = run_fit(args)
+        out, fi, in_meta = run_fit(args, timings)
     except (FitInputError, FitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    t1 = time.perf_counter()
     meta = make_metadata(
         vars(args),
         input_files=[args.input],
         inputs_metadata=[in_meta],
         stage="fit",
-        wall_time=time.perf_counter() - t0,
+        wall_time=t1 - t0,
+        device=out["_device"],
+        compile_cache=None if cache_dir is None else str(cache_dir),
+        timings=timings,
     )
     outpath = Path(args.outdir) / args.output_name
     write_results(outpath, fi, {k: v for k, v in out.items() if not k.startswith("_")}, meta)
+    timings["write"] = time.perf_counter() - t1
     print(summary(out, fi))
+    dev = out["_device"]
+    print(
+        f"device {dev['device']} (linalg {dev['linalg']}): model arrays "
+        f"{dev['model_bytes'] / 2**30:.2f} GiB, estimated peak "
+        f"{dev['estimated_bytes']['total'] / 2**30:.2f} GiB"
+    )
+    print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     print(f"written {outpath}")
     return 0
 

@@ -20,6 +20,9 @@ Conventions (bins are all channels concatenated, masked channels included; ``p``
 from __future__ import annotations
 
 import json
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,11 +266,60 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float64, align: int = 
     return buf[off : off + n].view(dtype).reshape(shape)
 
 
+def _inflate() -> Any:
+    """ISA-L's zlib decompress where installed (~3x the standard library's), else zlib's; both
+    release the GIL, so chunks inflate in parallel threads."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib.decompress
+    except ImportError:
+        return zlib.decompress
+
+
+def _read_deflate_parallel(ds: h5py.Dataset, out: np.ndarray) -> bool:
+    """Read a gzip-compressed chunked dataset into ``out`` by reading each chunk's raw bytes
+    from the file (``pread``) and inflating the chunks in a thread pool: HDF5 inflates them one
+    by one under h5py's lock (N = 2000 tensor: 920 MB from 4032 chunks). False (nothing read)
+    where the layout is anything else (other filters, missing chunks, not a plain file)."""
+    dcpl = ds.id.get_create_plist()
+    if (
+        ds.chunks is None
+        or ds.file.driver != "sec2"
+        or dcpl.get_nfilters() != 1
+        or dcpl.get_filter(0)[0] != h5py.h5z.FILTER_DEFLATE
+    ):
+        return False
+    infos: list[Any] = []
+    ds.id.chunk_iter(infos.append)
+    grid = [-(-n // c) for n, c in zip(ds.shape, ds.chunks)]
+    if len(infos) != int(np.prod(grid)):  # unwritten chunks hold the fill value
+        return False
+    inflate, shape, chunk = _inflate(), ds.shape, ds.chunks
+    fd = os.open(ds.file.filename, os.O_RDONLY)
+
+    def one(info: Any) -> None:
+        raw = os.pread(fd, info.size, info.byte_offset)
+        data = raw if info.filter_mask & 1 else inflate(raw)  # mask bit set: stored raw
+        a = np.frombuffer(data, ds.dtype).reshape(chunk)
+        sl = tuple(slice(o, min(o + c, n)) for o, c, n in zip(info.chunk_offset, chunk, shape))
+        out[sl] = a[tuple(slice(0, x.stop - x.start) for x in sl)]
+
+    try:
+        with ThreadPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as ex:
+            list(ex.map(one, infos))
+    finally:
+        os.close(fd)
+    return True
+
+
 def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
-    """Read a dataset; large float arrays land in aligned memory (no copy for JAX later)."""
+    """Read a dataset; large float arrays land in aligned memory (no copy for JAX later),
+    compressed ones inflated in parallel (``_read_deflate_parallel``)."""
     if ds.size > LARGE_ARRAY and ds.dtype == np.float64:
         out = aligned_empty(ds.shape, ds.dtype)
-        ds.read_direct(out)
+        if not _read_deflate_parallel(ds, out):
+            ds.read_direct(out)
         return out
     return ds[()]
 

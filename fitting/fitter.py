@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
+from . import device as devmod
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .global_impacts import global_impacts
 from .hessian import make_hessian
@@ -30,7 +32,7 @@ from .minimizer import (
     make_minimizer,
 )
 from .model import FitModel, mc_counts
-from .yield_errors import make_parts, yield_variances
+from .yield_errors import make_device_variances, make_parts, yield_variances
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
 # converges only linearly (minimizer.SLOW_EDM_RATIO); exact Newton steps finish (at most
@@ -38,6 +40,10 @@ from .yield_errors import make_parts, yield_variances
 # parameters: 27 GN steps (4.4 s) become 7 + 2 Newton steps.
 HANDOFF_EDM = 1e-3
 NEWTON_STEPS = 4
+# On the device path a dense step costs one float64 GEMM and Cholesky on the accelerator
+# (20000 parameters: ~3 TFLOP, tens of ms on an H200, 3.2 GB per matrix), so direct steps go
+# further than on the host; not yet measured on a GPU (scripts/device_check.sh does).
+DEVICE_DENSE_GN_MAX = 32000
 
 
 class FitError(RuntimeError):
@@ -111,12 +117,50 @@ class Fitter:
         freeze: tuple[str, ...] | list[str] = (),
         pois: list[str] | None = None,
         hessian_mem: float = 1.0e9,
+        device: str = "auto",
+        linalg: str = "auto",
+        device_memory: float | None = None,
+        dense_gn_max: int | None = None,
     ) -> None:
+        """``device``: ``auto`` (JAX's default backend), ``cpu`` or ``gpu``; ``linalg``:
+        ``host`` (numpy/LAPACK), ``device`` (XLA on the device, no host round trips in the
+        loop) or ``auto`` (device on an accelerator, host on a CPU; see ``device.py``).
+        ``device_memory``: bytes the fit may use on the device (default: what the device
+        reports free); a fit estimated larger fails with ``FitError`` before anything is
+        placed. ``dense_gn_max``: direct (Cholesky) Gauss-Newton steps up to this many
+        parameters, trust-region CG beyond (default 8000 on the host path,
+        ``DEVICE_DENSE_GN_MAX`` on the device path)."""
         self.fi = fi
-        self.model = FitModel(fi, bb_mode=bb_mode)
-        self.opts = MinimizerOptions(mode=mode, tol_edm=tol_edm, maxiter=maxiter)
+        try:
+            self.placement = devmod.resolve(device, linalg)
+        except devmod.DeviceError as e:
+            raise FitError(str(e)) from None
+        linalg = self.placement.linalg
+        if dense_gn_max is None:  # direct Gauss-Newton steps up to this many parameters
+            dense_gn_max = (
+                MinimizerOptions.dense_gn_max if linalg == "host" else DEVICE_DENSE_GN_MAX
+            )
+        direct = mode == "gn" and fi.npar <= dense_gn_max
+        need = devmod.estimate_bytes(fi, linalg, direct)
+        try:
+            devmod.check_memory(self.placement, need, device_memory)
+        except devmod.DeviceError as e:
+            raise FitError(str(e)) from None
+        dev = self.placement.device
+        self.model = FitModel(fi, bb_mode=bb_mode, device=dev)
+        held = devmod.held_bytes(self.model.arrays)
+        self.device_info = {
+            "device": self.placement.name,
+            "linalg": linalg,
+            "model_bytes": held,
+            "estimated_bytes": need,
+        }
+        devmod.log_placement(self.device_info)
+        self.opts = MinimizerOptions(
+            mode=mode, tol_edm=tol_edm, maxiter=maxiter, linalg=linalg, dense_gn_max=dense_gn_max
+        )
         self._minimize = make_minimizer(self.model, self.opts)
-        self._hessian = make_hessian(self.model, hessian_mem)
+        self._hessian = make_hessian(self.model, hessian_mem, linalg)
         self.names = list(fi.param_names)
         self.pois = list(fi.pois if pois is None else pois)
         for p in self.pois:
@@ -138,11 +182,14 @@ class Fitter:
         # (21-point mW scan, 604 parameters: 18 s instead of 39 s)
         batched = make_minimizer(
             self.model,
-            MinimizerOptions(mode=mode, tol_edm=tol_edm, maxiter=maxiter, dense_gn_max=0),
+            MinimizerOptions(
+                mode=mode, tol_edm=tol_edm, maxiter=maxiter, dense_gn_max=0, linalg=linalg
+            ),
         ).raw
         self._vmin = jax.jit(jax.vmap(batched, in_axes=(0, None, 0, None)))
         self._vmin_obs = jax.jit(jax.vmap(batched, in_axes=(0, 0, 0, None)))
         self._parts: Any = None  # yield_errors.make_parts, compiled on first use
+        self._dev_var: Any = None  # yield_errors.make_device_variances (device path)
 
     # ------------------------------------------------------------------ observations
     @property
@@ -229,6 +276,7 @@ class Fitter:
             obs=obs,
             time_fit=t1 - t0,
             grad=r["grad"],
+            extra={"device": dict(self.device_info)},
         )
         return res, status in (HANDOFF, STALLED)
 
@@ -241,6 +289,8 @@ class Fitter:
     def _covariance(self, res: FitResult) -> None:
         """Exact Hessian and covariance at ``res.x``, after up to ``NEWTON_STEPS`` exact Newton steps
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
+        if self.placement.linalg == "device":
+            return self._covariance_device(res)
         t0 = time.perf_counter()
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
@@ -293,6 +343,58 @@ class Fitter:
             full[np.ix_(idx, idx)] = cov
             cov = full
         res.hessian, res.cov = H, cov
+        res.status = _status_text(res.at_bounds)
+        res.time_hessian = time.perf_counter() - t0
+
+    def _covariance_device(self, res: FitResult) -> None:
+        """``_covariance`` with the Hessian, its Cholesky factor, the Newton steps and the
+        inverse as XLA operations on the fit's device; only scalars (EDM, NLL, the
+        positive-definiteness flag) come to the host until the final matrices."""
+        t0 = time.perf_counter()
+        for step in range(NEWTON_STEPS + 1):
+            H = self._hessian(jnp.asarray(res.x), res.obs)
+            g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
+            g = np.asarray(g)
+            x = res.x
+            active = ((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0))
+            idx = np.nonzero(res.free & ~active)[0]
+            res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
+            all_free = len(idx) == H.shape[0]
+            Hf = H if all_free else _take2(H, jnp.asarray(idx))
+            L, ok, gi, edm = _dev_factor(Hf, jnp.asarray(g[idx]))
+            if not bool(ok):
+                w, v = np.linalg.eigh(np.asarray(Hf))
+                k = int(np.argmin(w))
+                worst = self.names[idx[int(np.argmax(np.abs(v[:, k])))]]
+                raise FitError(
+                    f"Hessian at the minimum is not positive definite (eigenvalue {w[k]:.3g}, "
+                    f"dominated by parameter {worst!r})"
+                )
+            res.edm = float(edm)
+            res.newton_steps = step
+            if res.edm <= self.opts.tol_edm:
+                break
+            if step == NEWTON_STEPS:
+                raise FitError(
+                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}"
+                    + (f" after {NEWTON_STEPS} Newton steps" if NEWTON_STEPS else "")
+                )
+            x = res.x.copy()
+            x[idx] -= np.asarray(_dev_newton(L, gi))
+            x = np.clip(x, self.model.lower, self.model.upper)
+            nll = float(self._nll(jnp.asarray(x), res.obs))
+            if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
+                raise FitError(
+                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g} and the "
+                    f"Newton step does not decrease the NLL (parameters at bounds: "
+                    f"{', '.join(res.at_bounds) or 'none'})"
+                )
+            res.x, res.nll, res.grad = x, nll, None
+            res.nll_full = float(nll + self._const(res.obs))
+        cov = _dev_inverse(L)
+        if not all_free:
+            cov = _embed(cov, jnp.asarray(idx), H.shape[0])
+        res.hessian, res.cov = np.asarray(H), np.asarray(cov)
         res.status = _status_text(res.at_bounds)
         res.time_hessian = time.perf_counter() - t0
 
@@ -512,17 +614,23 @@ class Fitter:
         self, res: FitResult | None, data: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """Yields per bin and process, and bin totals, with uncertainties propagated through
-        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``). Post-fit BB-lite
-        yields include the profiled MC-statistics factor of each bin, as the likelihood does.
-        ``data``: the counts the fit was made to (default: the fit input's data).
-        ``res=None`` gives pre-fit yields with the prior widths of the constrained parameters."""
+        the covariance (``sigma^2 = diag(J C J^T)``, see ``yield_errors``; on the device with
+        the device path). Post-fit BB-lite yields include the profiled MC-statistics factor of
+        each bin, as the likelihood does. ``data``: the counts the fit was made to (default:
+        the fit input's data). ``res=None`` gives pre-fit yields with the prior widths of the
+        constrained parameters."""
+        counts = None if res is None else np.asarray(self.obs["data"] if data is None else data)
+        if self.placement.linalg == "device":
+            if self._dev_var is None:
+                self._dev_var = make_device_variances(self.model, self._yield_parts()) or False
+            if self._dev_var:
+                return self._yields_dict(res, self._dev_var, counts)
         if res is None:
-            c = self.fi.param_constraint
-            sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
-            with np.errstate(divide="ignore"):
-                sig = np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
             nu, var, var_tot = yield_variances(
-                self.model, self.model.x0, sigma=sig * self.free, parts=self._yield_parts()
+                self.model,
+                self.model.x0,
+                sigma=self._prior_sigma() * self.free,
+                parts=self._yield_parts(),
             )
         else:
             # the profiled MC-statistics factors (BB lite) are part of the post-fit prediction
@@ -531,7 +639,7 @@ class Fitter:
                 res.x,
                 cov=res.cov,
                 parts=self._yield_parts(),
-                data=np.asarray(self.obs["data"] if data is None else data),
+                data=counts,
             )
         return {
             "values": nu,
@@ -539,6 +647,64 @@ class Fitter:
             "total": nu.sum(1),
             "total_errors": np.sqrt(var_tot),
         }
+
+    def _yields_dict(
+        self, res: FitResult | None, variances: Any, counts: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        if res is None:
+            nu, var, var_tot = variances(self.model.x0, sigma=self._prior_sigma() * self.free)
+        else:
+            nu, var, var_tot = variances(res.x, cov=res.cov, data=counts)
+        return {
+            "values": nu,
+            "errors": np.sqrt(var),
+            "total": nu.sum(1),
+            "total_errors": np.sqrt(var_tot),
+        }
+
+    def _prior_sigma(self) -> np.ndarray:
+        """Pre-fit widths: Gaussian widths, 1/sqrt(tau) for Poisson constraints, 0 else."""
+        c = self.fi.param_constraint
+        sig = np.where(c == GAUSS, self.fi.param_width, 0.0)
+        with np.errstate(divide="ignore"):
+            return np.where(c == POISSON, 1.0 / np.sqrt(self.fi.param_width), sig)
+
+
+@jax.jit
+def _take2(H: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
+    return H[idx[:, None], idx[None, :]]
+
+
+@partial(jax.jit, static_argnums=2)
+def _embed(C: jnp.ndarray, idx: jnp.ndarray, n: int) -> jnp.ndarray:
+    return jnp.zeros((n, n), C.dtype).at[idx[:, None], idx[None, :]].set(C)
+
+
+@jax.jit
+def _dev_factor(H: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """(lower Cholesky factor, positive definite?, L^-1 g, exact EDM g.H^-1.g / 2)."""
+    L = jax.lax.linalg.cholesky(H, symmetrize_input=False)
+    ok = jnp.all(jnp.isfinite(jnp.diagonal(L)))
+    gi = jax.lax.linalg.triangular_solve(L, g[:, None], left_side=True, lower=True)[:, 0]
+    return L, ok, gi, 0.5 * (gi @ gi)
+
+
+@jax.jit
+def _dev_newton(L: jnp.ndarray, gi: jnp.ndarray) -> jnp.ndarray:
+    """The Newton step H^-1 g = L^-T (L^-1 g)."""
+    y = jax.lax.linalg.triangular_solve(
+        L, gi[:, None], left_side=True, lower=True, transpose_a=True
+    )
+    return y[:, 0]
+
+
+@jax.jit
+def _dev_inverse(L: jnp.ndarray) -> jnp.ndarray:
+    """``(L L^T)^-1 = L^-T L^-1`` (XLA has no potri: one triangular solve and one product)."""
+    eye = jnp.eye(L.shape[0], dtype=L.dtype)
+    Li = jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True)
+    C = Li.T @ Li
+    return 0.5 * (C + C.T)
 
 
 def _status_text(at_bounds: list[str]) -> str:

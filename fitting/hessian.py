@@ -17,6 +17,10 @@ Two exact constructions, chosen per model:
   applied under ``vmap`` to chunks of unit vectors, the chunk size bounded by ``mem_bytes``.
 
 Both are exact; ``tests/test_fit_hessian.py`` compares them with ``jax.hessian``.
+
+With ``linalg="device"`` both return a JAX array built by XLA operations on the fit's device
+(the tensor blocks as float64 matrix products over row chunks of the tensor, assembled on the
+device), so nothing of size [npar, npar] or of the tensor passes through the host.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def _unit_columns(npar: int, idx: np.ndarray) -> jnp.ndarray:
     return jnp.asarray(V)
 
 
-def make_hvp_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
-    """``hessian(x, obs) -> np.ndarray`` from chunks of Hessian-vector products."""
+def make_hvp_hessian(model: FitModel, mem_bytes: float = 1.0e9, linalg: str = "host") -> Any:
+    """``hessian(x, obs) -> np.ndarray`` from chunks of Hessian-vector products (a JAX array
+    assembled on the device with ``linalg="device"``)."""
     npar = model.static.npar
     cs = chunk_size(model, mem_bytes)
 
@@ -70,6 +75,24 @@ def make_hvp_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
     def block(x, obs, V, arrays):
         lin = jax.linearize(jax.grad(lambda y: model.nll(y, obs, arrays)), x)[1]
         return jax.vmap(lin)(V)
+
+    if linalg == "device":
+
+        @partial(jax.jit, compiler_options=compiler_options(model))
+        def unit_block(x, obs, start, arrays):
+            V = jax.nn.one_hot(jnp.minimum(start + jnp.arange(cs), npar - 1), npar, dtype=x.dtype)
+            return block.__wrapped__(x, obs, V, arrays)
+
+        @jax.jit
+        def assemble(blocks):
+            H = jnp.concatenate(blocks, axis=0)[:npar]
+            return 0.5 * (H + H.T)
+
+        def hessian_device(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+            blocks = [unit_block(x, obs, s, model.arrays) for s in range(0, npar, cs)]
+            return assemble(blocks)
+
+        return hessian_device
 
     def hessian(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> np.ndarray:
         H = np.empty((npar, npar))
@@ -115,15 +138,16 @@ def _row_chunk(nrows: int, ncols: int, mem_bytes: float) -> int:
     return int(max(1, min(nrows, rows)))
 
 
-def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
-    """``hessian(x, obs) -> np.ndarray`` from the structure of the log-normal shape tensor."""
+def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9, linalg: str = "host") -> Any:
+    """``hessian(x, obs) -> np.ndarray`` from the structure of the log-normal shape tensor
+    (a JAX array computed on the device with ``linalg="device"``)."""
     s = model.static
     a0 = model.arrays
     nrows = s.nbins * s.nproc
     shape_idx = np.asarray(a0["shape_param"]) if s.nT else np.zeros(0, int)
     oth = np.asarray(s.other_params, int)
     if len(np.intersect1d(shape_idx, oth)):  # a parameter in the tensor and elsewhere too
-        return make_hvp_hessian(model, mem_bytes)
+        return make_hvp_hessian(model, mem_bytes, linalg)
     rc = _row_chunk(nrows, s.nT + len(oth), mem_bytes)
 
     @partial(jax.jit, compiler_options=compiler_options(model))
@@ -158,6 +182,9 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
             out["Hoo"] = jax.hessian(lambda v: jnp.sum(d1[:, None] * n_other(v)))(xo)
         out["J"] = model.jacobian_totals(x, a, nu=nu, dn_other=dn_other)
         return out
+
+    if linalg == "device":
+        return _structured_device(model, core, rc)
 
     def tensor_blocks(o: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """Shape block ``K^T diag(c n) K`` (+ the phi'' diagonal) and cross block
@@ -197,8 +224,72 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
     return hessian
 
 
-def make_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
-    """Return ``hessian(x, obs) -> np.ndarray [npar, npar]`` (exact, memory-bounded)."""
+def _structured_device(model: FitModel, core: Any, rc: int) -> Any:
+    """The structured Hessian as one XLA program: ``core`` and the tensor blocks
+    ``K^T diag(c) K`` / ``K^T diag(c) D`` accumulated over row chunks of ``rc`` rows (a
+    ``fori_loop``; the last chunk is shifted back to stay in bounds and its rows already
+    counted get weight 0), then the assembly. Same sums as the host path, to rounding."""
+    s = model.static
+    nrows = s.nbins * s.nproc
+    shape_idx = np.asarray(model.arrays["shape_param"]) if s.nT else np.zeros(0, int)
+    oth = np.asarray(s.other_params, int)
+    nchunks = -(-nrows // rc)
+
+    def tensor_blocks(o, a):
+        T = jnp.zeros((s.nT, s.nT))
+        X = jnp.zeros((s.nT, len(oth))) if len(oth) else None
+        cb = jnp.repeat(o["c_bins"], s.nproc) if len(oth) else None
+
+        def body(i, acc):
+            start_req = i * rc
+            start = jnp.minimum(start_req, nrows - rc)
+            fresh = (start + jnp.arange(rc)) >= start_req  # rows not in an earlier chunk
+            K = jax.lax.dynamic_slice_in_dim(a["shape_avg"], start, rc)
+            if s.shape_hd:
+                K = K + jax.lax.dynamic_slice_in_dim(a["shape_hd"], start, rc) * o["dphi"][None]
+            c = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(o["c_rows"], start, rc), 0.0)
+            T_, X_ = acc
+            T_ = T_ + K.T @ (c[:, None] * K)
+            if X_ is not None:
+                cbs = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(cb, start, rc), 0.0)
+                D = jax.lax.dynamic_slice_in_dim(o["D"], start, rc)
+                X_ = X_ + K.T @ (cbs[:, None] * D)
+            return T_, X_
+
+        T, X = jax.lax.fori_loop(0, nchunks, body, (T, X))
+        if s.shape_hd:
+            T = T + jnp.diag(o["hd_diag"])
+        return T, X
+
+    @partial(jax.jit, compiler_options=compiler_options(model))
+    def hessian_a(x, obs, a):
+        o = core.__wrapped__(x, obs, a)
+        J = o["J"]
+        H = J.T @ (o["w"][:, None] * J)
+        H = H + jnp.diag(o["diag"])
+        if len(oth):
+            H = H.at[jnp.ix_(oth, oth)].add(o["Hoo"])
+        if s.nT:
+            T, X = tensor_blocks(o, a)
+            if s.shape_block is not None:
+                lo = s.shape_block
+                H = H.at[lo : lo + s.nT, lo : lo + s.nT].add(T)
+            else:
+                H = H.at[jnp.ix_(shape_idx, shape_idx)].add(T)
+            if X is not None:
+                H = H.at[jnp.ix_(shape_idx, oth)].add(X)
+                H = H.at[jnp.ix_(oth, shape_idx)].add(X.T)
+        return 0.5 * (H + H.T)
+
+    def hessian(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+        return hessian_a(x, obs, model.arrays)
+
+    return hessian
+
+
+def make_hessian(model: FitModel, mem_bytes: float = 1.0e9, linalg: str = "host") -> Any:
+    """Return ``hessian(x, obs) -> [npar, npar]`` (exact, memory-bounded): a numpy array with
+    ``linalg="host"``, a JAX array on the fit's device with ``linalg="device"``."""
     if structured_ok(model):
-        return make_structured_hessian(model, mem_bytes / 10)
-    return make_hvp_hessian(model, mem_bytes)
+        return make_structured_hessian(model, mem_bytes / 10, linalg)
+    return make_hvp_hessian(model, mem_bytes, linalg)

@@ -65,6 +65,7 @@ class MinimizerOptions:
     eta: float = 1e-4  # minimum ratio actual/predicted reduction to accept a step
     dense_gn_max: int = 8000  # direct (Cholesky) Gauss-Newton steps up to this many params
     delta0: float = 10.0  # initial trust radius (scaled units) per sqrt(free parameter)
+    linalg: str = "host"  # direct steps in numpy/LAPACK ("host") or XLA ("device"), see device.py
 
 
 def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
@@ -135,6 +136,42 @@ def direct_step(J, w, c, g, x, act, lam, lower, upper):
     )
 
 
+def direct_step_device(J, w, c, g, x, act, lam, lower, upper):
+    """``direct_step`` as XLA operations (float64 matmul and Cholesky on the fit's device, no
+    host round trip): the same step, predicted reduction and undamped EDM, to rounding. The
+    Gram matrix is a general product (XLA has no syrk); ``w >= 0`` (``gn_weights``)."""
+    G = J.T @ (w[:, None] * J)
+    n = G.shape[-1]
+    diag = jnp.arange(n)
+    G = G.at[diag, diag].add(c)
+    d = jnp.diagonal(G)
+    use = (act > 0) & (d > 0)
+    scale = jnp.where(use, 1.0 / jnp.sqrt(jnp.where(use, d, 1.0)), 0.0)
+    Gs = scale[:, None] * G * scale[None, :]
+    Gs = Gs.at[diag, diag].add(jnp.where(use, 0.0, 1.0))
+    gs = scale * g
+
+    def solve(A):  # (A^-1 gs, whether A is positive definite): NaN factor where it is not
+        L = jax.lax.linalg.cholesky(A, symmetrize_input=False)
+        ok = jnp.all(jnp.isfinite(jnp.diagonal(L)))
+        y = jax.lax.linalg.triangular_solve(L, gs[:, None], left_side=True, lower=True)
+        y = jax.lax.linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)
+        return y[:, 0], ok
+
+    zd, ok = solve(Gs.at[diag, diag].add(lam))
+    z = -zd
+
+    def undamped():  # the EDM at x is the undamped model's reduction, whatever the damping
+        z0, ok0 = solve(Gs)
+        return jnp.where(ok0, 0.5 * (gs @ z0), jnp.inf)
+
+    edm = jax.lax.cond((lam == 0.0) & ok, lambda: -0.5 * (gs @ z), undamped)
+    xt = jnp.clip(x + scale * z, lower, upper)
+    zt = jnp.where(scale > 0, (xt - x) / jnp.where(scale > 0, scale, 1.0), 0.0)
+    pred = -(gs @ zt + 0.5 * zt @ (Gs @ zt))  # predicted reduction, undamped model
+    return jnp.where(ok, xt, jnp.nan), jnp.where(ok, pred, jnp.nan), edm
+
+
 def _boundary_tau(z, d, delta):
     """tau >= 0 with ||z + tau d|| = delta."""
     a = d @ d
@@ -198,6 +235,9 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
     below it and converging only linearly (see ``SLOW_EDM_RATIO``)."""
     if opts.mode not in ("gn", "exact"):
         raise ValueError(f"minimizer mode must be 'gn' or 'exact', got {opts.mode!r}")
+    if opts.linalg not in ("host", "device"):
+        raise ValueError(f"minimizer linalg must be 'host' or 'device', got {opts.linalg!r}")
+    step = direct_step if opts.linalg == "host" else direct_step_device
     mode = opts.mode
     if mode == "gn" and model.static.bb_mode == "full":
         mode = "exact"
@@ -247,7 +287,7 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             xt, pred, edm_x = jax.lax.cond(
                 first,
                 lambda: (x, jnp.zeros((), x.dtype), jnp.asarray(jnp.inf, x.dtype)),
-                lambda: direct_step(st["J"], st["w"], st["c"], g, x, act, lam, lower, upper),
+                lambda: step(st["J"], st["w"], st["c"], g, x, act, lam, lower, upper),
             )
             ft, gt, Jt, wt, ct = model.value_grad_gn(xt, obs, arrays)
             ok = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt)) & jnp.isfinite(pred)

@@ -141,7 +141,9 @@ class Static:
 class FitModel:
     """Likelihood and its structured Jacobian for a fit input."""
 
-    def __init__(self, fi: FitInput, bb_mode: str | None = None) -> None:
+    def __init__(self, fi: FitInput, bb_mode: str | None = None, device: Any = None) -> None:
+        """``device``: the ``jax.Device`` the arrays are placed on (committed, so every
+        program of the fit runs there); None: JAX's default device."""
         self.fi = fi
         bb = fi.bb_mode if bb_mode is None else bb_mode
         if bb not in ("none", "lite", "full"):
@@ -223,8 +225,11 @@ class FitModel:
                 else None
             ),
         )
-        self.arrays = a
         self.obs = {"data": jnp.asarray(fi.data), "aux": jnp.asarray(fi.param_center)}
+        if device is not None:  # no copy for arrays already there (the CPU's DLPack views)
+            a = jax.device_put(a, device)
+            self.obs = jax.device_put(self.obs, device)
+        self.arrays = a
         self.lower = np.asarray(fi.param_lower, np.float64)
         self.upper = np.asarray(fi.param_upper, np.float64)
         self.x0 = np.asarray(fi.param_init, np.float64)

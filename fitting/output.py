@@ -100,9 +100,11 @@ def write_results(
         f.create_dataset("parameters", data=tab)
         for k in FIT_SUMMARY_FIELDS:
             f.attrs[k] = results["fit"][k]
+        # dense float64 matrices: gzip saves ~5% of their size at ~20x the write time
+        # (2022 parameters: 4.4 s -> 0.2 s per matrix), so they are stored uncompressed
         for k in ("covariance", "correlation"):
             if results.get(k) is not None:
-                f.create_dataset(k, data=results[k], compression="gzip")
+                f.create_dataset(k, data=results[k])
         if "gof" in results:
             g = f.create_group("gof")
             for k, v in results["gof"].items():

@@ -149,3 +149,88 @@ def yield_variances(
         var[b0:b1] = quad(J).reshape(b1 - b0, s.nproc)
         var_tot[b0:b1] = quad(J.reshape(b1 - b0, s.nproc, -1).sum(1))
     return nu, np.clip(var, 0.0, None), np.clip(var_tot, 0.0, None)
+
+
+def make_device_variances(model: FitModel, parts: Any = None) -> Any:
+    """``variances(x, cov=None, sigma=None)``: ``yield_variances`` as one XLA program on the
+    fit's device (the device path: the tensor and the covariance stay there; only the
+    [nbins, nproc] results come back). Row blocks of whole bins as on the host, in a
+    ``fori_loop`` whose last block is shifted back to stay in bounds (its rows recomputed to
+    the same values). None for sparse tensors (their blocks are scatter-adds: host only)."""
+    s = model.static
+    if s.nT and s.shape_sparse:
+        return None
+    parts = parts or make_parts(model)
+    nb, npr, npar = s.nbins, s.nproc, s.npar
+    bb = int(min(nb, max(1, _BLOCK_BYTES // (8 * npr * npar))))
+    nblk = -(-nb // bb)
+    oth = np.asarray(s.other_params, dtype=np.int64)
+    cols = np.asarray(model.arrays["shape_param"]) if s.nT else None
+
+    def run(
+        x: jnp.ndarray, M: jnp.ndarray, a: dict[str, Any], with_cov: bool, n: Any, profile: bool
+    ) -> Any:
+        nu, dn_other, dphi = parts.__wrapped__(x, a)
+        nuf = nu.reshape(-1)
+        if profile:  # BB lite post-fit: g nu and its Jacobian (see jacobian_row_blocks)
+            kinv = a["kinv"]
+            has = kinv > 0
+            k = jnp.where(has, 1.0 / jnp.where(has, kinv, 1.0), 0.0)
+            den = jnp.where(has, nu.sum(1) + k, 1.0)
+            g = jnp.where(has, (n + k) / den, 1.0)
+            dg = jnp.where(has, -(n + k) / den**2, 0.0)
+        dno = dn_other.reshape(nb * npr, len(oth)) if dn_other is not None else None
+
+        def quad(J: jnp.ndarray) -> jnp.ndarray:
+            return jnp.sum((J @ M) * J, axis=1) if with_cov else (J * J) @ M
+
+        def block(i: Any, acc: Any) -> Any:
+            var, var_tot = acc
+            b0 = jnp.minimum(i * bb, nb - bb)
+            r0, R = b0 * npr, bb * npr
+            J = jnp.zeros((R, npar))
+            if s.nT:
+                K = jax.lax.dynamic_slice_in_dim(a["shape_avg"], r0, R)
+                if s.shape_hd:
+                    K = K + jax.lax.dynamic_slice_in_dim(a["shape_hd"], r0, R) * dphi[None, :]
+                w = jax.lax.dynamic_slice_in_dim(nuf, r0, R)
+                J = J.at[:, cols].set(w[:, None] * K)
+            if dno is not None:
+                J = J.at[:, oth].add(jax.lax.dynamic_slice_in_dim(dno, r0, R))
+            if profile:
+                Jr = J.reshape(bb, npr, npar)
+                gb = jax.lax.dynamic_slice_in_dim(g, b0, bb)
+                dgb = jax.lax.dynamic_slice_in_dim(dg, b0, bb)
+                nub = jax.lax.dynamic_slice_in_dim(nu, b0, bb)
+                Jt = Jr.sum(1)
+                J = gb[:, None, None] * Jr + (nub * dgb[:, None])[:, :, None] * Jt[:, None]
+                J = J.reshape(R, npar)
+            q = quad(J).reshape(bb, npr)
+            qt = quad(J.reshape(bb, npr, npar).sum(1))
+            var = jax.lax.dynamic_update_slice(var, q, (b0, 0))
+            return var, jax.lax.dynamic_update_slice(var_tot, qt, (b0,))
+
+        acc = (jnp.zeros((nb, npr)), jnp.zeros(nb))
+        var, var_tot = jax.lax.fori_loop(0, nblk, block, acc)
+        if profile:
+            nu = nu * g[:, None]
+        return nu, jnp.clip(var, 0.0, None), jnp.clip(var_tot, 0.0, None)
+
+    jitted = jax.jit(run, static_argnums=(3, 5), compiler_options=once_compiler_options())
+
+    def variances(
+        x: np.ndarray,
+        cov: np.ndarray | None = None,
+        sigma: np.ndarray | None = None,
+        data: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As ``yield_variances`` (``data``: post-fit BB-lite yields profiled)."""
+        if (cov is None) == (sigma is None):
+            raise ValueError("give exactly one of cov and sigma")
+        M = jnp.asarray(cov if cov is not None else np.asarray(sigma, np.float64) ** 2)
+        profile = data is not None and s.bb_mode == "lite"
+        n = jnp.asarray(np.asarray(data, np.float64)) if profile else jnp.zeros(nb)
+        out = jitted(jnp.asarray(x), M, model.arrays, cov is not None, n, profile)
+        return tuple(np.asarray(v) for v in out)
+
+    return variances
