@@ -62,6 +62,9 @@ class DatasetPlan:
     # distributed run starts datasets, largest chunks first, so that none ends a run alone.
     chunk_cost: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
+    # per file: generator sums and entries (to correct the sums for chunks lost at read time)
+    file_gen_sums: dict[str, Any] = field(default_factory=dict)
+    file_entries: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +180,8 @@ def build_plan(
             skipped=skipped,
             chunk_cost=cost,
             metadata=processor.dataset_metadata(dataset),
+            file_gen_sums={i.path: i.gen_sums for i in usable if i.gen_sums is not None},
+            file_entries={i.path: i.entries for i in usable},
         )
     if not plans:
         raise BadInputError("(all inputs)", "no dataset has a usable file")
