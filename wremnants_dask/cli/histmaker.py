@@ -299,14 +299,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def estimate_output_bytes(plan: engine.Plan) -> int:
-    """Upper estimate of the output file size: every declared histogram uncompressed (weight
-    storage: two doubles per cell) plus a megabyte of metadata per dataset."""
+def estimate_output_bytes(plan: engine.Plan, checkpoint: Checkpoint | None = None) -> int:
+    """Upper estimate of the bytes the run writes: every declared histogram uncompressed (weight
+    storage: two doubles per cell) plus a megabyte of metadata per dataset, once for the output
+    and once per group of partial results still to save (``checkpoint``)."""
     total = 0
-    for p in plan.datasets.values():
+    for name, p in plan.datasets.items():
+        size = 1_000_000
         for h in plan.processor.declared(p.dataset).values():
-            total += h.size * (2 if h.storage == "weight" else 1) * 8
-        total += 1_000_000
+            size += h.size * (2 if h.storage == "weight" else 1) * 8
+        copies = 1 + (checkpoint.groups_to_save(name) if checkpoint is not None else 0)
+        total += size * copies
     return total
 
 
@@ -365,7 +368,6 @@ def main(argv: list[str] | None = None) -> Path | None:
                 skip_bad_files=args.skip_bad_files,
                 client=client,
             )
-            check_free_space(out, estimate_output_bytes(plan))
             checkpoint = None
             if args.checkpoint_groups > 0:
                 checkpoint = Checkpoint.open(
@@ -381,6 +383,12 @@ def main(argv: list[str] | None = None) -> Path | None:
                         f"resuming from {checkpoint.folder}: {s['chunks_reused']} of "
                         f"{s['chunks_total']} chunks done by earlier attempts"
                     )
+            try:
+                check_free_space(out, estimate_output_bytes(plan, checkpoint))
+            except OutputError:
+                if checkpoint is not None and not args.resume:
+                    checkpoint.finish()  # nothing computed: leave nothing behind
+                raise
             n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
             print(
                 f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "

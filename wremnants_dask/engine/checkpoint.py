@@ -264,6 +264,11 @@ class Checkpoint:
             plan.skipped_datasets,
         )
 
+    def groups_to_save(self, dataset: str) -> int:
+        """Groups of ``dataset`` this run computes and saves (after :meth:`apply`)."""
+        d = self.manifest["datasets"].get(dataset)
+        return 0 if d is None else len(d["groups"]) - len(self.loaded.get(dataset, []))
+
     def summary(self) -> dict[str, Any]:
         """For the output's provenance: whether and from what the run was resumed."""
         groups = self.manifest["datasets"]
