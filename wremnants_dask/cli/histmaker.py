@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                     performance_report=args.performance_report,
                 )
             except Exception as err:
-                failed = _failed_chunk(err, plan, checkpoint)
+                failed = _failed_chunk(err, plan, checkpoint, limits)
                 if failed is not None:
                     raise failed from err
                 if type(err).__name__ not in ("KilledWorker", "CommClosedError"):
@@ -443,7 +443,9 @@ class ChunkFailedError(RuntimeError):
     """A chunk made the run fail; the message names it, and how many runs it has failed."""
 
 
-def _failed_chunk(err: BaseException, plan: engine.Plan, checkpoint: Any) -> Exception | None:
+def _failed_chunk(
+    err: BaseException, plan: engine.Plan, checkpoint: Any, limits: list[int]
+) -> Exception | None:
     """The error of a run that failed on one chunk, naming its file and entry range and, with
     a checkpoint, how many runs failed on it (counted in the partial results' manifest).
     None if the error cannot be tied to a chunk."""
@@ -468,9 +470,10 @@ def _failed_chunk(err: BaseException, plan: engine.Plan, checkpoint: Any) -> Exc
     if isinstance(err, ChunkReadError) and runs == 1:
         return None  # its own message already names the chunk
     again = f" (failed in {runs} runs; see --list-missing)" if runs > 1 else ""
-    msg = f"dataset {dataset!r}: {part[0]} entries [{part[1]}, {part[2]}){again}: {one_line(err)}"
+    where = f"dataset {dataset!r}: {part[0]} entries [{part[1]}, {part[2]}){again}"
     if type(err).__name__ == "KilledWorker":
-        return ClusterError(msg)
+        return ClusterError(f"{where}: {lost_worker_message(err, limits)}")
+    msg = f"{where}: {one_line(err)}"
     if isinstance(err, ChunkReadError):
         return ChunkReadError(err.path, err.start, err.stop, err.branch, f"{err.reason}{again}")
     return ChunkFailedError(msg)
