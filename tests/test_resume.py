@@ -6,6 +6,7 @@ attribute byte for byte, provenance aside), an incompatible resume is refused in
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -189,3 +190,55 @@ def test_a_chunk_that_keeps_failing_is_named_with_its_entry_range(tmp_path, caps
     histmaker.main(["--list-missing", str(out)])
     listed = capsys.readouterr().out
     assert f"failed in 2 run(s): dy_m50: {NANOAOD_DY} [{entry}, {entry + 4})" in listed
+
+
+def test_killed_external_scheduler_run_resumes_to_the_same_output(tmp_path, reference, capsys):
+    """``dask scheduler`` + ``dask worker`` processes on 127.0.0.1; the scheduler is killed
+    mid-run: the histmaker fails (not hangs), and the rerun with --resume completes."""
+    import json
+    import shutil
+
+    dask_cli = shutil.which("dask") or str(Path(sys.executable).parent / "dask")
+    env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               RESUME_TEST_SLEEP="0.3")  # fmt: skip
+    sched_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    sched = subprocess.Popen(
+        [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+         ":0", "--scheduler-file", str(sched_file)], env=env, start_new_session=True, **quiet,
+    )  # fmt: skip
+    procs = [sched]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert time.monotonic() < deadline and sched.poll() is None, "no scheduler"
+            time.sleep(0.05)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen(
+            [dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1"], env=env, start_new_session=True, **quiet,
+        ))  # fmt: skip
+        run = subprocess.Popen(
+            [sys.executable, "-m", "wremnants_dask.histmaker",
+             *args(tmp_path, "--scheduler", address, "--wait-workers", "60",
+                   "--connect-timeout", "5")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        procs.append(run)
+        partial = partial_folder(output(tmp_path))
+        deadline = time.monotonic() + 120
+        while not _saved(partial):
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "no partial result saved within 120 s"
+            time.sleep(0.02)
+        os.killpg(sched.pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=90)  # fails, does not hang
+        assert run.returncode != 0
+        assert err.strip().splitlines()[-1].startswith("histmaker: error:")
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    resume_and_check(tmp_path, reference, capsys)
