@@ -192,6 +192,7 @@ def test_a_chunk_that_keeps_failing_is_named_with_its_entry_range(tmp_path, caps
     assert f"failed in 2 run(s): dy_m50: {NANOAOD_DY} [{entry}, {entry + 4})" in listed
 
 
+@pytest.mark.slow
 def test_killed_external_scheduler_run_resumes_to_the_same_output(tmp_path, reference, capsys):
     """``dask scheduler`` + ``dask worker`` processes on 127.0.0.1; the scheduler is killed
     mid-run: the histmaker fails (not hangs), and the rerun with --resume completes."""
@@ -242,3 +243,22 @@ def test_killed_external_scheduler_run_resumes_to_the_same_output(tmp_path, refe
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
     resume_and_check(tmp_path, reference, capsys)
+
+
+def test_changed_input_file_refuses_the_resume(tmp_path):
+    """An input file rewritten since the interrupted run (size or modification time differ):
+    its saved groups may hold other events, so the resume is refused naming the file."""
+    from engine_helpers import copy_nano_subset, dy
+
+    from wremnants_dask import engine
+    from wremnants_dask.engine.checkpoint import Checkpoint, ResumeError
+    from wremnants_dask.processors.muon_kinematics import MuonKinematicsProcessor
+
+    f = copy_nano_subset(tmp_path / "in.root")
+    plan = engine.build_plan([dy([f])], MuonKinematicsProcessor(), step_size=10)
+    Checkpoint.open(tmp_path / "p", plan, resume=False)
+    Checkpoint.open(tmp_path / "p", plan, resume=True)  # the same work: accepted
+    st = os.stat(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ResumeError, match=r"dataset 'dy': its input files .* \(.*in.root\)"):
+        Checkpoint.open(tmp_path / "p", plan, resume=True)

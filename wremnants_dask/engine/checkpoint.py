@@ -34,7 +34,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from wremnants_dask.engine.plan import Plan, merge_results, tree_levels
 from wremnants_dask.engine.processor import ChunkResult
-from wremnants_dask.utils.atomic import atomic_path, atomic_write_text
+from wremnants_dask.utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 
 __all__ = [
     "DEFAULT_MAX_GROUPS",
@@ -237,6 +237,7 @@ class Checkpoint:
             done = []
             for i, (key, children) in enumerate(levels[level]):
                 path = self.group_path(name, i)
+                remove_stale_temporaries(path)  # left by writers killed mid-save
                 if self.resumed and path.exists():
                     layer[key] = (load_group, str(path))
                     done.append(i)
