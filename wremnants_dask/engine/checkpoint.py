@@ -67,10 +67,12 @@ def partial_folder(output: str | os.PathLike) -> Path:
 def save_group(path: str, *results: ChunkResult) -> ChunkResult:
     """Merge a group's results (as the plain tree does) and save the merge atomically."""
     merged = merge_results(*results)
+    # Renamed into place once written: a killed process never leaves a partial group. No
+    # fsync: it cost ~40% of a small run's compute time (8 groups of ~48 MB), and what it
+    # protects against, a machine crash, leaves at worst an unreadable group that fails the
+    # resume loudly (pickle stops on a truncated or zeroed file).
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(merged, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
     return merged
 
 
