@@ -27,6 +27,13 @@ from wremnants_dask.cli.cluster import (
     memory_limits,
     wait_for_workers,
 )
+from wremnants_dask.engine.checkpoint import (
+    DEFAULT_MAX_GROUPS,
+    Checkpoint,
+    ResumeError,
+    missing_chunks,
+    partial_folder,
+)
 from wremnants_dask.histograms import histio
 from wremnants_dask.inputs.datasets import ConfigError
 from wremnants_dask.inputs.files import BadInputError
@@ -159,6 +166,27 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="FILE.html",
         help="save Dask's performance report (distributed executors)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: reuse the partial results it saved in "
+        "OUTPUT.partial/ and compute only the missing chunks (refused if anything differs)",
+    )
+    p.add_argument(
+        "--checkpoint-groups",
+        type=int,
+        default=DEFAULT_MAX_GROUPS,
+        metavar="N",
+        help="save partial results in at most N groups of chunks per dataset into "
+        "OUTPUT.partial/ (removed once the output is written); 0: save none",
+    )
+    p.add_argument(
+        "--list-missing",
+        default=None,
+        metavar="OUTPUT.hdf5",
+        help="list the chunks an interrupted run writing OUTPUT.hdf5 has not processed "
+        "(and those that made it fail), then exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--debug",
@@ -231,7 +259,12 @@ def console_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if "--debug" in raw:
             raise
-        print("histmaker: error: interrupted", file=sys.stderr)
+        hint = ""
+        with contextlib.suppress(Exception):
+            folder = partial_folder(output_path(make_parser().parse_args(raw)))
+            if folder.exists():
+                hint = f"; partial results kept in {folder}: rerun with --resume to continue"
+        print(f"histmaker: error: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as err:
         if "--debug" in raw:
@@ -261,6 +294,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ClusterError,
+        ResumeError,
         ConfigError,
         CorrectionError,
         BadInputError,
@@ -274,14 +308,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def estimate_output_bytes(plan: engine.Plan) -> int:
-    """Upper estimate of the output file size: every declared histogram uncompressed (weight
-    storage: two doubles per cell) plus a megabyte of metadata per dataset."""
+def estimate_output_bytes(plan: engine.Plan, checkpoint: Checkpoint | None = None) -> int:
+    """Upper estimate of the bytes the run writes: every declared histogram uncompressed (weight
+    storage: two doubles per cell) plus a megabyte of metadata per dataset, once for the output
+    and once per group of partial results still to save (``checkpoint``)."""
     total = 0
-    for p in plan.datasets.values():
+    for name, p in plan.datasets.items():
+        size = 1_000_000
         for h in plan.processor.declared(p.dataset).values():
-            total += h.size * (2 if h.storage == "weight" else 1) * 8
-        total += 1_000_000
+            size += h.size * (2 if h.storage == "weight" else 1) * 8
+        copies = 1 + (checkpoint.groups_to_save(name) if checkpoint is not None else 0)
+        total += size * copies
     return total
 
 
@@ -289,6 +326,15 @@ def main(argv: list[str] | None = None) -> Path | None:
     """Run the histmaker; errors are raised (see :func:`console_main` for the command).
     Returns the output path (None with ``--cluster-job-script``)."""
     args = make_parser().parse_args(argv)
+    if args.list_missing:
+        print_missing(Path(args.list_missing))
+        return None
+    if args.checkpoint_groups < 0:
+        raise ResumeError(
+            f"--checkpoint-groups must be 0 or positive, got {args.checkpoint_groups}"
+        )
+    if args.resume and args.checkpoint_groups == 0:
+        raise ResumeError("--resume needs partial results: not with --checkpoint-groups 0")
     if args.cluster_job_script:
         if not args.cluster:
             raise ClusterError("--cluster-job-script needs --cluster CONFIG.yaml")
@@ -336,7 +382,27 @@ def main(argv: list[str] | None = None) -> Path | None:
                 skip_bad_files=args.skip_bad_files,
                 client=client,
             )
-            check_free_space(out, estimate_output_bytes(plan))
+            checkpoint = None
+            if args.checkpoint_groups > 0:
+                checkpoint = Checkpoint.open(
+                    partial_folder(out),
+                    plan,
+                    resume=args.resume,
+                    max_groups=args.checkpoint_groups,
+                )
+                plan = checkpoint.apply(plan)
+                if args.resume:
+                    s = checkpoint.summary()
+                    print(
+                        f"resuming from {checkpoint.folder}: {s['chunks_reused']} of "
+                        f"{s['chunks_total']} chunks done by earlier attempts"
+                    )
+            try:
+                check_free_space(out, estimate_output_bytes(plan, checkpoint))
+            except OutputError:
+                if checkpoint is not None and not args.resume:
+                    checkpoint.finish()  # nothing computed: leave nothing behind
+                raise
             n_chunks = sum(len(s) for p in plan.datasets.values() for s in p.steps.values())
             print(
                 f"graph: {n_chunks} chunks, {len(plan.graph.layers)} layers, "
@@ -353,9 +419,14 @@ def main(argv: list[str] | None = None) -> Path | None:
                     performance_report=args.performance_report,
                 )
             except Exception as err:
+                failed = _failed_chunk(err, plan, checkpoint, limits)
+                if failed is not None:
+                    raise failed from err
                 if type(err).__name__ not in ("KilledWorker", "CommClosedError"):
                     raise
                 raise ClusterError(lost_worker_message(err, limits)) from err
+            if checkpoint is not None:
+                result.info["resume"] = checkpoint.summary()
             info = result.info
             for c in info["lost_chunks"]:
                 print(
@@ -376,8 +447,70 @@ def main(argv: list[str] | None = None) -> Path | None:
             raise OutputError(
                 f"{out}: {err.strerror or err}" if str(out) not in str(err) else str(err)
             ) from None
+    if checkpoint is not None:
+        checkpoint.finish()
     print(f"wrote {out}")
     return out
+
+
+class ChunkFailedError(RuntimeError):
+    """A chunk made the run fail; the message names it, and how many runs it has failed."""
+
+
+def _failed_chunk(
+    err: BaseException, plan: engine.Plan, checkpoint: Any, limits: list[int]
+) -> Exception | None:
+    """The error of a run that failed on one chunk, naming its file and entry range and, with
+    a checkpoint, how many runs failed on it (counted in the partial results' manifest).
+    None if the error cannot be tied to a chunk."""
+    from wremnants_dask.inputs.reader import PART_ATTR, ChunkReadError
+
+    part = None
+    if isinstance(err, ChunkReadError):
+        part = (err.path, err.start, err.stop)
+    elif getattr(err, PART_ATTR, None) is not None:
+        part = tuple(getattr(err, PART_ATTR))
+    elif type(err).__name__ == "KilledWorker" and checkpoint is not None:
+        found = checkpoint.chunk_of_key(plan, getattr(err, "task", None))
+        part = found[1] if found else None
+    if part is None:
+        return None
+    dataset = next(
+        (n for n, p in plan.datasets.items() if tuple(part) in {tuple(x) for x in p.parts}), "?"
+    )
+    runs = 1
+    if checkpoint is not None:
+        runs = checkpoint.record_failure(dataset, part, one_line(err))
+    if isinstance(err, ChunkReadError) and runs == 1:
+        return None  # its own message already names the chunk
+    again = f" (failed in {runs} runs; see --list-missing)" if runs > 1 else ""
+    where = f"dataset {dataset!r}: {part[0]} entries [{part[1]}, {part[2]}){again}"
+    if type(err).__name__ == "KilledWorker":
+        return ClusterError(f"{where}: {lost_worker_message(err, limits)}")
+    msg = f"{where}: {one_line(err)}"
+    if isinstance(err, ChunkReadError):
+        return ChunkReadError(err.path, err.start, err.stop, err.branch, f"{err.reason}{again}")
+    return ChunkFailedError(msg)
+
+
+def print_missing(output: Path) -> None:
+    """``--list-missing``: the unprocessed chunks of the interrupted run writing ``output``."""
+    folder = partial_folder(output)
+    if not folder.exists():
+        if output.exists():
+            print(f"{output}: complete (no partial results left)")
+            return
+        raise ResumeError(f"{output}: no run in progress or interrupted ({folder} does not exist)")
+    report = missing_chunks(folder)
+    for name, d in report["datasets"].items():
+        print(f"{name}: {len(d['chunks_missing'])} of {d['chunks_total']} chunks missing")
+        for path, start, stop in d["chunks_missing"]:
+            print(f"  {path} [{start}, {stop})")
+    for f in report["failures"]:
+        print(
+            f"failed in {f['runs']} run(s): {f['dataset']}: {f['file']} "
+            f"[{f['entry_start']}, {f['entry_stop']}): {f['error']}"
+        )
 
 
 def _write_output(

@@ -81,7 +81,9 @@ def execute(
     fetched and converted to ``hist.Hist`` as soon as it is complete, while the others run.
     """
     t0 = time.perf_counter()
-    graph = optimize_graph(plan.graph, plan.keys)
+    # culled after fusing (the blockwise optimisation forgets a culled layer's blocks): a
+    # resumed run's graph (``engine.checkpoint``) has chunks that no root needs
+    graph = optimize_graph(plan.graph, plan.keys).cull(set(plan.keys))
     names = list(plan.datasets)
     if client is None:
         ctx = contextlib.nullcontext()

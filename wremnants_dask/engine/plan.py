@@ -42,7 +42,14 @@ from wremnants_dask.inputs.preprocess import (
 )
 from wremnants_dask.inputs.reader import ChunkReader, sub_form
 
-__all__ = ["DEFAULT_SPLIT_EVERY", "DEFAULT_STEP_SIZE", "DatasetPlan", "Plan", "build_plan"]
+__all__ = [
+    "DEFAULT_SPLIT_EVERY",
+    "DEFAULT_STEP_SIZE",
+    "DatasetPlan",
+    "Plan",
+    "build_plan",
+    "tree_levels",
+]
 
 DEFAULT_STEP_SIZE = 200_000
 DEFAULT_SPLIT_EVERY = 8
@@ -62,6 +69,17 @@ class DatasetPlan:
     # distributed run starts datasets, largest chunks first, so that none ends a run alone.
     chunk_cost: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
+    # per file: generator sums and entries (to correct the sums for chunks lost at read time)
+    file_gen_sums: dict[str, Any] = field(default_factory=dict)
+    file_entries: dict[str, int] = field(default_factory=dict)
+    # the reduction layer's name and the chunk keys it reduces (see ``tree_levels``)
+    reduce_layer: str = ""
+    chunk_keys: list[tuple] = field(default_factory=list)
+
+    @property
+    def parts(self) -> list[tuple[str, int, int]]:
+        """The chunks, in graph order: (file, entry_start, entry_stop)."""
+        return [(p, a, b) for p, s in self.steps.items() for a, b in s]
 
 
 @dataclass
@@ -164,7 +182,8 @@ def build_plan(
             token=token,
             meta=_META,
         )
-        hlg, root = _tree_reduce(mapped, split_every, f"reduce-{_safe(dataset.name)}-{token}")
+        reduce_layer = f"reduce-{_safe(dataset.name)}-{token}"
+        hlg, root = _tree_reduce(mapped, split_every, reduce_layer)
         graphs.append(hlg)
         plans[dataset.name] = DatasetPlan(
             dataset=dataset,
@@ -177,6 +196,10 @@ def build_plan(
             skipped=skipped,
             chunk_cost=cost,
             metadata=processor.dataset_metadata(dataset),
+            file_gen_sums={i.path: i.gen_sums for i in usable if i.gen_sums is not None},
+            file_entries={i.path: i.entries for i in usable},
+            reduce_layer=reduce_layer,
+            chunk_keys=list(mapped.__dask_keys__()),
         )
     if not plans:
         raise BadInputError("(all inputs)", "no dataset has a usable file")
@@ -239,21 +262,26 @@ def merge_results(*results: ChunkResult) -> ChunkResult:
     return out
 
 
-def _tree_reduce(mapped: dak.Array, split_every: int, name: str) -> tuple[HighLevelGraph, tuple]:
-    """Add a tree reduction layer over the partitions of ``mapped``; return graph and root key."""
-    keys = list(mapped.__dask_keys__())
-    layer: dict = {}
+def tree_levels(keys: Sequence[Any], split_every: int, name: str) -> list[list[tuple]]:
+    """The nodes of the tree reduction over ``keys`` (the chunk results), level by level: each
+    node is ``(key, children)``; the last level holds the root alone. Deterministic, so that a
+    checkpoint (``engine.checkpoint``) can name nodes across runs and merge in the same order."""
+    levels: list[list[tuple]] = []
+    keys = list(keys)
     level = 0
     while True:
         groups = [keys[i : i + split_every] for i in range(0, len(keys), split_every)]
-        new_keys = []
-        for i, g in enumerate(groups):
-            k = (name, level, i)
-            layer[k] = (merge_results, *g)
-            new_keys.append(k)
-        keys = new_keys
+        nodes = [((name, level, i), g) for i, g in enumerate(groups)]
+        levels.append(nodes)
+        keys = [k for k, _ in nodes]
         level += 1
         if len(keys) == 1:
-            break
+            return levels
+
+
+def _tree_reduce(mapped: dak.Array, split_every: int, name: str) -> tuple[HighLevelGraph, tuple]:
+    """Add a tree reduction layer over the partitions of ``mapped``; return graph and root key."""
+    levels = tree_levels(mapped.__dask_keys__(), split_every, name)
+    layer = {k: (merge_results, *g) for nodes in levels for k, g in nodes}
     hlg = HighLevelGraph.from_collections(name, layer, dependencies=[mapped])
-    return hlg, keys[0]
+    return hlg, levels[-1][0][0]

@@ -11,6 +11,7 @@ from wremnants_dask.engine.cutflow import CutFlow
 from wremnants_dask.engine.plan import DatasetPlan
 from wremnants_dask.engine.processor import ChunkResult
 from wremnants_dask.inputs.lumi import processed_lumi
+from wremnants_dask.inputs.normalization import corrected_for_lost
 
 __all__ = ["DatasetResult", "RunResult", "dataset_result"]
 
@@ -35,6 +36,9 @@ class DatasetResult:
     metadata: dict[str, Any] = field(default_factory=dict)  # Processor.dataset_metadata
     # chunks skipped at read time (--skip-bad-files): file, entry range, branch, reason
     lost: list[dict] = field(default_factory=list)
+    # files whose generator sums were scaled to the processed events because chunks were lost
+    # (``inputs.normalization.corrected_for_lost``); gen_sums is then the corrected sum
+    gen_sums_correction: list[dict] = field(default_factory=list)
 
     @property
     def n_events_lost(self) -> int:
@@ -58,6 +62,7 @@ class DatasetResult:
             "gen_sumw2": None if gs is None else gs.sumw2,
             "gen_count": None if gs is None else gs.count,
             "gen_sums_source": None if gs is None else gs.source,
+            "gen_sums_lost_correction": self.gen_sums_correction,
             "processor_metadata": self.metadata,
             "lumi_pb": self.lumi_pb,
             "lumi_error": self.lumi_error,
@@ -85,6 +90,12 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
     lumi_pb, lumi_error = None, None
     if lumi and dplan.dataset.is_data and getattr(dplan.dataset, "lumi_csv", None):
         lumi_pb, lumi_error = processed_lumi(dplan.dataset, dplan.files)
+    lost = sorted(res.lost, key=lambda c: (c["file"], c["entry_start"]))
+    gen_sums, correction = dplan.gen_sums, []
+    if lost and gen_sums is not None:  # normalise to the events actually processed
+        gen_sums, correction = corrected_for_lost(
+            dplan.file_gen_sums, dplan.file_entries, lost, dplan.dataset.treename
+        )
     return DatasetResult(
         dataset=dplan.dataset,
         hists={k: h.to_hist() for k, h in res.hists.items()},
@@ -95,10 +106,11 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
         columns=dplan.columns,
         files=dplan.files,
         n_entries_planned=dplan.n_entries,
-        gen_sums=dplan.gen_sums,
+        gen_sums=gen_sums,
         lumi_pb=lumi_pb,
         lumi_error=lumi_error,
         skipped=dplan.skipped,
-        lost=sorted(res.lost, key=lambda c: (c["file"], c["entry_start"])),
+        lost=lost,
         metadata=dplan.metadata,
+        gen_sums_correction=correction,
     )

@@ -16,7 +16,7 @@ from wremnants_dask.engine.processor import (
     event_weight_sums,
 )
 from wremnants_dask.engine.tensorhist import TensorHist, is_typetracer
-from wremnants_dask.inputs.reader import LOST_ATTR
+from wremnants_dask.inputs.reader import LOST_ATTR, PART_ATTR
 
 __all__ = ["ChunkTask", "trace_columns"]
 
@@ -38,7 +38,14 @@ class ChunkTask:
         out = ChunkOutput(
             self.dataset, {k: h.empty_like() for k, h in self.hists.items()}, tracing=tracing
         )
-        self.processor.process(events, out)
+        try:
+            self.processor.process(events, out)
+        except Exception as err:
+            # which chunk: raised on a worker, it reaches the client with its attributes
+            part = None if tracing else array.attrs.get(PART_ATTR)
+            if part is not None and not hasattr(err, PART_ATTR):
+                setattr(err, PART_ATTR, tuple(part))
+            raise
         sumw, sumw2 = event_weight_sums(events, self.dataset)
         n = 0 if tracing else len(array)
         return ChunkResult(out.hists, out.cutflows, n, sumw or 0.0, sumw2 or 0.0)

@@ -22,6 +22,7 @@ __all__ = [
     "GEN_SUM_BRANCHES",
     "GenSums",
     "NormalizationError",
+    "corrected_for_lost",
     "dataset_gen_sums",
     "mc_scale",
     "read_gen_sums",
@@ -175,3 +176,92 @@ def mc_scale(dataset: Any, lumi_pb: float, sums: GenSums | None = None) -> float
         return scale_factor(dataset.xsec_pb, lumi_pb, sums.sumw)
     except NormalizationError as err:
         raise NormalizationError(f"dataset {dataset.name!r}: {err}") from None
+
+
+def corrected_for_lost(
+    file_sums: Mapping[str, GenSums],
+    file_entries: Mapping[str, int],
+    lost: Sequence[Mapping[str, Any]],
+    treename: str = "Events",
+) -> tuple[GenSums, list[dict[str, Any]]]:
+    """Generator sums of the events that were actually processed, when chunks were lost at
+    read time (``--skip-bad-files``): returns the corrected dataset sums and one record per
+    file that lost chunks (how its sums were scaled).
+
+    Why: the normalisation weight is xsec * lumi / sum(genWeight) where the sum must run over
+    the *same* generated events whose selected part fills the histograms. A lost chunk removes
+    its events from the histograms; keeping its generator weights in the denominator would
+    scale the sample down by the lost fraction, silently. So each file's Runs sums are scaled
+    by the fraction of that file's genWeight sum that was processed::
+
+        sumw_used = sumw_Runs * (1 - sum_lost(w) / sum_file(w))
+
+    (sumw2 likewise with w^2, the count with entries). For a file that was not skimmed
+    (sum_file(w) equals the Runs sum) this is exactly the sum of genWeight over the processed
+    events; for a skimmed file it is the unbiased estimate of the generated weight behind the
+    processed events, assuming the skim efficiency does not depend on the entry number. Using
+    weights rather than the entry fraction follows the random excess of negative weights in
+    the lost chunk, so a sample with negative weights stays exact. If genWeight itself cannot
+    be read in a lost range (its basket is the corrupt one), that file falls back to the
+    fraction of entries, an estimate with the same expectation, and the record says so."""
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    for c in lost:
+        by_file.setdefault(str(c["file"]), []).append((int(c["entry_start"]), int(c["entry_stop"])))
+    records: list[dict[str, Any]] = []
+    total: GenSums | None = None
+    for path, sums in file_sums.items():
+        ranges = by_file.get(str(path))
+        if ranges:
+            sums, rec = _scale_file(path, sums, int(file_entries[path]), ranges, treename)
+            records.append(rec)
+        total = sums if total is None else total + sums
+    if total is None:
+        raise NormalizationError("no generator sums to correct")
+    return total, records
+
+
+def _scale_file(
+    path: str, sums: GenSums, entries: int, ranges: list[tuple[int, int]], treename: str
+) -> tuple[GenSums, dict[str, Any]]:
+    """One file's sums scaled to its processed events (see :func:`corrected_for_lost`)."""
+    n_lost = sum(b - a for a, b in ranges)
+    f_entries = n_lost / entries if entries > 0 else 1.0
+    f_w = f_w2 = f_entries
+    method = "entry fraction"
+    why = None
+    try:
+        import uproot
+
+        with uproot.open(path) as fh:
+            w = np.asarray(fh[treename]["genWeight"].array(library="np"), dtype=np.float64)
+        lost_mask = np.zeros(w.size, dtype=bool)
+        for a, b in ranges:
+            lost_mask[a:b] = True
+        sw, sw2 = float(w.sum()), float((w * w).sum())
+        if sw > 0 and sw2 > 0:
+            f_w = float(w[lost_mask].sum()) / sw
+            f_w2 = float((w[lost_mask] ** 2).sum()) / sw2
+            method = "genWeight fraction"
+        else:
+            why = f"sum of genWeight in the file is {sw}"
+    except Exception as err:  # the genWeight basket is the corrupt one, or the file is gone
+        why = f"genWeight unreadable ({type(err).__name__}: {' '.join(str(err).split())})"
+    scaled = GenSums(
+        sumw=sums.sumw * (1.0 - f_w),
+        sumw2=sums.sumw2 * (1.0 - f_w2),
+        count=round(sums.count * (1.0 - f_entries)),
+        n_files=sums.n_files,
+        source=sums.source,
+    )
+    record = {
+        "file": str(path),
+        "events_lost": n_lost,
+        "entries": entries,
+        "method": method,
+        "fraction_sumw_lost": f_w,
+        "gen_sumw_file": sums.sumw,
+        "gen_sumw_used": scaled.sumw,
+    }
+    if why:
+        record["fallback_reason"] = why
+    return scaled, record

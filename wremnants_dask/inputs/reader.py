@@ -11,11 +11,14 @@ from dask_awkward.lib.io.columnar import ColumnProjectionMixin
 from wremnants_dask.inputs.files import open_tree
 from wremnants_dask.utils.fast_zlib import use_isal_decompression
 
-__all__ = ["LOST_ATTR", "ZLIB_LIBRARY", "ChunkReadError", "ChunkReader", "sub_form"]
+__all__ = ["LOST_ATTR", "PART_ATTR", "ZLIB_LIBRARY", "ChunkReadError", "ChunkReader", "sub_form"]
 
 # Attribute of the empty array a skipping reader returns for a chunk it could not read: the
 # chunk task moves it into the chunk's result (``ChunkResult.lost``).
 LOST_ATTR = "wremnants_lost_chunks"
+# Attribute naming the chunk an array was read from, ``(path, start, stop)``: an error while
+# processing it then names the file and entry range (``engine.tracing.ChunkTask``).
+PART_ATTR = "wremnants_chunk"
 
 # Every process that reads chunks imports this module (workers unpickle ChunkReader from it),
 # so ISA-L inflation is switched on wherever chunks are read.
@@ -107,9 +110,10 @@ class ChunkReader(ColumnProjectionMixin):
         except Exception as err:
             return self._failed(ChunkReadError(path, start, stop, None, _why(err)))
         try:
-            return tree.arrays(self.columns, entry_start=start, entry_stop=stop, library="ak")
+            arr = tree.arrays(self.columns, entry_start=start, entry_stop=stop, library="ak")
         except Exception as err:
             return self._failed(self._diagnose(tree, path, start, stop, err))
+        return ak.Array(arr, attrs={PART_ATTR: (path, start, stop)})
 
     def _diagnose(self, tree, path: str, start: int, stop: int, err: Exception) -> ChunkReadError:
         """Which branch fails (read one by one: only on the error path)."""
