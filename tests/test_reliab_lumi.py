@@ -196,3 +196,26 @@ def test_max_events_unskimmed_equals_processed_genweight(tmp_path):
     assert r.gen_sums.sumw == pytest.approx(w[:17].sum(), rel=1e-12)
     assert r.gen_sums.count == 17
     assert r.sumw_processed == pytest.approx(w[:17].sum(), rel=1e-9)
+
+
+def test_histmaker_max_events_records_the_processed_sums(tmp_path, capsys):
+    """The CLI end to end on the real DY file (Runs sums of the unskimmed CMS sample): the
+    output's gen_sumw is the Runs sum x the genWeight share of the first 25 entries."""
+    from conftest import NANOAOD_DY
+
+    from wremnants_dask.cli import histmaker
+    from wremnants_dask.histograms.histio import HistFile
+
+    args = ["--dataset-config", "nanoaod_shared", "--analysis", "muon_kinematics"]
+    args += ["--executor", "sync", "-o", str(tmp_path), "--step-size", "10", "--no-progress"]
+    out = histmaker.main([*args, "--max-events", "25", "--no-systematics"])
+    assert "entries of 2 dataset(s) left unread" in capsys.readouterr().err
+    f = uproot.open(NANOAOD_DY)
+    w = f["Events"]["genWeight"].array(library="np").astype(np.float64)
+    runs_sumw = float(f["Runs"]["genEventSumw_"].array(library="np").sum())
+    with HistFile(out) as h:
+        info = h.info("dy_m50")
+    assert info["n_events"] == 25 and info["n_entries_unread"] == w.size - 25
+    assert info["gen_sumw"] == pytest.approx(runs_sumw * w[:25].sum() / w.sum(), rel=1e-12)
+    (rec,) = info["gen_sums_lost_correction"]
+    assert rec["events_unread"] == w.size - 25 and rec["method"] == "genWeight fraction"

@@ -455,9 +455,15 @@ class ProcessedLumi:
 def _read_pairs(tree: Any, ranges: Sequence[tuple[int, int]], where: str) -> np.ndarray:
     """Per-entry (run, ls) keys of the entries in ``ranges`` of an open Events tree."""
     out = [np.zeros(0, np.uint64)]
-    for a, b in ranges:
+    merged: list[list[int]] = []  # adjacent chunks read in one go
+    for a, b in sorted(ranges):
         if b <= a:
             continue
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    for a, b in merged:
         try:
             arr = tree.arrays(["run", "luminosityBlock"], entry_start=a, entry_stop=b, library="np")
         except Exception as err:  # a damaged run/luminosityBlock basket
