@@ -219,3 +219,16 @@ def test_histmaker_max_events_records_the_processed_sums(tmp_path, capsys):
     assert info["gen_sumw"] == pytest.approx(runs_sumw * w[:25].sum() / w.sum(), rel=1e-12)
     (rec,) = info["gen_sums_lost_correction"]
     assert rec["events_unread"] == w.size - 25 and rec["method"] == "genWeight fraction"
+
+
+def test_unreadable_lumi_block_gives_no_lumi_and_names_the_range(data_file, tmp_path):
+    """A damaged luminosityBlock basket (a branch the processor does not read): the histograms
+    are filled, but which sections were processed cannot be known, so no luminosity rather than
+    a wrong one, with the file and entry range in the message."""
+    bad = tmp_path / "badls.root"
+    bad.write_bytes(data_file.read_bytes())
+    a, b = damage_basket(bad, "luminosityBlock", 1)
+    r = _run(data_ds(bad))
+    assert r.lost == [] and r.n_events == uproot.open(bad)["Events"].num_entries
+    assert r.lumi_pb is None
+    assert str(bad) in r.lumi_error and f"[{a}, {b})" in r.lumi_error

@@ -9,7 +9,6 @@ CSV does not know about is an error by default rather than a silent underestimat
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -418,18 +417,6 @@ def dataset_lumi(
     )
 
 
-def processed_lumi(dataset: Any, files: Sequence[str]) -> tuple[float | None, str | None]:
-    """Certified luminosity of the (run, lumi section) pairs in ``files`` of a data dataset,
-    or why it could not be computed (the histograms of the run stay valid either way)."""
-    ds = dataset
-    if dataclasses.is_dataclass(ds) and list(ds.files) != list(files):
-        ds = dataclasses.replace(ds, files=tuple(files))
-    try:
-        return float(dataset_lumi(ds)), None
-    except Exception as err:  # recorded in the output; the histograms are still valid
-        return None, f"{type(err).__name__}: {err}"
-
-
 @dataclass(frozen=True)
 class ProcessedLumi:
     """Luminosity of the lumi sections a run processed completely, with what was left out."""
@@ -453,26 +440,33 @@ class ProcessedLumi:
 
 
 def _read_pairs(tree: Any, ranges: Sequence[tuple[int, int]], where: str) -> np.ndarray:
-    """Per-entry (run, ls) keys of the entries in ``ranges`` of an open Events tree."""
-    out = [np.zeros(0, np.uint64)]
-    merged: list[list[int]] = []  # adjacent chunks read in one go
-    for a, b in sorted(ranges):
-        if b <= a:
-            continue
+    """Per-entry (run, ls) keys of the entries in ``ranges`` of an open Events tree; adjacent
+    ranges are read in one go, and one by one again if that fails, to name the bad one."""
+    ranges = sorted((a, b) for a, b in ranges if b > a)
+    merged: list[list[int]] = []
+    for a, b in ranges:
         if merged and a <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], b)
         else:
             merged.append([a, b])
+    out = [np.zeros(0, np.uint64)]
     for a, b in merged:
         try:
-            arr = tree.arrays(["run", "luminosityBlock"], entry_start=a, entry_stop=b, library="np")
-        except Exception as err:  # a damaged run/luminosityBlock basket
-            raise LumiError(
-                f"cannot read run/luminosityBlock of {where} entries [{a}, {b}): "
-                f"{type(err).__name__}: {' '.join(str(err).split())}"
-            ) from None
-        out.append(_pair_keys(arr["run"], arr["luminosityBlock"]))
+            out.append(_read_range(tree, a, b, where))
+        except LumiError:
+            out.extend(_read_range(tree, c, d, where) for c, d in ranges if a <= c and d <= b)
     return np.concatenate(out)
+
+
+def _read_range(tree: Any, a: int, b: int, where: str) -> np.ndarray:
+    try:
+        arr = tree.arrays(["run", "luminosityBlock"], entry_start=a, entry_stop=b, library="np")
+    except Exception as err:  # a damaged run/luminosityBlock basket
+        raise LumiError(
+            f"cannot read run/luminosityBlock of {where} entries [{a}, {b}): "
+            f"{type(err).__name__}: {' '.join(str(err).split())}"
+        ) from None
+    return _pair_keys(arr["run"], arr["luminosityBlock"])
 
 
 def _complement(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
