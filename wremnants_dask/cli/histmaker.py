@@ -434,6 +434,13 @@ def main(argv: list[str] | None = None) -> Path | None:
                     f"[{c['entry_start']}, {c['entry_stop']}): {c['reason']}",
                     file=sys.stderr,
                 )
+            unread = [d.n_entries_unread for d in result.datasets.values() if d.n_entries_unread]
+            if unread:
+                print(
+                    f"--max-events: {sum(unread)} entries of {len(unread)} dataset(s) left "
+                    "unread; generator sums and lumi sections restricted to the processed ones",
+                    file=sys.stderr,
+                )
             print(
                 f"processed {info['events']} events in {info['compute_seconds']:.2f} s "
                 f"({info['events_per_second'] or 0:.0f} events/s)"

@@ -10,8 +10,8 @@ import hist
 from wremnants_dask.engine.cutflow import CutFlow
 from wremnants_dask.engine.plan import DatasetPlan
 from wremnants_dask.engine.processor import ChunkResult
-from wremnants_dask.inputs.lumi import processed_lumi
-from wremnants_dask.inputs.normalization import corrected_for_lost
+from wremnants_dask.inputs.lumi import lumi_of_processed
+from wremnants_dask.inputs.normalization import UNREAD, corrected_for_lost
 
 __all__ = ["DatasetResult", "RunResult", "dataset_result"]
 
@@ -39,6 +39,10 @@ class DatasetResult:
     # files whose generator sums were scaled to the processed events because chunks were lost
     # (``inputs.normalization.corrected_for_lost``); gen_sums is then the corrected sum
     gen_sums_correction: list[dict] = field(default_factory=list)
+    # entries of the run's files left unread on purpose (--max-events)
+    n_entries_unread: int = 0
+    # data: complete and partially processed lumi sections (``inputs.lumi.lumi_of_processed``)
+    lumi_sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_events_lost(self) -> int:
@@ -66,6 +70,8 @@ class DatasetResult:
             "processor_metadata": self.metadata,
             "lumi_pb": self.lumi_pb,
             "lumi_error": self.lumi_error,
+            "lumi_sections": self.lumi_sections,
+            "n_entries_unread": self.n_entries_unread,
             "columns": self.columns,
             "files": self.files,
             "skipped_files": self.skipped,
@@ -86,15 +92,50 @@ class RunResult:
         return self.datasets[name]
 
 
+def unread_ranges(steps: dict[str, list[list[int]]], entries: dict[str, int]) -> list[dict]:
+    """Entry ranges of the run's files outside every planned chunk (``--max-events``), as
+    chunk records of kind ``UNREAD`` for ``corrected_for_lost``."""
+    out = []
+    for path, n in entries.items():
+        pos = 0
+        for a, b in sorted((int(a), int(b)) for a, b in steps.get(path, ())):
+            if a > pos:
+                out.append({"file": path, "entry_start": pos, "entry_stop": a, "kind": UNREAD})
+            pos = max(pos, b)
+        if pos < n:
+            out.append({"file": path, "entry_start": pos, "entry_stop": int(n), "kind": UNREAD})
+    return out
+
+
+def processed_ranges(
+    steps: dict[str, list[list[int]]], lost: list[dict]
+) -> dict[str, list[tuple[int, int]]]:
+    """Per file the planned chunks minus those lost at read time (lost chunks are whole
+    chunks of the plan, so removing them by equality is exact)."""
+    gone = {(str(c["file"]), int(c["entry_start"]), int(c["entry_stop"])) for c in lost}
+    return {
+        p: [(int(a), int(b)) for a, b in s if (p, int(a), int(b)) not in gone]
+        for p, s in steps.items()
+    }
+
+
 def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetResult:
-    lumi_pb, lumi_error = None, None
-    if lumi and dplan.dataset.is_data and getattr(dplan.dataset, "lumi_csv", None):
-        lumi_pb, lumi_error = processed_lumi(dplan.dataset, dplan.files)
+    lumi_pb, lumi_error, sections = None, None, {}
     lost = sorted(res.lost, key=lambda c: (c["file"], c["entry_start"]))
+    entries = dplan.file_entries or {p: max(b for _, b in s) for p, s in dplan.steps.items()}
+    unread = unread_ranges(dplan.steps, entries)
+    if lumi and dplan.dataset.is_data and getattr(dplan.dataset, "lumi_csv", None):
+        # the lumi sections actually processed, whole (see lumi_of_processed)
+        acc = lumi_of_processed(dplan.dataset, processed_ranges(dplan.steps, lost), entries)
+        lumi_pb, lumi_error, sections = (
+            acc.lumi_pb,
+            acc.error,
+            acc.record() if acc.error is None else {},
+        )
     gen_sums, correction = dplan.gen_sums, []
-    if lost and gen_sums is not None:  # normalise to the events actually processed
+    if (lost or unread) and gen_sums is not None:  # normalise to the events actually processed
         gen_sums, correction = corrected_for_lost(
-            dplan.file_gen_sums, dplan.file_entries, lost, dplan.dataset.treename
+            dplan.file_gen_sums, dplan.file_entries, lost + unread, dplan.dataset.treename
         )
     return DatasetResult(
         dataset=dplan.dataset,
@@ -113,4 +154,6 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
         lost=lost,
         metadata=dplan.metadata,
         gen_sums_correction=correction,
+        n_entries_unread=sum(c["entry_stop"] - c["entry_start"] for c in unread),
+        lumi_sections=sections,
     )

@@ -9,7 +9,6 @@ CSV does not know about is an error by default rather than a silent underestimat
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ __all__ = [
     "dataset_lumi",
     "integrated_lumi",
     "lumi_report",
+    "lumi_of_processed",
     "read_brilcalc_csv",
     "read_golden_json",
     "read_run_lumi_pairs",
@@ -417,13 +417,127 @@ def dataset_lumi(
     )
 
 
-def processed_lumi(dataset: Any, files: Sequence[str]) -> tuple[float | None, str | None]:
-    """Certified luminosity of the (run, lumi section) pairs in ``files`` of a data dataset,
-    or why it could not be computed (the histograms of the run stay valid either way)."""
-    ds = dataset
-    if dataclasses.is_dataclass(ds) and list(ds.files) != list(files):
-        ds = dataclasses.replace(ds, files=tuple(files))
+@dataclass(frozen=True)
+class ProcessedLumi:
+    """Luminosity of the lumi sections a run processed completely, with what was left out."""
+
+    lumi_pb: float | None
+    error: str | None = None
+    n_sections: int = 0  # distinct (run, ls) pairs processed completely (before the mask)
+    # (run, ls) pairs of which some entries were processed and others not (lost chunk, or
+    # beyond --max-events): left out of the luminosity; their processed events are counted
+    partial_sections: tuple[tuple[int, int], ...] = ()
+    events_in_partial: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able summary for the output metadata."""
+        return {
+            "n_complete_sections": self.n_sections,
+            "n_partial_sections": len(self.partial_sections),
+            "partial_sections": [list(p) for p in self.partial_sections[:100]],
+            "events_in_partial_sections": self.events_in_partial,
+        }
+
+
+def _read_pairs(tree: Any, ranges: Sequence[tuple[int, int]], where: str) -> np.ndarray:
+    """Per-entry (run, ls) keys of the entries in ``ranges`` of an open Events tree; adjacent
+    ranges are read in one go, and one by one again if that fails, to name the bad one."""
+    ranges = sorted((a, b) for a, b in ranges if b > a)
+    merged: list[list[int]] = []
+    for a, b in ranges:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out = [np.zeros(0, np.uint64)]
+    for a, b in merged:
+        try:
+            out.append(_read_range(tree, a, b, where))
+        except LumiError:
+            out.extend(_read_range(tree, c, d, where) for c, d in ranges if a <= c and d <= b)
+    return np.concatenate(out)
+
+
+def _read_range(tree: Any, a: int, b: int, where: str) -> np.ndarray:
     try:
-        return float(dataset_lumi(ds)), None
+        arr = tree.arrays(["run", "luminosityBlock"], entry_start=a, entry_stop=b, library="np")
+    except Exception as err:  # a damaged run/luminosityBlock basket
+        raise LumiError(
+            f"cannot read run/luminosityBlock of {where} entries [{a}, {b}): "
+            f"{type(err).__name__}: {' '.join(str(err).split())}"
+        ) from None
+    return _pair_keys(arr["run"], arr["luminosityBlock"])
+
+
+def _complement(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for a, b in sorted(ranges):
+        if a > pos:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if pos < n:
+        out.append((pos, n))
+    return out
+
+
+def lumi_of_processed(
+    dataset: Any,
+    processed: Mapping[str, Sequence[tuple[int, int]]],
+    entries: Mapping[str, int],
+    *,
+    column: Column = "recorded",
+) -> ProcessedLumi:
+    """Certified luminosity of the lumi sections whose events were *all* processed.
+
+    ``processed``: per file the entry ranges whose events reached the histograms (the planned
+    chunks minus those lost at read time); ``entries``: the entry count of every file of the
+    run, including files of which nothing was read (beyond ``--max-events``).
+
+    Why whole lumi sections: the luminosity is known per lumi section only; the events of a
+    section whose chunks were partly lost, or cut by ``--max-events``, correspond to an unknown
+    part of its recorded luminosity. Counting such a section as fully recorded over-counts the
+    luminosity and pulls data below the simulation, silently; it is the physicist's convention
+    (as for jobs that did not finish their lumi sections) to leave a partially processed section
+    out of the luminosity, and the report names it. Its processed events stay in the histograms
+    (they cannot be taken out after the fill), so the data yield is biased up by at most
+    ``events_in_partial`` / processed events, which the output records: a handful of lumi
+    sections at chunk boundaries out of thousands in a real run. A section is judged from the
+    files of the run only: files skipped whole (``--skip-bad-files``) are not read back.
+
+    Never raises: a failure (unreadable run/luminosityBlock in an unprocessed range, a
+    certified section absent from the CSV) gives ``lumi_pb=None`` and the reason.
+    """
+    tree_name = dataset.treename
+    try:
+        import uproot
+
+        from wremnants_dask.inputs.files import open_file
+
+        done: list[np.ndarray] = [np.zeros(0, np.uint64)]
+        undone: list[np.ndarray] = [np.zeros(0, np.uint64)]
+        for path, n in entries.items():
+            ranges = [(int(a), int(b)) for a, b in processed.get(path, ())]
+            rest = _complement(ranges, int(n))
+            try:
+                tree = open_file(str(path))[tree_name]
+            except (OSError, KeyError, uproot.KeyInFileError) as err:
+                raise LumiError(f"cannot open tree {tree_name!r} in {path}: {err}") from None
+            where = f"{path}:{tree_name}"
+            done.append(_read_pairs(tree, ranges, where))
+            undone.append(np.unique(_read_pairs(tree, rest, where)))
+        done_keys = np.concatenate(done)
+        partial = np.intersect1d(np.unique(done_keys), np.concatenate(undone))
+        complete = np.setdiff1d(np.unique(done_keys), partial)
+        r, l = _unpack(complete)
+        value = integrated_lumi(
+            r, l, dataset.lumi_csv, dataset.golden_json, column=column, on_missing="raise"
+        )
+        pr, pl = _unpack(partial)
+        return ProcessedLumi(
+            lumi_pb=float(value),
+            n_sections=int(complete.size),
+            partial_sections=tuple(zip(pr.tolist(), pl.tolist())),
+            events_in_partial=int(np.isin(done_keys, partial).sum()),
+        )
     except Exception as err:  # recorded in the output; the histograms are still valid
-        return None, f"{type(err).__name__}: {err}"
+        return ProcessedLumi(None, f"{type(err).__name__}: {err}")

@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "GEN_SUM_BRANCHES",
     "GenSums",
+    "UNREAD",
     "NormalizationError",
     "corrected_for_lost",
     "dataset_gen_sums",
@@ -40,6 +41,10 @@ GEN_SUM_BRANCHES = {
     "sumw2": ("genEventSumw2", "genEventSumw2_"),
     "count": ("genEventCount", "genEventCount_"),
 }
+
+
+#: ``kind`` of an entry range left unread on purpose (``--max-events``), see corrected_for_lost
+UNREAD = "unread"
 
 
 class NormalizationError(ValueError):
@@ -203,16 +208,27 @@ def corrected_for_lost(
     weights rather than the entry fraction follows the random excess of negative weights in
     the lost chunk, so a sample with negative weights stays exact. If genWeight itself cannot
     be read in a lost range (its basket is the corrupt one), that file falls back to the
-    fraction of entries, an estimate with the same expectation, and the record says so."""
+    fraction of entries, an estimate with the same expectation, and the record says so.
+
+    A chunk with ``"kind": UNREAD`` was not read on purpose (beyond ``--max-events``): the
+    same correction applies (the sums must match the events processed), the record counts it
+    as ``events_unread`` instead of ``events_lost``."""
     by_file: dict[str, list[tuple[int, int]]] = {}
+    n_unread: dict[str, int] = {}
     for c in lost:
-        by_file.setdefault(str(c["file"]), []).append((int(c["entry_start"]), int(c["entry_stop"])))
+        a, b = int(c["entry_start"]), int(c["entry_stop"])
+        by_file.setdefault(str(c["file"]), []).append((a, b))
+        if c.get("kind") == UNREAD:
+            n_unread[str(c["file"])] = n_unread.get(str(c["file"]), 0) + b - a
     records: list[dict[str, Any]] = []
     total: GenSums | None = None
     for path, sums in file_sums.items():
         ranges = by_file.get(str(path))
         if ranges:
             sums, rec = _scale_file(path, sums, int(file_entries[path]), ranges, treename)
+            unread = n_unread.get(str(path), 0)
+            rec["events_lost"] -= unread
+            rec["events_unread"] = unread
             records.append(rec)
         total = sums if total is None else total + sums
     if total is None:
@@ -226,6 +242,35 @@ def _scale_file(
     """One file's sums scaled to its processed events (see :func:`corrected_for_lost`)."""
     n_lost = sum(b - a for a, b in ranges)
     f_entries = n_lost / entries if entries > 0 else 1.0
+    f_w = f_w2 = f_entries
+    method, why = "file not processed", None
+    if n_lost < entries:  # else nothing of the file was processed: no need to read it
+        f_w, f_w2, method, why = _weight_fractions(path, treename, ranges, f_entries)
+    scaled = GenSums(
+        sumw=sums.sumw * (1.0 - f_w),
+        sumw2=sums.sumw2 * (1.0 - f_w2),
+        count=round(sums.count * (1.0 - f_entries)),
+        n_files=sums.n_files,
+        source=sums.source,
+    )
+    record = {
+        "file": str(path),
+        "events_lost": n_lost,
+        "entries": entries,
+        "method": method,
+        "fraction_sumw_lost": f_w,
+        "gen_sumw_file": sums.sumw,
+        "gen_sumw_used": scaled.sumw,
+    }
+    if why:
+        record["fallback_reason"] = why
+    return scaled, record
+
+
+def _weight_fractions(
+    path: str, treename: str, ranges: list[tuple[int, int]], f_entries: float
+) -> tuple[float, float, str, str | None]:
+    """Lost fractions of sum(w) and sum(w^2) of one file, or the entry fraction and why."""
     f_w = f_w2 = f_entries
     method = "entry fraction"
     why = None
@@ -246,22 +291,4 @@ def _scale_file(
             why = f"sum of genWeight in the file is {sw}"
     except Exception as err:  # the genWeight basket is the corrupt one, or the file is gone
         why = f"genWeight unreadable ({type(err).__name__}: {' '.join(str(err).split())})"
-    scaled = GenSums(
-        sumw=sums.sumw * (1.0 - f_w),
-        sumw2=sums.sumw2 * (1.0 - f_w2),
-        count=round(sums.count * (1.0 - f_entries)),
-        n_files=sums.n_files,
-        source=sums.source,
-    )
-    record = {
-        "file": str(path),
-        "events_lost": n_lost,
-        "entries": entries,
-        "method": method,
-        "fraction_sumw_lost": f_w,
-        "gen_sumw_file": sums.sumw,
-        "gen_sumw_used": scaled.sumw,
-    }
-    if why:
-        record["fallback_reason"] = why
-    return scaled, record
+    return f_w, f_w2, method, why
