@@ -30,16 +30,16 @@ import numpy as np
 
 from .interp import phi
 from .model import FitModel, once_compiler_options
+from .rest_derivatives import rest_jacobian_hessian
 
 
 def compiler_options(model: FitModel) -> dict[str, Any]:
-    """XLA options for the Hessian programs of ``model``. ``once_compiler_options()`` skip
-    LLVM's optimisation where the run time is BLAS over the shape tensor; a model without that
-    tensor (a pyhf HistFactory import) spends it in generated autodiff code, where the
-    optimisation pays at run time (169-parameter ATLAS 4L workspace: 1.8 s -> 0.4 s per
-    Hessian) for a longer compilation (3 s -> 13 s, 2-core machine). The minimiser keeps
-    ``once_compiler_options()`` (its compilation dominates a single fit)."""
-    return once_compiler_options() if model.static.nT else {}
+    """XLA options for the Hessian programs of ``model``: ``once_compiler_options()`` (no LLVM
+    optimisation). Their run time is BLAS over the shape tensor and the closed-form products of
+    ``rest_derivatives``; before those, a pyhf import (no tensor) ran ``jax.hessian`` of the
+    yields, whose generated code needed LLVM's optimisation (12-32 s of compilation per ATLAS
+    workspace, 2-core machine)."""
+    return once_compiler_options()
 
 
 def chunk_size(model: FitModel, mem_bytes: float = 1.0e9) -> int:
@@ -150,12 +150,12 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
                 out["hd_diag"] = (out["c_rows"] @ a["shape_hd"]) * d2phi
         dn_other = None
         if len(oth):
-            n_other = model.other_yields(x, a)
-            xo = x[oth]
-            dn_other = model.other_jacobian(x, a)  # [nbins, nproc, nother]
+            # closed forms (rest_derivatives), not jax.jacfwd/jax.hessian of the yields
+            dn_other, out["Hoo"] = rest_jacobian_hessian(
+                model, x, a, d1, model.shape_factor(x, a)
+            )  # [nbins, nproc, nother], [nother, nother]
             out["D"] = dn_other.reshape(nrows, len(oth))
             out["c_bins"] = d1
-            out["Hoo"] = jax.hessian(lambda v: jnp.sum(d1[:, None] * n_other(v)))(xo)
         out["J"] = model.jacobian_totals(x, a, nu=nu, dn_other=dn_other)
         return out
 
