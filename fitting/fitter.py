@@ -19,7 +19,7 @@ import scipy.linalg
 import scipy.special
 
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
-from .hessian import make_hessian
+from .hessian import make_hessian, single_blas_thread
 from .minimizer import (
     CONVERGED,
     HANDOFF,
@@ -246,6 +246,13 @@ class Fitter:
         """Exact Hessian and covariance at ``res.x``, after up to ``NEWTON_STEPS`` exact Newton steps
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
         t0 = time.perf_counter()
+        # small factorisations on one BLAS thread (threads lose below ~2500 parameters: a
+        # 62-parameter dpotri took 0.2 s on two threads of the loaded 2-core machine)
+        with single_blas_thread(self.model.static.npar < 2500):
+            self._covariance_steps(res)
+        res.time_hessian = time.perf_counter() - t0
+
+    def _covariance_steps(self, res: FitResult) -> None:
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
             # parameters at an active bound are not part of the Gaussian approximation: the
@@ -299,7 +306,6 @@ class Fitter:
             cov = full
         res.hessian, res.cov = H, cov
         res.status = _status_text(res.at_bounds)
-        res.time_hessian = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ batched refits
     def batch_fit(

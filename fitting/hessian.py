@@ -21,12 +21,14 @@ Both are exact; ``tests/test_fit_hessian.py`` compares them with ``jax.hessian``
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .interp import phi
 from .model import FitModel, once_compiler_options
@@ -82,6 +84,27 @@ def make_hvp_hessian(model: FitModel, mem_bytes: float = 1.0e9) -> Any:
         return 0.5 * (H + H.T)
 
     return hessian
+
+
+_BLAS: list[ThreadpoolController] = []
+
+
+def small_product(nrows: int, ncols: int) -> bool:
+    """True for a Gram product ``A^T A`` of ``A`` [nrows, ncols] too small for OpenBLAS
+    threads to pay (under 1e8 multiply-adds, ~10-20 ms on one core): on the loaded 2-core
+    machine two threads spin and wait for milliseconds on products that take microseconds."""
+    return nrows * ncols * ncols < 1e8
+
+
+def single_blas_thread(single: bool) -> Any:
+    """One BLAS thread inside the block if ``single`` (a ``with`` context). The controller is
+    made once: each ``threadpoolctl.threadpool_limits()`` rescans the loaded libraries
+    (~20 ms, a third of a 2-parameter fit)."""
+    if not single:
+        return contextlib.nullcontext()
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def weighted_gram(A: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -178,7 +201,8 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9) -> Any:
 
     def hessian(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> np.ndarray:
         o = {k: np.asarray(v) for k, v in core(x, obs, model.arrays).items()}
-        H = weighted_gram(o["J"], o["w"])  # J^T diag(l'') J: every parameter
+        with single_blas_thread(small_product(*o["J"].shape)):
+            H = weighted_gram(o["J"], o["w"])  # J^T diag(l'') J: every parameter
         H[np.diag_indices(s.npar)] += o["diag"]
         if len(oth):
             H[np.ix_(oth, oth)] += o["Hoo"]

@@ -27,7 +27,6 @@ asks it to hand off (``handoff``) and finishes with exact Newton steps.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-from threadpoolctl import ThreadpoolController
 
-from .hessian import weighted_gram
+from .hessian import single_blas_thread, small_product, weighted_gram
 from .model import FitModel, once_compiler_options
 
 CONVERGED, MAXITER, NONFINITE, HANDOFF, STALLED = 0, 1, 2, 3, 4
@@ -68,24 +66,19 @@ class MinimizerOptions:
     delta0: float = 10.0  # initial trust radius (scaled units) per sqrt(free parameter)
 
 
-_BLAS: list[ThreadpoolController] = []
-
-
-def _single_blas_thread(single: bool) -> Any:
-    """One BLAS thread inside the block if ``single``. The controller is made once: each
-    ``threadpool_limits()`` call rescans the loaded libraries (~20 ms, a third of a
-    2-parameter fit of 4 iterations)."""
-    if not single:
-        return contextlib.nullcontext()
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
 def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
     """One damped Gauss-Newton step in numpy/LAPACK (one item; see ``direct_step``):
     (trial point, predicted reduction, undamped Gauss-Newton EDM at ``x``)."""
-    G = weighted_gram(J, w)
+    # OpenBLAS threads lose on small products and factorisations (1000 parameters: 0.02 s on
+    # one thread, 0.1-0.5 s on two on a busy machine; a 62-parameter Gram matrix ~20 ms on
+    # two threads of the loaded 2-core machine); large ones still gain from them
+    with single_blas_thread(small_product(*J.shape)):
+        G = weighted_gram(J, w)
+    with single_blas_thread(len(x) < 2500):
+        return _direct_step_solve(G, c, g, x, act, lam, lower, upper)
+
+
+def _direct_step_solve(G, c, g, x, act, lam, lower, upper):
     G[np.diag_indices_from(G)] += c
     d = np.diag(G)
     use = (act > 0) & (d > 0)
@@ -93,23 +86,20 @@ def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
     Gs = scale[:, None] * G * scale[None, :]
     Gs[np.diag_indices_from(Gs)] += np.where(use, 0.0, 1.0) + lam
     gs = scale * g
-    # OpenBLAS threads lose on small factorisations (1000 parameters: 0.02 s on one
-    # thread, 0.1-0.5 s on two on a busy machine); large ones still gain from them
-    with _single_blas_thread(len(x) < 2500):
+    try:
+        z = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
+    except np.linalg.LinAlgError:  # not positive definite at this damping: damp more
+        z = None
+    Gs[np.diag_indices_from(Gs)] -= lam
+    # the EDM at x is the undamped model's reduction, whatever the damping of the step
+    if lam == 0.0 and z is not None:
+        edm = -0.5 * float(gs @ z)
+    else:
         try:
-            z = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
-        except np.linalg.LinAlgError:  # not positive definite at this damping: damp more
-            z = None
-        Gs[np.diag_indices_from(Gs)] -= lam
-        # the EDM at x is the undamped model's reduction, whatever the damping of the step
-        if lam == 0.0 and z is not None:
-            edm = -0.5 * float(gs @ z)
-        else:
-            try:
-                z0 = scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
-                edm = 0.5 * float(gs @ z0)
-            except np.linalg.LinAlgError:
-                edm = np.inf
+            z0 = scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
+            edm = 0.5 * float(gs @ z0)
+        except np.linalg.LinAlgError:
+            edm = np.inf
     if z is None:
         return np.full_like(x, np.nan), np.nan, edm
     xt = np.clip(x + scale * z, lower, upper)
