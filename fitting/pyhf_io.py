@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import hist
+import jsonpatch
+import jsonpointer
 import jsonschema
 import numpy as np
 import pyhf
@@ -45,6 +47,42 @@ def read_workspace(path: str | Path) -> dict[str, Any]:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as err:
         raise FitInputError(f"cannot read pyhf workspace {path}: {err}") from err
+
+
+def read_patch(path: str | Path) -> list[dict[str, Any]]:
+    """A signal patch: a JSON patch (RFC 6902 list of operations) from ``.json``/``.json.gz``,
+    or one patch of a pyhf patchset named as ``patchset.json:NAME`` (HEPData publishes the
+    signal hypotheses of a search as one patchset next to its background-only workspace)."""
+    m = re.fullmatch(r"(.*\.json(?:\.gz)?):(.+)", str(path))
+    spath, name = (m.group(1), m.group(2)) if m else (str(path), "")
+    doc = read_workspace(spath)
+    if isinstance(doc, list):
+        if name:
+            raise FitInputError(f"{spath} is a JSON patch, not a patchset: no patch {name!r}")
+        return doc
+    if isinstance(doc, dict) and isinstance(doc.get("patches"), list):
+        names = [pt.get("metadata", {}).get("name") for pt in doc["patches"]]
+        if not name:
+            raise FitInputError(
+                f"{spath} is a patchset of {len(names)} patches: name one as {spath}:NAME "
+                f"(e.g. {names[0]!r})"
+            )
+        if name not in names:
+            raise FitInputError(f"patchset {spath} has no patch {name!r}")
+        return doc["patches"][names.index(name)]["patch"]
+    raise FitInputError(f"{spath} is neither a JSON patch nor a pyhf patchset")
+
+
+def apply_patches(spec: dict[str, Any], patches: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The workspace with each JSON patch applied in turn (as pyhf's ``Workspace.model(
+    patches=...)``); ``spec`` is not modified. A patch that does not apply is a FitInputError
+    naming the failing operation."""
+    for k, patch in enumerate(patches):
+        try:
+            spec = jsonpatch.JsonPatch(patch).apply(spec)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as err:
+            raise FitInputError(f"signal patch {k} does not apply to the workspace: {err}") from err
+    return spec
 
 
 def is_workspace_path(path: str | Path) -> bool:

@@ -11,7 +11,6 @@ and ``test_reference_is_pyhf`` re-derives the smallest with pyhf's fit (all of t
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
@@ -25,11 +24,21 @@ import pytest
 
 from wremnants_dask.fitting.fitinput import FitInput
 from wremnants_dask.fitting.fitter import FitResult, Fitter
-from wremnants_dask.fitting.pyhf_io import from_pyhf, to_pyhf
+from wremnants_dask.fitting.pyhf_io import apply_patches, from_pyhf, to_pyhf
 
 DATA = Path(__file__).parent / "data" / "pyhf"
 REFERENCE = json.loads((DATA / "reference.json").read_text())
-CORPUS = sorted(p.name[: -len(".json.gz")] for p in DATA.glob("*.json.gz"))
+
+
+def _make_reference():
+    spec = importlib.util.spec_from_file_location("make_reference", DATA / "make_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CORPUS_FILES = _make_reference()  # which files make each corpus entry (and pyhf's reference)
+CORPUS = CORPUS_FILES.corpus_names()
 EPS = np.finfo(np.float64).eps
 
 # Tolerances of the issue: our minimum at least as deep as pyhf's (1e-6 in the NLL), the
@@ -38,14 +47,20 @@ TOL_NLL, TOL_SIGMA, TOL_ERR = 1e-6, 1e-3, 0.01
 
 
 def load(name: str) -> dict:
-    with gzip.open(DATA / f"{name}.json.gz", "rt") as f:
-        return json.load(f)
+    """The published workspace of entry ``name`` (background-only)."""
+    return CORPUS_FILES.load(name)
+
+
+def workspace(name: str) -> dict:
+    """Entry ``name`` as fitted: the published workspace with its signal patch, if any, applied
+    by our ``apply_patches`` (pyhf's reference applies it with its own)."""
+    return apply_patches(load(name), CORPUS_FILES.patches(name))
 
 
 @cache
 def imported(name: str) -> FitInput:
     """The import of ``name``, shared by the tests that do not modify it."""
-    return from_pyhf(load(name))
+    return from_pyhf(workspace(name))
 
 
 @cache
@@ -103,7 +118,8 @@ def test_corpus_is_five_analyses_or_more():
     sources = (DATA / "SOURCES.md").read_text()
     assert len(CORPUS) >= 5 and set(CORPUS) <= set(REFERENCE)
     for name in CORPUS:
-        assert f"`{name}.json.gz`" in sources
+        suffix = ".patch.json.gz" if CORPUS_FILES.patches(name) else ".json.gz"
+        assert f"`{name}{suffix}`" in sources
 
 
 @pytest.mark.parametrize("name", CORPUS)
@@ -111,6 +127,7 @@ def test_corpus_fit_matches_pyhf(name):
     fitter, res = fitted(name)
     ref = REFERENCE[name]
     assert res.status.startswith("converged"), res.status
+    assert fitter.pois == ([ref["poi"]] if ref.get("poi") else [])
     assert res.edm <= fitter.opts.tol_edm
     pyhf_fixed = {n for n, f in zip(ref["par_names"], ref["fixed"]) if f}
     assert {n for n, f in zip(fitter.names, fitter.fi.param_fixed) if f} == pyhf_fixed
@@ -196,13 +213,6 @@ def test_export_roundtrip_keeps_fixed_parameters():
     np.testing.assert_allclose(bf_b[perm], bf_a, atol=5e-3)
 
 
-def _make_reference():
-    spec = importlib.util.spec_from_file_location("make_reference", DATA / "make_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # pyhf's full re-derivation of a reference (its JAX model, MLE fit at tolerance 1e-12, Newton
 # steps with its autodiff Hessian) takes 10-200 s per workspace on 2 cores, most of it pyhf's
 # model set-up and compilation: by default only the smallest; all with this variable set.
@@ -264,7 +274,12 @@ def reference_check(name: str, bestfit: np.ndarray) -> list[str]:
         use = ~fixed & ~np.asarray(ref["at_bound"], bool)
         idx = np.nonzero(use)[0]
         n = 2 * len(idx) + 1
-        model = ws.model(poi_name=None, validate=False, batch_size=n)
+        model = ws.model(
+            patches=CORPUS_FILES.patches(name),
+            poi_name=ref.get("poi"),
+            validate=False,
+            batch_size=n,
+        )
         data = np.asarray(ws.data(model), np.float64)
         out = []
         if model.config.par_names != ref["par_names"]:
