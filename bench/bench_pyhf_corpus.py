@@ -16,7 +16,7 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import gzip
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -27,15 +27,22 @@ import numpy as np
 import pyhf
 
 from wremnants_dask.fitting.fitter import Fitter
-from wremnants_dask.fitting.pyhf_io import from_pyhf
+from wremnants_dask.fitting.pyhf_io import apply_patches, from_pyhf
 
 jax.config.update("jax_enable_x64", True)
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "pyhf"
 
 
-def load(name: str) -> dict:
-    with gzip.open(DATA / f"{name}.json.gz", "rt") as f:
-        return json.load(f)
+def corpus_files():
+    """tests/data/pyhf/make_reference.py: which files make each corpus entry (workspace and
+    signal patch) and how pyhf builds its model of it."""
+    spec = importlib.util.spec_from_file_location("make_reference", DATA / "make_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CORPUS = corpus_files()
 
 
 def best_of(fn, n: int = 2) -> tuple[float, object]:
@@ -47,20 +54,18 @@ def best_of(fn, n: int = 2) -> tuple[float, object]:
     return best, out
 
 
-def pyhf_model(spec: dict):
-    ws = pyhf.Workspace(spec)
-    poi = ws.get_measurement()["config"]["poi"]
-    mods = {m["name"] for c in spec["channels"] for s in c["samples"] for m in s["modifiers"]}
-    model = ws.model(poi_name=poi if poi in mods else None)
-    return model, np.asarray(ws.data(model), np.float64)
+def pyhf_model(name: str):
+    """pyhf's model and data of corpus entry ``name`` (its signal patch applied by pyhf)."""
+    _, model, data = CORPUS.pyhf_model(CORPUS.load(name), CORPUS.patches(name))
+    return model, data
 
 
 def bench(name: str, numpy_backend: bool) -> dict:
-    spec = load(name)
+    spec = CORPUS.load(name)
     ref = json.loads((DATA / "reference.json").read_text())[name]
     row: dict = {"name": name}
     t0 = time.perf_counter()
-    fi = from_pyhf(spec)
+    fi = from_pyhf(apply_patches(spec, CORPUS.patches(name)))
     row["import"] = "ok"
     fitter = Fitter(fi)
     res = fitter.fit()
@@ -72,7 +77,7 @@ def bench(name: str, numpy_backend: bool) -> dict:
 
     pyhf.set_backend("jax", pyhf.optimize.scipy_optimizer())
     t0 = time.perf_counter()
-    model, data = pyhf_model(spec)
+    model, data = pyhf_model(name)
     d = jnp.asarray(data)
     bf = np.asarray(pyhf.infer.mle.fit(d, model))  # compiles
     hess = jax.jit(jax.hessian(lambda p: -model.logpdf(p, d)[0]))
@@ -89,7 +94,7 @@ def bench(name: str, numpy_backend: bool) -> dict:
     row["derr"] = float((np.abs(res.errors[perm][fl] / err[fl] - 1)).max())
     if numpy_backend:
         pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
-        model_np, data_np = pyhf_model(spec)
+        model_np, data_np = pyhf_model(name)
         row["pyhf_numpy_fit"], _ = best_of(lambda: pyhf.infer.mle.fit(data_np, model_np), 1)
     return row
 
@@ -99,7 +104,7 @@ def main() -> None:
     ap.add_argument("names", nargs="*")
     ap.add_argument("--no-numpy", action="store_true", help="skip pyhf's numpy backend (slow)")
     args = ap.parse_args()
-    names = args.names or sorted(p.name[: -len(".json.gz")] for p in DATA.glob("*.json.gz"))
+    names = args.names or CORPUS.corpus_names()
     print(
         "| workspace | params | status | dNLL vs pyhf | max dpar (sigma) | max dsigma/sigma "
         "| ours first call | pyhf JAX first call | ratio | ours warm fit+Hessian "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jsonpatch
 import numpy as np
 import pyhf
 
@@ -60,8 +61,11 @@ def pyhf_model(
     ws = pyhf.Workspace(spec)
     patch_list = patch_list or []
     poi = ws.get_measurement()["config"]["poi"]
-    patched = ws.model(patches=patch_list, poi_name=None).spec  # pyhf applies the patches
-    mods = {m["name"] for c in patched["channels"] for s in c["samples"] for m in s["modifiers"]}
+    # the POI is absent from a background-only model: pyhf's poi_name=None then
+    chans = {"channels": ws["channels"]}
+    for patch in patch_list:
+        chans = jsonpatch.JsonPatch(patch).apply(chans)
+    mods = {m["name"] for c in chans["channels"] for s in c["samples"] for m in s["modifiers"]}
     model = ws.model(patches=patch_list, poi_name=poi if poi in mods else None)
     return ws, model, np.asarray(ws.data(model), np.float64)
 
