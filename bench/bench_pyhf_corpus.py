@@ -11,6 +11,8 @@ difference in pyhf's sigma, max dsigma/sigma the largest relative uncertainty di
 Prints a markdown table.
 
     python -m bench.bench_pyhf_corpus [names...] [--no-numpy]
+
+Latest table and the figures before the closed-form derivatives: bench/RESULTS.md.
 """
 
 from __future__ import annotations
