@@ -38,6 +38,10 @@ ONCE_COMPILER_OPTIONS: dict[str, Any] = {
     "xla_cpu_use_fusion_emitters": False,
 }
 
+# tensor models with at most this many parameters outside the tensor take their Jacobian in
+# forward mode (FitModel.other_jacobian)
+FORWARD_OTHER_MAX = 32
+
 _SUPPORTED: dict[tuple, dict[str, Any]] = {}
 _log = logging.getLogger(__name__)
 
@@ -477,9 +481,15 @@ class FitModel:
         return jax.vmap(jax.grad(lambda t: phi(t, s.shape_interp)))(x[a["shape_param"]])
 
     def other_jacobian(self, x: jnp.ndarray, a: dict[str, Any]) -> jnp.ndarray:
-        """d yields / d (``static.other_params``) [nbins, nproc, nother], in closed form
-        (``rest_derivatives``; equal to ``jax.jacfwd(other_yields(x, a))``, which compiles and
-        runs far slower when most parameters are "other", as in a pyhf import)."""
+        """d yields / d (``static.other_params``) [nbins, nproc, nother]: in closed form
+        (``rest_derivatives``) where most parameters are "other" (no shape tensor, as a pyhf
+        import, or more than ``FORWARD_OTHER_MAX`` of them), where ``jax.jacfwd`` compiled for
+        many seconds and ran slowly; forward mode for the few normalisations of a tensor model
+        (W-mass-sized, 21 others: 51 ms a call against 70 ms in closed form). Both exact."""
+        s = self.static
+        if s.nT and len(s.other_params) <= FORWARD_OTHER_MAX:
+            oth = jnp.asarray(s.other_params)
+            return jax.jacfwd(self.other_yields(x, a))(x[oth])
         return rest_jacobian(self, x, a, self.shape_factor(x, a))
 
     def shape_factor(self, x: jnp.ndarray, a: dict[str, Any]) -> jnp.ndarray | None:
