@@ -25,6 +25,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "input", help="fit input HDF5 (FitInputWriter), or a pyhf workspace (.json, .json.gz)"
     )
     p.add_argument("-o", "--outdir", required=True)
+    p.add_argument(
+        "-p",
+        "--patch",
+        action="append",
+        default=[],
+        help="pyhf workspace input: a signal patch (JSON patch, or patchset.json:NAME) to apply",
+    )
     p.add_argument("--output-name", default="fitresults.hdf5")
     p.add_argument("--poi", action="append", default=None, help="POI(s) (default: from input)")
     p.add_argument("-t", "--toys", type=int, default=0, help="-1: Asimov fit; N>0: N toys")
@@ -98,13 +105,17 @@ def run_fit(
     timings = {} if timings is None else timings
     clock = _Clock(timings)
     if is_workspace_path(args.input):
-        from .pyhf_io import from_pyhf, read_workspace  # pyhf is a 3 s import: only for it
+        # pyhf is a 3 s import: only for workspace inputs
+        from .pyhf_io import apply_patches, from_pyhf, read_patch, read_workspace
 
-        fi = from_pyhf(read_workspace(args.input))
+        spec = apply_patches(read_workspace(args.input), [read_patch(p) for p in args.patch])
+        fi = from_pyhf(spec)
         in_meta = dict(fi.metadata)
         for note in fi.metadata["notes"]:
             print(f"note: {note}", file=sys.stderr)
     else:
+        if args.patch:
+            raise FitInputError("--patch applies to a pyhf workspace input only")
         fi, in_meta = read_fit_input(args.input)
     check_names(fi, args.freeze + [s.split("=")[0] for s in args.set] + list(args.scan))
     clock("read")

@@ -22,7 +22,7 @@ import scipy.special
 from . import device as devmod
 from .fitinput import GAUSS, POISSON, FitInput, FitInputError
 from .global_impacts import global_impacts
-from .hessian import make_hessian
+from .hessian import make_hessian, single_blas_thread
 from .minimizer import (
     CONVERGED,
     HANDOFF,
@@ -31,7 +31,7 @@ from .minimizer import (
     MinimizerOptions,
     make_minimizer,
 )
-from .model import FitModel, mc_counts
+from .model import FitModel, mc_counts, once_compiler_options
 from .yield_errors import make_device_variances, make_parts, yield_variances
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
@@ -170,11 +170,16 @@ class Fitter:
             free[fi.param_index(n)] = False
         self.free = free
         a = self.model.arrays
-        nll_j = jax.jit(self.model.nll)
-        grad_j = jax.jit(jax.grad(self.model.nll))
+        # run a few times per fit: compiled without LLVM optimisation, like the minimiser (a
+        # pyhf import's gradient took 3-8 s to compile at the default level, 2-core machine)
+        once = once_compiler_options()
+        nll_j = jax.jit(self.model.nll, compiler_options=once)
+        grad_j = jax.jit(jax.grad(self.model.nll), compiler_options=once)
+        vg_j = jax.jit(jax.value_and_grad(self.model.nll), compiler_options=once)
         yields_j = jax.jit(self.model.yields)
         self._nll = lambda x, obs: nll_j(x, obs, a)
         self._grad = lambda x, obs: grad_j(x, obs, a)
+        self._nll_grad = lambda x, obs: vg_j(x, obs, a)
         self._const = lambda obs: float(self.model.nll_constant(obs, a, xp=np))
         self._yields = lambda x: yields_j(x, a)
         # batched fits (scans, refit impacts, toys) take CG steps: vmapped matrix-vector
@@ -292,6 +297,13 @@ class Fitter:
         if self.placement.linalg == "device":
             return self._covariance_device(res)
         t0 = time.perf_counter()
+        # small factorisations on one BLAS thread (threads lose below ~2500 parameters: a
+        # 62-parameter dpotri took 0.2 s on two threads of the loaded 2-core machine)
+        with single_blas_thread(self.model.static.npar < 2500):
+            self._covariance_steps(res)
+        res.time_hessian = time.perf_counter() - t0
+
+    def _covariance_steps(self, res: FitResult) -> None:
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
             # parameters at an active bound are not part of the Gaussian approximation: the
@@ -328,14 +340,15 @@ class Fitter:
             x = res.x.copy()
             x[idx] -= scipy.linalg.solve_triangular(L, gi, lower=True, trans="T")
             x = np.clip(x, self.model.lower, self.model.upper)
-            nll = float(self._nll(jnp.asarray(x), res.obs))
+            nll, grad = self._nll_grad(jnp.asarray(x), res.obs)  # one program for both
+            nll = float(nll)
             if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
                 raise FitError(
                     f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g} and the "
                     f"Newton step does not decrease the NLL (parameters at bounds: "
                     f"{', '.join(res.at_bounds) or 'none'})"
                 )
-            res.x, res.nll, res.grad = x, nll, None
+            res.x, res.nll, res.grad = x, nll, np.asarray(grad) * res.free
             res.nll_full = float(nll + self._const(res.obs))
         cov = inverse_from_cholesky(L)  # L is overwritten
         if not all_free:
@@ -344,7 +357,6 @@ class Fitter:
             cov = full
         res.hessian, res.cov = H, cov
         res.status = _status_text(res.at_bounds)
-        res.time_hessian = time.perf_counter() - t0
 
     def _covariance_device(self, res: FitResult) -> None:
         """``_covariance`` with the Hessian, its Cholesky factor, the Newton steps and the

@@ -25,25 +25,27 @@ device), so nothing of size [npar, npar] or of the tensor passes through the hos
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .interp import phi
 from .model import FitModel, once_compiler_options
+from .rest_derivatives import rest_jacobian_hessian
 
 
 def compiler_options(model: FitModel) -> dict[str, Any]:
-    """XLA options for the Hessian programs of ``model``. ``once_compiler_options()`` skip
-    LLVM's optimisation where the run time is BLAS over the shape tensor; a model without that
-    tensor (a pyhf HistFactory import) spends it in generated autodiff code, where the
-    optimisation pays at run time (169-parameter ATLAS 4L workspace: 1.8 s -> 0.4 s per
-    Hessian) for a longer compilation (3 s -> 13 s, 2-core machine). The minimiser keeps
-    ``once_compiler_options()`` (its compilation dominates a single fit)."""
-    return once_compiler_options() if model.static.nT else {}
+    """XLA options for the Hessian programs of ``model``: ``once_compiler_options()`` (no LLVM
+    optimisation). Their run time is BLAS over the shape tensor and the closed-form products of
+    ``rest_derivatives``; before those, a pyhf import (no tensor) ran ``jax.hessian`` of the
+    yields, whose generated code needed LLVM's optimisation (12-32 s of compilation per ATLAS
+    workspace, 2-core machine)."""
+    return once_compiler_options()
 
 
 def chunk_size(model: FitModel, mem_bytes: float = 1.0e9) -> int:
@@ -105,6 +107,27 @@ def make_hvp_hessian(model: FitModel, mem_bytes: float = 1.0e9, linalg: str = "h
         return 0.5 * (H + H.T)
 
     return hessian
+
+
+_BLAS: list[ThreadpoolController] = []
+
+
+def small_product(nrows: int, ncols: int) -> bool:
+    """True for a Gram product ``A^T A`` of ``A`` [nrows, ncols] too small for OpenBLAS
+    threads to pay (under 1e8 multiply-adds, ~10-20 ms on one core): on the loaded 2-core
+    machine two threads spin and wait for milliseconds on products that take microseconds."""
+    return nrows * ncols * ncols < 1e8
+
+
+def single_blas_thread(single: bool) -> Any:
+    """One BLAS thread inside the block if ``single`` (a ``with`` context). The controller is
+    made once: each ``threadpoolctl.threadpool_limits()`` rescans the loaded libraries
+    (~20 ms, a third of a 2-parameter fit)."""
+    if not single:
+        return contextlib.nullcontext()
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def weighted_gram(A: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -174,12 +197,12 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9, linalg: s
                 out["hd_diag"] = (out["c_rows"] @ a["shape_hd"]) * d2phi
         dn_other = None
         if len(oth):
-            n_other = model.other_yields(x, a)
-            xo = x[oth]
-            dn_other = model.other_jacobian(x, a)  # [nbins, nproc, nother]
+            # closed forms (rest_derivatives), not jax.jacfwd/jax.hessian of the yields
+            dn_other, out["Hoo"] = rest_jacobian_hessian(
+                model, x, a, d1, model.shape_factor(x, a)
+            )  # [nbins, nproc, nother], [nother, nother]
             out["D"] = dn_other.reshape(nrows, len(oth))
             out["c_bins"] = d1
-            out["Hoo"] = jax.hessian(lambda v: jnp.sum(d1[:, None] * n_other(v)))(xo)
         out["J"] = model.jacobian_totals(x, a, nu=nu, dn_other=dn_other)
         return out
 
@@ -205,7 +228,8 @@ def make_structured_hessian(model: FitModel, mem_bytes: float = 0.5e9, linalg: s
 
     def hessian(x: jnp.ndarray, obs: dict[str, jnp.ndarray]) -> np.ndarray:
         o = {k: np.asarray(v) for k, v in core(x, obs, model.arrays).items()}
-        H = weighted_gram(o["J"], o["w"])  # J^T diag(l'') J: every parameter
+        with single_blas_thread(small_product(*o["J"].shape)):
+            H = weighted_gram(o["J"], o["w"])  # J^T diag(l'') J: every parameter
         H[np.diag_indices(s.npar)] += o["diag"]
         if len(oth):
             H[np.ix_(oth, oth)] += o["Hoo"]

@@ -34,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
 
-from .hessian import weighted_gram
+from .hessian import single_blas_thread, small_product, weighted_gram
 from .model import FitModel, once_compiler_options
 
 CONVERGED, MAXITER, NONFINITE, HANDOFF, STALLED = 0, 1, 2, 3, 4
@@ -71,7 +70,16 @@ class MinimizerOptions:
 def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
     """One damped Gauss-Newton step in numpy/LAPACK (one item; see ``direct_step``):
     (trial point, predicted reduction, undamped Gauss-Newton EDM at ``x``)."""
-    G = weighted_gram(J, w)
+    # OpenBLAS threads lose on small products and factorisations (1000 parameters: 0.02 s on
+    # one thread, 0.1-0.5 s on two on a busy machine; a 62-parameter Gram matrix ~20 ms on
+    # two threads of the loaded 2-core machine); large ones still gain from them
+    with single_blas_thread(small_product(*J.shape)):
+        G = weighted_gram(J, w)
+    with single_blas_thread(len(x) < 2500):
+        return _direct_step_solve(G, c, g, x, act, lam, lower, upper)
+
+
+def _direct_step_solve(G, c, g, x, act, lam, lower, upper):
     G[np.diag_indices_from(G)] += c
     d = np.diag(G)
     use = (act > 0) & (d > 0)
@@ -79,23 +87,20 @@ def _direct_step_host(J, w, c, g, x, act, lam, lower, upper):
     Gs = scale[:, None] * G * scale[None, :]
     Gs[np.diag_indices_from(Gs)] += np.where(use, 0.0, 1.0) + lam
     gs = scale * g
-    # OpenBLAS threads lose on small factorisations (1000 parameters: 0.02 s on one
-    # thread, 0.1-0.5 s on two on a busy machine); large ones still gain from them
-    with threadpool_limits(1 if len(x) < 2500 else None, user_api="blas"):
+    try:
+        z = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
+    except np.linalg.LinAlgError:  # not positive definite at this damping: damp more
+        z = None
+    Gs[np.diag_indices_from(Gs)] -= lam
+    # the EDM at x is the undamped model's reduction, whatever the damping of the step
+    if lam == 0.0 and z is not None:
+        edm = -0.5 * float(gs @ z)
+    else:
         try:
-            z = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
-        except np.linalg.LinAlgError:  # not positive definite at this damping: damp more
-            z = None
-        Gs[np.diag_indices_from(Gs)] -= lam
-        # the EDM at x is the undamped model's reduction, whatever the damping of the step
-        if lam == 0.0 and z is not None:
-            edm = -0.5 * float(gs @ z)
-        else:
-            try:
-                z0 = scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
-                edm = 0.5 * float(gs @ z0)
-            except np.linalg.LinAlgError:
-                edm = np.inf
+            z0 = scipy.linalg.cho_solve(scipy.linalg.cho_factor(Gs, lower=True), gs)
+            edm = 0.5 * float(gs @ z0)
+        except np.linalg.LinAlgError:
+            edm = np.inf
     if z is None:
         return np.full_like(x, np.nan), np.nan, edm
     xt = np.clip(x + scale * z, lower, upper)
@@ -134,6 +139,15 @@ def direct_step(J, w, c, g, x, act, lam, lower, upper):
     return jax.pure_callback(
         host, shapes, J, w, c, g, x, act, lam, lower, upper, vmap_method="expand_dims"
     )
+
+
+# Up to this many parameters the direct step runs in XLA (``direct_step_device``) on the host
+# path too: the host callback's round trip (~1 ms, several on a loaded machine) then costs more
+# than the algebra (warm fits of ATLAS workspaces, same iterations and minimum to 1e-15 sigma:
+# 2 parameters 42 -> 2.5 ms, 62: 111 -> 21 ms, 114: 123 -> 18 ms). XLA's float64 Cholesky and
+# triangular solves on a CPU fall far behind LAPACK above ~128 (169 parameters: 0.12 s ->
+# 2.2 s): LAPACK there.
+DIRECT_XLA_MAX = 128
 
 
 def direct_step_device(J, w, c, g, x, act, lam, lower, upper):
@@ -237,7 +251,8 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
         raise ValueError(f"minimizer mode must be 'gn' or 'exact', got {opts.mode!r}")
     if opts.linalg not in ("host", "device"):
         raise ValueError(f"minimizer linalg must be 'host' or 'device', got {opts.linalg!r}")
-    step = direct_step if opts.linalg == "host" else direct_step_device
+    small = model.static.npar <= DIRECT_XLA_MAX
+    step = direct_step_device if opts.linalg == "device" or small else direct_step
     mode = opts.mode
     if mode == "gn" and model.static.bb_mode == "full":
         mode = "exact"

@@ -124,9 +124,15 @@ def _has_callback(linalg: str) -> bool:
     return "callback" in str(jaxpr)
 
 
-def test_device_loop_has_no_host_callback():
-    assert _has_callback("host")  # the host path steps through pure_callback
+def test_device_loop_has_no_host_callback(monkeypatch):
+    from wremnants_dask.fitting import minimizer
+
     assert not _has_callback("device")
+    # small models take the XLA step on the host path too (minimizer.DIRECT_XLA_MAX) ...
+    assert synthetic().npar <= minimizer.DIRECT_XLA_MAX and not _has_callback("host")
+    # ... larger ones step through LAPACK in a pure_callback
+    monkeypatch.setattr(minimizer, "DIRECT_XLA_MAX", 0)
+    assert _has_callback("host")
 
 
 def test_device_memory_limit_names_the_size():

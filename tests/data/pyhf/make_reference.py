@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jsonpatch
 import numpy as np
 import pyhf
 
@@ -27,23 +28,52 @@ jax.config.update("jax_enable_x64", True)
 HERE = Path(__file__).parent
 
 
-def load(name: str) -> dict:
-    with gzip.open(HERE / f"{name}.json.gz", "rt") as f:
+# signal+background workspaces: a published background-only workspace and a signal patch
+# (``<name>.patch.json.gz``, a JSON patch) applied by pyhf itself (``Workspace.model(patches=)``)
+PATCHED = {"ewk3l_rjmimic_ERJR_200p0_100p0": "ewk3l_rjmimic_bkgonly"}
+
+
+def corpus_names() -> list[str]:
+    """Every corpus entry: the background-only workspaces and the patched ones."""
+    return sorted(
+        [p.name[: -len(".json.gz")] for p in HERE.glob("*_bkgonly.json.gz")] + list(PATCHED)
+    )
+
+
+def _read(path: Path):
+    with gzip.open(path, "rt") as f:
         return json.load(f)
 
 
-def pyhf_model(spec: dict) -> tuple[pyhf.Workspace, pyhf.pdf.Model, np.ndarray]:
+def load(name: str) -> dict:
+    """The workspace ``name`` as published (a patched entry: its background-only workspace)."""
+    return _read(HERE / f"{PATCHED.get(name, name)}.json.gz")
+
+
+def patches(name: str) -> list[list[dict]]:
+    """The signal patches of corpus entry ``name`` (none for a background-only workspace)."""
+    return [_read(HERE / f"{name}.patch.json.gz")] if name in PATCHED else []
+
+
+def pyhf_model(
+    spec: dict, patch_list: list | None = None
+) -> tuple[pyhf.Workspace, pyhf.pdf.Model, np.ndarray]:
     ws = pyhf.Workspace(spec)
+    patch_list = patch_list or []
     poi = ws.get_measurement()["config"]["poi"]
-    mods = {m["name"] for c in spec["channels"] for s in c["samples"] for m in s["modifiers"]}
-    model = ws.model(poi_name=poi if poi in mods else None)
+    # the POI is absent from a background-only model: pyhf's poi_name=None then
+    chans = {"channels": ws["channels"]}
+    for patch in patch_list:
+        chans = jsonpatch.JsonPatch(patch).apply(chans)
+    mods = {m["name"] for c in chans["channels"] for s in c["samples"] for m in s["modifiers"]}
+    model = ws.model(patches=patch_list, poi_name=poi if poi in mods else None)
     return ws, model, np.asarray(ws.data(model), np.float64)
 
 
 def reference(name: str) -> dict:
     spec = load(name)
     pyhf.set_backend("jax", pyhf.optimize.scipy_optimizer(tolerance=1e-12, maxiter=100000))
-    ws, model, data = pyhf_model(spec)
+    ws, model, data = pyhf_model(spec, patches(name))
     d = jnp.asarray(data)
     nll = jax.jit(lambda p: -model.logpdf(p, d)[0])
     grad = jax.jit(jax.grad(lambda p: -model.logpdf(p, d)[0]))
@@ -91,6 +121,7 @@ def reference(name: str) -> dict:
         raw_sig = np.where(err > 0, np.abs(raw - bf) / err, 0.0)
     return {
         "par_names": model.config.par_names,
+        "poi": model.config.poi_name,
         "bestfit": bf.tolist(),
         "errors": err.tolist(),
         "fixed": fixed.tolist(),
@@ -106,7 +137,7 @@ def reference(name: str) -> dict:
 
 
 def main() -> None:
-    names = sys.argv[1:] or sorted(p.name[: -len(".json.gz")] for p in HERE.glob("*.json.gz"))
+    names = sys.argv[1:] or corpus_names()
     out_path = HERE / "reference.json"
     ref = json.loads(out_path.read_text()) if out_path.exists() else {}
     for n in names:
