@@ -112,9 +112,12 @@ class Extraction:
         for s, by_m in self.results.items():
             for m, meas in by_m.items():
                 bad = np.flatnonzero(meas.flags)
+                bound = meas.fit.at_bound if meas.fit is not None else None
                 out[f"{s}/{m}"] = {
                     "bins": int(meas.flags.size),
                     "flagged": int(bad.size),
+                    # eff held at 0 or 1 (error from the likelihood rise there, one-sided)
+                    "at_bound": [] if bound is None else [int(b) for b in np.flatnonzero(bound)],
                     "flagged_bins": [
                         {
                             "step": steps[idx["step"][b]],

@@ -67,6 +67,7 @@ class FitResult:
     pos_def: np.ndarray
     converged: np.ndarray
     iterations: int
+    at_bound: np.ndarray | None = None  # eff held at 0 or 1 (signal yield would go negative)
 
 
 def _g(z: jnp.ndarray) -> jnp.ndarray:
@@ -155,7 +156,23 @@ def _deviance(theta, n_pass, n_fail, t_pass, t_fail, grid):
     return dev(n_pass, mu_p) + dev(n_fail, mu_f)
 
 
-def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter):
+def _saddle_free_step(g: jnp.ndarray, H: jnp.ndarray, lam) -> jnp.ndarray:
+    """Damped Newton step on |H|: H (scaled to unit diagonal) is eigen-decomposed and each
+    direction's curvature replaced by its absolute value plus the damping ``lam``.
+
+    A plain Newton step converges to any stationary point. With B = b^2 the point b = 0 is
+    stationary for every spectrum, and a saddle (a maximum along b) where the data want a small
+    positive background: the plain step walked there in ~4 % of the data bins of the shipped
+    binning and stopped with a Hessian that is not positive definite. On |H| every step is a
+    descent direction, so b moves away from a saddle instead of onto it.
+    """
+    d = 1.0 / jnp.sqrt(jnp.abs(jnp.diag(H)) + 1e-12)
+    lam_h, vec = jnp.linalg.eigh(H * d[:, None] * d[None, :])
+    gs = vec.T @ (g * d)
+    return -d * (vec @ (gs / (jnp.abs(lam_h) + lam + 1e-12)))
+
+
+def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter, newton=False):
     grid = (geom, centres)
     args = (n_pass, n_fail, t_pass, t_fail, grid)
 
@@ -164,20 +181,31 @@ def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter
 
     grad = jax.grad(f)
     hess = jax.hessian(f)
-    fixed = 1.0 - free
-    eye = jnp.eye(N_PAR)
 
-    def masked(th):
-        g = grad(th) * free
-        H = hess(th) * free[:, None] * free[None, :] + jnp.diag(fixed)
+    def masked(th, active=None):
+        g = grad(th)
+        fr = free if active is None else free * (1.0 - active)
+        g = g * fr
+        H = hess(th) * fr[:, None] * fr[None, :] + jnp.diag(1.0 - fr)
         return g, H
+
+    def at_bound(th):
+        """eff on a physical bound with the gradient pointing out: held there this iteration
+        (a negative signal yield has no likelihood; the floor would make the minimum a kink)."""
+        g0 = grad(th)[0]
+        out = ((th[0] <= 0.0) & (g0 > 0.0)) | ((th[0] >= 1.0) & (g0 < 0.0))
+        return jnp.zeros(N_PAR).at[0].set(jnp.where(out & (free[0] > 0), 1.0, 0.0))
 
     def body(_, state):
         th, lam, fval = state
-        g, H = masked(th)
-        scale = jnp.abs(jnp.diag(H)) + 1e-12
-        step = jnp.linalg.solve(H + lam * jnp.diag(scale) + 1e-12 * eye, -g)
+        g, H = masked(th, at_bound(th))
+        if newton:  # the plain damped Newton step (kept to show what the saddle-free one fixes)
+            scale = jnp.abs(jnp.diag(H)) + 1e-12
+            step = jnp.linalg.solve(H + lam * jnp.diag(scale) + 1e-12 * jnp.eye(N_PAR), -g)
+        else:
+            step = _saddle_free_step(g, H, lam)
         th_new = th + step * free
+        th_new = th_new.at[0].set(jnp.clip(th_new[0], 0.0, 1.0))
         f_new = f(th_new)
         ok = jnp.isfinite(f_new) & (f_new <= fval)
         th = jnp.where(ok, th_new, th)
@@ -186,18 +214,22 @@ def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter
         return th, lam, fval
 
     th, _, fval = jax.lax.fori_loop(0, n_iter, body, (theta0, 1e-3, f(theta0)))
-    g, H = masked(th)
+    bound = at_bound(th)
+    g, H = masked(th, bound)
+    edm = 0.5 * g @ jnp.linalg.solve(H, g)
+    # the covariance from the full Hessian (at a bound: the curvature there, the scale of the
+    # one-sided error)
+    _, H = masked(th)
     chol = jnp.linalg.cholesky(H)
     pos_def = jnp.all(jnp.isfinite(chol))
     cov = jnp.linalg.inv(H) * free[:, None] * free[None, :]
-    edm = 0.5 * g @ jnp.linalg.solve(H, g)
-    return th, cov, fval, edm, pos_def, _deviance(th, *args)
+    return th, cov, fval, edm, pos_def, _deviance(th, *args), bound[0] > 0
 
 
 @functools.lru_cache(maxsize=16)
-def _fit_batch(geom: tuple[int, int, float], n_iter: int):
+def _fit_batch(geom: tuple[int, int, float], n_iter: int, newton: bool = False):
     """The jitted fit of a batch of bins (vmap of ``_fit_one``) for one mass geometry."""
-    one = functools.partial(_fit_one, geom=geom, n_iter=n_iter)
+    one = functools.partial(_fit_one, geom=geom, n_iter=n_iter, newton=newton)
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0, None)))
 
 
@@ -246,6 +278,47 @@ def initial_values(n_pass: np.ndarray, n_fail: np.ndarray) -> np.ndarray:
     return th
 
 
+BOUND_SCAN = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 160)])  # distances from a bound
+
+
+def _scan_nll(theta, n_pass, n_fail, t_pass, t_fail, centres, geom):
+    """NLL with eff moved off its bound by each BOUND_SCAN distance, the fail (pass) signal
+    yield held where eff sits at 0 (1): the yield the other spectrum fixes."""
+    e0, n0 = theta[0], theta[1]
+    sign = jnp.where(e0 >= 1.0, -1.0, 1.0)
+    held = jnp.where(e0 >= 1.0, n0 * e0, n0 * (1.0 - e0))
+
+    def one(d):
+        e = e0 + sign * d
+        n = jnp.where(e0 >= 1.0, held / e, held / (1.0 - e))
+        th = theta.at[0].set(e).at[1].set(n)
+        return _nll(th, n_pass, n_fail, t_pass, t_fail, (geom, centres), theta)
+
+    return jax.vmap(one)(jnp.asarray(BOUND_SCAN))
+
+
+@functools.lru_cache(maxsize=16)
+def _scan_batch(geom: tuple[int, int, float]):
+    one = functools.partial(_scan_nll, geom=geom)
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))
+
+
+def bound_errors(nll_scan: np.ndarray) -> np.ndarray:
+    """Per row of NLL values on BOUND_SCAN: the distance where NLL has risen by 1/2 (linear
+    interpolation; the last distance where it never does). The Hessian is no error at a bound:
+    an empty spectrum there has no curvature, or the expectation sits on the floor."""
+    rise = nll_scan - nll_scan[:, :1]
+    out = np.empty(rise.shape[0])
+    for r, row in enumerate(rise):
+        k = int(np.argmax(row >= 0.5)) if np.any(row >= 0.5) else row.size - 1
+        if k == 0 or row[k] < 0.5:
+            out[r] = BOUND_SCAN[k]
+            continue
+        x0, x1, y0, y1 = BOUND_SCAN[k - 1], BOUND_SCAN[k], row[k - 1], row[k]
+        out[r] = x0 + (0.5 - y0) * (x1 - x0) / (y1 - y0)
+    return out
+
+
 def fit_efficiencies(
     n_pass: np.ndarray,
     n_fail: np.ndarray,
@@ -257,6 +330,7 @@ def fit_efficiencies(
     own_sample: bool = False,
     n_iter: int = 40,
     chunk: int = 4096,
+    newton: bool = False,
 ) -> FitResult:
     """Fit every bin (rows of the (n_bins, n_mass) spectra over ``mass_edges``) at once.
 
@@ -285,7 +359,7 @@ def fit_efficiencies(
     for s in range(0, obs_p.shape[0], chunk):
         sl = slice(s, s + chunk)
         outs.append(
-            _fit_batch(grid[0], n_iter)(
+            _fit_batch(grid[0], n_iter, newton)(
                 jnp.asarray(theta0[sl]),
                 jnp.asarray(free),
                 jnp.asarray(obs_p[sl]),
@@ -295,12 +369,23 @@ def fit_efficiencies(
                 grid[1],
             )
         )
-    th, cov, nll, edm, pos_def, dev = (
-        np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(6)
+    th, cov, nll, edm, pos_def, dev, bound = (
+        np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(7)
     )
     n_nonzero = (obs_p.shape[1] + obs_f.shape[1]) * np.ones(th.shape[0])
     ndof = n_nonzero - free.sum()
     err = np.sqrt(np.clip(cov[:, 0, 0], 0.0, None))
+    if np.any(bound):
+        sel = np.flatnonzero(bound)
+        scan = _scan_batch(grid[0])(
+            jnp.asarray(th[sel]),
+            jnp.asarray(obs_p[sel]),
+            jnp.asarray(obs_f[sel]),
+            jnp.asarray(smear_matrix(t_p[sel], *grid[0][:2])),
+            jnp.asarray(smear_matrix(t_f[sel], *grid[0][:2])),
+            grid[1],
+        )
+        err[sel] = bound_errors(np.asarray(scan))
     return FitResult(
         eff=th[:, 0],
         err=err,
@@ -313,6 +398,7 @@ def fit_efficiencies(
         chi2_prob=stats.chi2.sf(dev, ndof),
         pos_def=pos_def.astype(bool),
         converged=np.isfinite(edm) & (edm < 1e-3) & pos_def.astype(bool),
+        at_bound=bound.astype(bool),
         iterations=n_iter,
     )
 
