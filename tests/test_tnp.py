@@ -90,25 +90,35 @@ def pulls(measured, sample: str, method: str, scale: float = 1.0) -> dict[str, n
     return out
 
 
-def check_pulls(p: dict[str, np.ndarray]) -> None:
+def check_pulls(p: dict[str, np.ndarray], min_bins: int = 20) -> None:
     for step, x in p.items():
-        assert x.size >= 20, f"{step}: only {x.size} good bins"
+        assert x.size >= min_bins, f"{step}: only {x.size} good bins"
         # mean within 3 standard errors of 0; width 1 within what 20-25 bins allow
         assert abs(x.mean()) < 3.0 / np.sqrt(x.size), f"{step}: pull mean {x.mean():.2f}"
         assert 0.6 < x.std(ddof=1) < 1.5, f"{step}: pull width {x.std(ddof=1):.2f}"
 
 
-@pytest.mark.parametrize("sample", ["data", "mc"])
-@pytest.mark.parametrize("method", ["count", "fit"])
+CASES = [(s, m) for s in ("data", "mc") for m in ("count", "fit", "splot")] + [
+    ("data", m) for m in ("fit_voigt", "fit_cb", "fit_linear")
+]
+METHODS_ALL = ("count", "fit", "splot")
+DATA_METHODS = ["count", "fit", "splot", "fit_voigt", "fit_cb", "fit_linear"]
+
+
+@pytest.mark.parametrize(("sample", "method"), CASES)
 def test_pulls_against_truth(measured, sample, method):
-    check_pulls(pulls(measured, sample, method))
+    # the analytic signal shapes miss the FSR tail that the wide bins here resolve: some of
+    # their fits are flagged (chi2 probability), never used; the good ones must still pull ~1
+    check_pulls(pulls(measured, sample, method), 20 if method in METHODS_ALL else 12)
 
 
-@pytest.mark.parametrize("method", ["count", "fit"])
+@pytest.mark.parametrize("method", DATA_METHODS)
 def test_pulls_detect_a_biased_truth(measured, method):
     """A truth 2 % lower than the generator's must fail the same check (it can fail)."""
     with pytest.raises(AssertionError):
-        check_pulls(pulls(measured, "data", method, scale=0.98))
+        check_pulls(
+            pulls(measured, "data", method, scale=0.98), 20 if method in METHODS_ALL else 12
+        )
 
 
 def test_flags_are_few_and_reported(measured):
