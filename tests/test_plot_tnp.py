@@ -2,7 +2,7 @@
 
 ``python -m wremnants_dask.tnp`` on histograms of 20k Z -> mu mu (simulation and pseudo-data)
 with a 2 x 2 bin config writes the tables, the smoothed SFs and the payload; ``tnp refit``
-replaces one bin's nominal fit by a Voigtian fit with another range and rewrites the outputs
+replaces one bin's nominal fit by one with a linear background and another range and rewrites the outputs
 (the tables then hold the refit's value, the refit is recorded, the payload follows); a bin
 outside the grid is a one-line error. ``python -m wremnants_dask.plot tnp`` then writes every
 plot with a non-empty log beside it and an index.html that links them.
@@ -83,11 +83,12 @@ def test_refit_one_bin(tnp_out, capsys):
     assert refits == []
     mtime = (tnp_out / "wremnants_corrections.json.gz").stat().st_mtime_ns
     # step iso (index 1), eta bin 0, pt bin 2, charge 0 -> flat (1, 2, 0, 0) = 6 + 4 = 10
-    main(["refit", str(tnp_out), "--bin", "iso,0,2,0", "--signal", "voigt", "--range", "65,115"])
+    argv = ["refit", str(tnp_out), "--bin", "iso,0,2,0", "--background", "linear"]
+    main([*argv, "--range", "65,115"])
     text = capsys.readouterr().out
     assert "refit" in text and "wrote" in text
     after, refits = _eff(tnp_out, 10)
-    assert refits and refits[-1]["bin"] == [1, 2, 0, 0] and refits[-1]["signal"] == "voigt"
+    assert refits and refits[-1]["bin"] == [1, 2, 0, 0] and refits[-1]["background"] == "linear"
     assert refits[-1]["fit_range"] == [65.0, 115.0]
     assert after == pytest.approx(refits[-1]["eff"], rel=1e-12)
     assert (tnp_out / "wremnants_corrections.json.gz").stat().st_mtime_ns > mtime
@@ -111,7 +112,7 @@ def test_plots_and_logs(tnp_out, tmp_path):
         assert png.stat().st_size > 5000, name
         log = png.with_suffix(".log").read_text()
         assert "command:" in log and "== yields" in log and len(log) > 200, name
-    assert "voigt" in (plots / "fit_iso_pt2_eta0_q0.log").read_text()
+    assert "template/linear" in (plots / "fit_iso_pt2_eta0_q0.log").read_text()
     assert "smoothed" in (plots / "sf_vs_pt_iso.log").read_text()
     index = (plots / "index.html").read_text()
     for name in want:

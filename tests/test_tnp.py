@@ -150,7 +150,8 @@ def test_outputs_and_payload(measured, tmp_path):
     ex = measured["ex"]
     paths = output.write_tables(ex, tmp_path)
     lines = paths["csv"].read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * ex.spectra["mc"].n_bins
+    n_meas = sum(len(by_m) for by_m in ex.results.values())  # data: 6 methods, mc: 3
+    assert len(lines) == 1 + n_meas * ex.spectra["mc"].n_bins
     assert np.all(ex.sf["ok"]), "every bin of the small config is measured"
     cset = output.build_measured_payload(ex, measured["truth"])
     path = output.write_payload(cset, tmp_path)
@@ -172,6 +173,28 @@ def test_outputs_and_payload(measured, tmp_path):
             output.build_measured_payload(ex, measured["truth"])
     finally:
         ex.sf["ok"] = saved
+
+
+def test_smoothed_payload(measured, tmp_path):
+    """The payload's SF and eigen-variations are the smoothing's, evaluated at the fine pT."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload
+    from wremnants_dask.efficiency import output
+    from wremnants_dask.efficiency.smooth import smooth_all
+
+    ex = measured["ex"]
+    smooth = smooth_all(ex, degree=1, pt_min=28.0)
+    cset = output.build_measured_payload(ex, measured["truth"], smooth)
+    payload = CorrectionsPayload(output.write_payload(cset, tmp_path))
+    spec = ex.spectra["mc"]
+    sm = smooth["iso"]
+    assert payload.n_eigen == sm.n_eigen == 2 + 2  # 2 polynomial + 2 binned pT bins (< 28)
+    pt = np.array([35.5, 20.5])  # fine-bin centres: one smoothed, one binned
+    eta = np.full(2, 0.5 * (spec.eta_edges[3] + spec.eta_edges[4]))
+    nom, var = sm.evaluate(pt)
+    np.testing.assert_allclose(payload.muon_sf("iso", eta, pt), nom[3], rtol=1e-12)
+    for k in range(sm.n_eigen):
+        up = payload.muon_sf("iso", eta, pt, "stat_up", k)
+        np.testing.assert_allclose(up - nom[3], var[3, k], atol=1e-12)
 
 
 def test_config_errors_name_the_key(tmp_path):
