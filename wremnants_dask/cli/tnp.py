@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> Path:
     mc = read_spectra(hist_path, data=False, signal_group=args.signal_group)
     ex = extract(cfg, data, mc, nominal=args.nominal)
     print(
-        f"extraction: {data.n_bins} bins x 2 samples x 2 methods in {time.perf_counter() - t0:.1f} s"
+        f"extraction: {data.n_bins} bins, data: {len(ex.results['data'])} measurements, "
+        f"simulation: {len(ex.results['mc'])}, in {time.perf_counter() - t0:.1f} s"
     )
     for key, s in ex.summary().items():
         print(f"  {key}: {s['flagged']} of {s['bins']} bins flagged")
