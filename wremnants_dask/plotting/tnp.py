@@ -92,8 +92,9 @@ def _map(values, errors, pt_edges, eta_edges, *, title: str, label: str, vrange=
                 if log_pt
                 else 0.5 * (pt_edges[i] + pt_edges[i + 1])
             )
+            light = pcm.norm(values[i, j]) > 0.6  # dark text on the bright end of viridis
             ax.text(x, y, f"{values[i, j]:.3f}\n±{errors[i, j]:.3f}", ha="center",
-                    va="center", fontsize=7, color="w")  # fmt: skip
+                    va="center", fontsize=7, color="k" if light else "w")  # fmt: skip
     ax.set_xlabel(r"probe $\eta$")
     ax.set_ylabel(r"probe $p_T$ (GeV)")
     draw.cms_label(ax, rlabel=title)
@@ -244,8 +245,11 @@ def fit_plot(ex: Any, attrs: dict, outdir: Path, b: int) -> Path:
         (axes[0], "pass", spec.passing[b, i0:i1], mu_p, bk_p),
         (axes[1], "fail", spec.failing[b, i0:i1], mu_f, bk_f),
     ):
-        ax.errorbar(np.asarray(centres), obs, yerr=np.sqrt(np.maximum(obs, 1.0)), fmt="o",
-                    color="k", ms=3, label="data")  # fmt: skip
+        # Poisson 68 % upper error 1.84 at n = 0 (Garwood), no lower error there
+        yerr = np.stack([np.sqrt(obs), np.where(obs > 0, np.sqrt(obs), 1.84)])
+        ax.errorbar(np.asarray(centres), obs, yerr=yerr, fmt="o", color="k", ms=3,
+                    label="data")  # fmt: skip
+        ax.set_ylim(bottom=0.0)
         ax.stairs(np.asarray(mu), fe, color="#e42536", lw=2, label="fit")
         ax.stairs(np.asarray(bk), fe, color="#5790fc", lw=1.5, ls="--", label="background")
         ax.set_xlabel(r"$m_{\mu\mu}$ (GeV)")
