@@ -49,6 +49,8 @@ class TnPConfig:
     sidebands: tuple[tuple[float, float], ...]
     min_probes: float
     chi2_prob_min: float
+    # alternative fits of the data (their spread is a systematic): signal voigt/cb, bkg linear
+    alternatives: tuple[str, ...] = ("voigt", "cb", "linear")
 
     @property
     def step_names(self) -> list[str]:
@@ -138,7 +140,14 @@ def load_config(path: str | Path | None = None) -> TnPConfig:
     binning = _keys(_need(raw, "binning", str(p)), {"pt", "eta", "charge"}, f"{p}: binning")
     ext = _keys(
         _need(raw, "extraction", str(p)),
-        {"fit_range", "signal_window", "sidebands", "min_probes", "chi2_prob_min"},
+        {
+            "fit_range",
+            "signal_window",
+            "sidebands",
+            "min_probes",
+            "chi2_prob_min",
+            "alternatives",
+        },
         f"{p}: extraction",
     )
     mass_range = _interval(_need(pair, "mass_range", f"{p}: pair"), f"{p}: pair.mass_range")
@@ -166,4 +175,16 @@ def load_config(path: str | Path | None = None) -> TnPConfig:
         sidebands=sidebands,
         min_probes=float(ext.get("min_probes", 20)),
         chi2_prob_min=float(ext.get("chi2_prob_min", 1e-3)),
+        alternatives=_alternatives(ext.get("alternatives", list(ALTERNATIVES)), str(p)),
     )
+
+
+ALTERNATIVES = ("voigt", "cb", "linear")
+
+
+def _alternatives(values: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or any(v not in ALTERNATIVES for v in values):
+        raise TnPConfigError(
+            f"{where}: extraction.alternatives must be a list of {list(ALTERNATIVES)}, got {values}"
+        )
+    return tuple(values)

@@ -90,32 +90,45 @@ def pulls(measured, sample: str, method: str, scale: float = 1.0) -> dict[str, n
     return out
 
 
-def check_pulls(p: dict[str, np.ndarray]) -> None:
+def check_pulls(p: dict[str, np.ndarray], min_bins: int = 20) -> None:
     for step, x in p.items():
-        assert x.size >= 20, f"{step}: only {x.size} good bins"
+        assert x.size >= min_bins, f"{step}: only {x.size} good bins"
         # mean within 3 standard errors of 0; width 1 within what 20-25 bins allow
         assert abs(x.mean()) < 3.0 / np.sqrt(x.size), f"{step}: pull mean {x.mean():.2f}"
         assert 0.6 < x.std(ddof=1) < 1.5, f"{step}: pull width {x.std(ddof=1):.2f}"
 
 
-@pytest.mark.parametrize("sample", ["data", "mc"])
-@pytest.mark.parametrize("method", ["count", "fit"])
+CASES = [(s, m) for s in ("data", "mc") for m in ("count", "fit", "splot")] + [
+    ("data", m) for m in ("fit_voigt", "fit_cb", "fit_linear")
+]
+METHODS_ALL = ("count", "fit", "splot")
+DATA_METHODS = ["count", "fit", "splot", "fit_voigt", "fit_cb", "fit_linear"]
+
+
+@pytest.mark.parametrize(("sample", "method"), CASES)
 def test_pulls_against_truth(measured, sample, method):
-    check_pulls(pulls(measured, sample, method))
+    # the analytic signal shapes miss the FSR tail that the wide bins here resolve: some of
+    # their fits are flagged (chi2 probability), never used; the good ones must still pull ~1
+    check_pulls(pulls(measured, sample, method), 20 if method in METHODS_ALL else 12)
 
 
-@pytest.mark.parametrize("method", ["count", "fit"])
+@pytest.mark.parametrize("method", DATA_METHODS)
 def test_pulls_detect_a_biased_truth(measured, method):
     """A truth 2 % lower than the generator's must fail the same check (it can fail)."""
     with pytest.raises(AssertionError):
-        check_pulls(pulls(measured, "data", method, scale=0.98))
+        check_pulls(
+            pulls(measured, "data", method, scale=0.98), 20 if method in METHODS_ALL else 12
+        )
 
 
 def test_flags_are_few_and_reported(measured):
     ex = measured["ex"]
     summary = ex.summary()
     for key, s in summary.items():
-        assert s["flagged"] <= 0.2 * s["bins"], f"{key}: {s['flagged']} flagged"
+        # the analytic signal shapes (alternatives only) miss the FSR tail these wide bins
+        # resolve: up to half of them are chi2-flagged and then not used
+        limit = 0.5 if key.endswith(("fit_voigt", "fit_cb")) else 0.2
+        assert s["flagged"] <= limit * s["bins"], f"{key}: {s['flagged']} flagged"
         for b in s["flagged_bins"]:
             assert b["reasons"], b
 
@@ -140,7 +153,8 @@ def test_outputs_and_payload(measured, tmp_path):
     ex = measured["ex"]
     paths = output.write_tables(ex, tmp_path)
     lines = paths["csv"].read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * ex.spectra["mc"].n_bins
+    n_meas = sum(len(by_m) for by_m in ex.results.values())  # data: 6 methods, mc: 3
+    assert len(lines) == 1 + n_meas * ex.spectra["mc"].n_bins
     assert np.all(ex.sf["ok"]), "every bin of the small config is measured"
     cset = output.build_measured_payload(ex, measured["truth"])
     path = output.write_payload(cset, tmp_path)
@@ -162,6 +176,28 @@ def test_outputs_and_payload(measured, tmp_path):
             output.build_measured_payload(ex, measured["truth"])
     finally:
         ex.sf["ok"] = saved
+
+
+def test_smoothed_payload(measured, tmp_path):
+    """The payload's SF and eigen-variations are the smoothing's, evaluated at the fine pT."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload
+    from wremnants_dask.efficiency import output
+    from wremnants_dask.efficiency.smooth import smooth_all
+
+    ex = measured["ex"]
+    smooth = smooth_all(ex, degree=1, pt_min=28.0)
+    cset = output.build_measured_payload(ex, measured["truth"], smooth)
+    payload = CorrectionsPayload(output.write_payload(cset, tmp_path))
+    spec = ex.spectra["mc"]
+    sm = smooth["iso"]
+    assert payload.n_eigen == sm.n_eigen == 2 + 2  # 2 polynomial + 2 binned pT bins (< 28)
+    pt = np.array([35.5, 20.5])  # fine-bin centres: one smoothed, one binned
+    eta = np.full(2, 0.5 * (spec.eta_edges[3] + spec.eta_edges[4]))
+    nom, var = sm.evaluate(pt)
+    np.testing.assert_allclose(payload.muon_sf("iso", eta, pt), nom[3], rtol=1e-12)
+    for k in range(sm.n_eigen):
+        up = payload.muon_sf("iso", eta, pt, "stat_up", k)
+        np.testing.assert_allclose(up - nom[3], var[3, k], atol=1e-12)
 
 
 def test_config_errors_name_the_key(tmp_path):

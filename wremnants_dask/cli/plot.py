@@ -6,6 +6,7 @@
     python -m wremnants_dask.plot variations --input mw.hdf5 --hist nominal --variation pdf \\
         --process Wmunu --axes eta --select pdfVar=1:4 -o DIR
     python -m wremnants_dask.plot fakerate --input mw.hdf5 -o DIR
+    python -m wremnants_dask.plot tnp TNP_OUTDIR -o DIR [--bins 5 17]
     python -m wremnants_dask.plot page DIR
 
 Every plot is written with a ``.log`` beside it; every command rewrites ``DIR/index.html``.
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMANDS = ("fit", "hists", "variations", "fakerate", "page")
+COMMANDS = ("fit", "hists", "variations", "fakerate", "tnp", "page")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--pt-axis", default="pt")
     fr.add_argument("--order", type=int, default=2, help="log-polynomial order in pT")
     fr.add_argument("-o", "--outfolder", default="plots")
+    tp = sub.add_parser("tnp", help="tag-and-probe: efficiency/SF maps, SF vs pT, bin fits")
+    tp.add_argument("input", help="output folder of python -m wremnants_dask.tnp")
+    tp.add_argument("-o", "--outfolder", default="plots")
+    tp.add_argument("--bins", nargs="*", type=int, default=[],
+                    help="flat bin indices whose fits are drawn too (flagged, refitted and the "
+                         "worst chi2 of each step always are)")  # fmt: skip
     pg = sub.add_parser("page", help="(re)write index.html of a plot folder")
     pg.add_argument("folder")
     pg.add_argument("--title", default=None)
@@ -121,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fit(args)
     if args.command == "page":
         _page(Path(args.folder), args.title)
+        return 0
+    if args.command == "tnp":
+        from wremnants_dask.plotting.tnp import TnPPlotError, make_tnp_plots
+
+        try:
+            paths = make_tnp_plots(Path(args.input), Path(args.outfolder), args.bins)
+        except (TnPPlotError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(paths)} plots with their logs and index.html to {args.outfolder}")
         return 0
     from wremnants_dask.plotting import histplots
 

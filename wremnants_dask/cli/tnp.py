@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
+
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m wremnants_dask.tnp", description=__doc__)
@@ -28,10 +31,43 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--nominal", choices=("fit", "count"), default="fit", help="SF method")
     p.add_argument("--truth", help="truth.json: also write the measured correctionlib payload")
     p.add_argument("--step-size", type=int, default=200_000)
+    add_smoothing_args(p)
     return p
 
 
+def add_smoothing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--smooth-degree",
+        type=int,
+        default=2,
+        help="polynomial degree of the SF smoothing in pT (-1: binned SFs in the payload)",
+    )
+    p.add_argument(
+        "--smooth-pt-min",
+        type=float,
+        default=28.0,
+        help="coarse pT bins below this stay binned (the trigger turn-on)",
+    )
+
+
+def write_smoothed(ex, outdir: Path, args: argparse.Namespace):
+    """Smooth the SFs (unless --smooth-degree < 0), write smooth_sf.hdf5, return the smoothing."""
+    if args.smooth_degree < 0:
+        return None
+    from wremnants_dask.efficiency.smooth import smooth_all, write_smooth
+
+    smooth = smooth_all(ex, args.smooth_degree, args.smooth_pt_min)
+    for step, sm in smooth.items():
+        bad = int((sm.chi2_prob < 1e-3).sum())
+        print(f"  smoothing {step}: degree {sm.degree}, {bad} eta bins with chi2 prob < 1e-3")
+    print(f"wrote {write_smooth(smooth, outdir / 'smooth_sf.hdf5')}")
+    return smooth
+
+
 def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["refit"]:
+        return refit(argv[1:])
     args = make_parser().parse_args(argv)
     from wremnants_dask.efficiency import output
     from wremnants_dask.efficiency.extract import extract
@@ -51,19 +87,34 @@ def main(argv: list[str] | None = None) -> Path:
     mc = read_spectra(hist_path, data=False, signal_group=args.signal_group)
     ex = extract(cfg, data, mc, nominal=args.nominal)
     print(
-        f"extraction: {data.n_bins} bins x 2 samples x 2 methods in {time.perf_counter() - t0:.1f} s"
+        f"extraction: {data.n_bins} bins, data: {len(ex.results['data'])} measurements, "
+        f"simulation: {len(ex.results['mc'])}, in {time.perf_counter() - t0:.1f} s"
     )
     for key, s in ex.summary().items():
         print(f"  {key}: {s['flagged']} of {s['bins']} bins flagged")
         for b in s["flagged_bins"][:5]:
             print(f"    {b['step']} pt#{b['pt_bin']} eta#{b['eta_bin']}: {', '.join(b['reasons'])}")
-    paths = output.write_tables(ex, outdir)
+    attrs = {
+        "histograms": str(hist_path.resolve()),
+        "config": str(cfg.path),
+        "signal_group": args.signal_group,
+        "truth": str(Path(args.truth).resolve()) if args.truth else None,
+        "refits": [],
+        "smooth_degree": args.smooth_degree,
+        "smooth_pt_min": args.smooth_pt_min,
+    }
+    paths = output.write_tables(ex, outdir, attrs)
     for p in paths.values():
         print(f"wrote {p}")
+    try:
+        smooth = write_smoothed(ex, outdir, args)
+    except ValueError as err:
+        print(f"no smoothing: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     if args.truth:
         truth = json.loads(Path(args.truth).read_text())
         try:
-            cset = output.build_measured_payload(ex, truth)
+            cset = output.build_measured_payload(ex, truth, smooth)
         except ValueError as err:
             print(f"no payload written: {err}", file=sys.stderr)
             raise SystemExit(1) from None
@@ -90,3 +141,121 @@ def run_histograms(args: argparse.Namespace, config_path: str, out: Path) -> Pat
         analysis_metadata=proc.analysis_metadata(),
     )
     return histio.write_run(out, result, meta)
+
+
+def make_refit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m wremnants_dask.tnp refit",
+        description="Refit one bin of an output folder with other settings; the tables, the "
+        "fit summary and (if it was written) the payload are rewritten atomically.",
+    )
+    p.add_argument("outdir", help="output folder of python -m wremnants_dask.tnp")
+    p.add_argument(
+        "--bin",
+        required=True,
+        help="step,eta,pt,charge: the step name (or index) and the bin indices",
+    )
+    p.add_argument("--signal", choices=("template", "voigt", "cb"), default="template")
+    p.add_argument("--background", choices=("exp", "linear"), default="exp")
+    p.add_argument("--range", help="fit range lo,hi in GeV (on mass bin edges)")
+    p.add_argument(
+        "--method", default=None, help="measurement replaced (default: the nominal, fit)"
+    )
+    return p
+
+
+def parse_bin(text: str, steps: list[str], shape: tuple[int, ...]) -> tuple[int, tuple]:
+    """Flat index of 'step,eta,pt,charge' in the (step, pt, eta, charge) grid."""
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 4:
+        raise SystemExit(f"--bin {text!r}: expected step,eta,pt,charge")
+    step = steps.index(parts[0]) if parts[0] in steps else None
+    try:
+        if step is None:
+            step = int(parts[0])
+        eta, pt, charge = (int(x) for x in parts[1:])
+    except ValueError:
+        raise SystemExit(
+            f"--bin {text!r}: step one of {steps} or an index, then integers"
+        ) from None
+    idx = (step, pt, eta, charge)
+    if any(not 0 <= i < n for i, n in zip(idx, shape)):
+        raise SystemExit(f"--bin {text!r}: outside the grid (step, pt, eta, charge) {shape}")
+    return int(np.ravel_multi_index(idx, shape)), idx
+
+
+def refit(argv: list[str]) -> Path:
+    """Refit one bin of the data with other settings and rewrite the outputs."""
+    args = make_refit_parser().parse_args(argv)
+    from wremnants_dask.efficiency import output
+    from wremnants_dask.efficiency.extract import (
+        fit_measurement,
+        flag_names,
+        replace_bins,
+        scale_factors,
+    )
+    from wremnants_dask.efficiency.spectra import read_spectra
+    from wremnants_dask.processors.tnp_config import load_config
+
+    outdir = Path(args.outdir)
+    with h5py.File(outdir / "efficiencies.hdf5", "r") as f:
+        attrs = {k: json.loads(v) for k, v in f.attrs.items() if k != "nominal"}
+    if "histograms" not in attrs:
+        raise SystemExit(f"{outdir}/efficiencies.hdf5: no 'histograms' attribute (rerun tnp)")
+    cfg = load_config(attrs["config"])
+    data = read_spectra(attrs["histograms"], data=True)
+    mc = read_spectra(attrs["histograms"], data=False, signal_group=attrs["signal_group"])
+    ex, attrs = output.read_extraction(outdir, cfg, data, mc)
+    b, idx = parse_bin(args.bin, data.steps, data.shape)
+    method = args.method or ex.nominal
+    if method not in ex.results["data"] or ex.results["data"][method].fit is None:
+        raise SystemExit(f"--method {method}: not a fit measurement of {outdir}")
+    fit_range = tuple(float(x) for x in args.range.split(",")) if args.range else None
+    tmpl = mc.passing + mc.failing
+    new = fit_measurement(data, cfg, tmpl, args.signal, args.background, fit_range, rows=[b])
+    old = ex.results["data"][method]
+    print(
+        f"bin {args.bin} ({data.steps[idx[0]]} pt#{idx[1]} eta#{idx[2]} charge#{idx[3]}): "
+        f"was {old.eff[b]:.4f} +- {old.err[b]:.4f} flags {flag_names(int(old.flags[b]))}; "
+        f"refit {new.eff[0]:.4f} +- {new.err[0]:.4f} flags {flag_names(int(new.flags[0]))}"
+    )
+    if new.flags[0]:
+        print("refit flagged too: nothing written", file=sys.stderr)
+        raise SystemExit(1)
+    replace_bins(old, [b], new)
+    ex.sf = scale_factors(ex.results, ex.nominal)
+    attrs["refits"] = [
+        *attrs.get("refits", []),
+        {
+            "bin": list(idx),
+            "method": method,
+            "signal": args.signal,
+            "background": args.background,
+            "fit_range": list(fit_range or cfg.fit_range),
+            "eff": float(new.eff[0]),
+            "err": float(new.err[0]),
+        },
+    ]
+    sm_args = argparse.Namespace(
+        smooth_degree=attrs.get("smooth_degree", -1), smooth_pt_min=attrs.get("smooth_pt_min", 0)
+    )
+    if sm_args.smooth_degree >= 0:
+        from wremnants_dask.efficiency.smooth import smooth_all
+
+        smooth = smooth_all(ex, sm_args.smooth_degree, sm_args.smooth_pt_min)
+    else:
+        smooth = None
+    if attrs.get("truth"):
+        truth = json.loads(Path(attrs["truth"]).read_text())
+        cset = output.build_measured_payload(ex, truth, smooth)  # before any file is replaced
+    else:
+        cset = None
+    for p in output.write_tables(ex, outdir, attrs).values():
+        print(f"wrote {p}")
+    if smooth is not None:
+        from wremnants_dask.efficiency.smooth import write_smooth
+
+        print(f"wrote {write_smooth(smooth, outdir / 'smooth_sf.hdf5')}")
+    if cset is not None:
+        print(f"wrote {output.write_payload(cset, outdir)}")
+    return outdir

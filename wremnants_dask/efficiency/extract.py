@@ -16,9 +16,22 @@ import numpy as np
 from wremnants_dask.efficiency.counting import count_efficiency
 from wremnants_dask.efficiency.fit import FitResult, fit_efficiencies
 from wremnants_dask.efficiency.spectra import Spectra
+from wremnants_dask.efficiency.splot import splot_efficiencies
 from wremnants_dask.processors.tnp_config import TnPConfig
 
-METHODS = ("count", "fit")
+METHODS = ("count", "fit", "splot")
+# data-only alternative fits: name -> (signal, background) of fit_efficiencies
+ALTERNATIVE_MODELS = {
+    "voigt": ("voigt", "exp"),
+    "cb": ("cb", "exp"),
+    "linear": ("template", "linear"),
+}
+# systematic groups: the alternatives of one group are one source (largest shift taken)
+SYST_GROUPS = {
+    "signal_model": ("fit_voigt", "fit_cb"),
+    "background_model": ("fit_linear",),
+    "method": ("count", "splot"),
+}
 SAMPLES = ("data", "mc")
 
 
@@ -91,7 +104,47 @@ def measure(spec: Spectra, cfg: TnPConfig, templates: Spectra, *, is_template: b
     fflags |= np.where(res.converged, 0, 2)
     fflags |= np.where(res.chi2_prob < cfg.chi2_prob_min, 4, 0)
     fit = Measurement(res.eff, res.err, fflags, n_fit, fit=res)
-    return {"count": count, "fit": fit}
+    sp = splot_efficiencies(
+        spec.passing, spec.failing, tmpl, spec.mass_edges, cfg.fit_range, own_sample=is_template
+    )
+    sflags = _common_flags(sp.eff, sp.err, n_fit, cfg)
+    sflags |= np.where(sp.fit.converged, 0, 2)
+    out = {"count": count, "fit": fit, "splot": Measurement(sp.eff, sp.err, sflags, n_fit, sp.fit)}
+    if not is_template:
+        for name in cfg.alternatives:
+            out[f"fit_{name}"] = fit_measurement(spec, cfg, tmpl, *ALTERNATIVE_MODELS[name])
+    return out
+
+
+def fit_measurement(
+    spec: Spectra,
+    cfg: TnPConfig,
+    tmpl: np.ndarray,
+    signal: str = "template",
+    background: str = "exp",
+    fit_range: tuple[float, float] | None = None,
+    rows: np.ndarray | None = None,
+) -> Measurement:
+    """One batched fit of ``spec`` (all bins, or the flat bins ``rows``) with a given model,
+    flagged like the nominal fit."""
+    sel = slice(None) if rows is None else np.asarray(rows)
+    fr = tuple(fit_range or cfg.fit_range)
+    res = fit_efficiencies(
+        spec.passing[sel],
+        spec.failing[sel],
+        tmpl[sel],
+        tmpl[sel],
+        spec.mass_edges,
+        fr,
+        signal=signal,
+        background=background,
+    )
+    i0, i1 = np.searchsorted(spec.mass_edges, fr)
+    n_fit = spec.passing[sel, i0:i1].sum(axis=1) + spec.failing[sel, i0:i1].sum(axis=1)
+    flags = _common_flags(res.eff, res.err, n_fit, cfg)
+    flags |= np.where(res.converged, 0, 2)
+    flags |= np.where(res.chi2_prob < cfg.chi2_prob_min, 4, 0)
+    return Measurement(res.eff, res.err, flags, n_fit, fit=res)
 
 
 @dataclass
@@ -100,6 +153,7 @@ class Extraction:
     spectra: dict[str, Spectra]
     results: dict[str, dict[str, Measurement]]  # sample -> method -> measurement
     sf: dict[str, np.ndarray] = field(default_factory=dict)
+    nominal: str = "fit"
 
     def shape(self) -> tuple[int, ...]:
         return self.spectra["mc"].shape
@@ -112,9 +166,12 @@ class Extraction:
         for s, by_m in self.results.items():
             for m, meas in by_m.items():
                 bad = np.flatnonzero(meas.flags)
+                bound = meas.fit.at_bound if meas.fit is not None else None
                 out[f"{s}/{m}"] = {
                     "bins": int(meas.flags.size),
                     "flagged": int(bad.size),
+                    # eff held at 0 or 1 (error from the likelihood rise there, one-sided)
+                    "at_bound": [] if bound is None else [int(b) for b in np.flatnonzero(bound)],
                     "flagged_bins": [
                         {
                             "step": steps[idx["step"][b]],
@@ -131,14 +188,47 @@ class Extraction:
         return out
 
 
+def replace_bins(meas: Measurement, rows: np.ndarray, new: Measurement) -> None:
+    """Put the measurement ``new`` of the flat bins ``rows`` (a refit) into ``meas``."""
+    rows = np.asarray(rows)
+    for k in ("eff", "err", "flags", "n_probes"):
+        getattr(meas, k)[rows] = getattr(new, k)
+    if meas.fit is not None and new.fit is not None:
+        for k in (
+            "eff",
+            "err",
+            "params",
+            "cov",
+            "nll",
+            "edm",
+            "chi2",
+            "ndof",
+            "chi2_prob",
+            "pos_def",
+            "converged",
+            "at_bound",
+        ):
+            old, val = getattr(meas.fit, k), getattr(new.fit, k)
+            if old is not None and val is not None:
+                old[rows] = val
+
+
 def scale_factors(results: dict[str, dict[str, Measurement]], nominal: str = "fit") -> dict:
     """SF = eff_data / eff_mc of the ``nominal`` method, stat error from both (independent
-    samples), syst = |SF(nominal) - SF(other method)|. Bins whose nominal measurement is flagged
-    take the other method's if good; bins with neither are NaN (``ok`` False)."""
+    samples). Bins whose nominal measurement is flagged take the other of fit/count if good;
+    bins with neither are NaN (``ok`` False).
+
+    Systematics (``syst_<group>``, SYST_GROUPS): per group the largest |SF(alternative) -
+    SF(nominal)| over its alternatives good in that bin; an alternative fit of the data (other
+    signal or background model) is divided by the nominal simulation efficiency, another
+    method (counting, sPlot) uses that method on both samples. ``syst``: the groups in
+    quadrature.
+    """
     other = "count" if nominal == "fit" else "fit"
 
     def sf_of(method: str):
-        d, m = results["data"][method], results["mc"][method]
+        d = results["data"][method]
+        m = results["mc"][method] if method in results["mc"] else results["mc"][nominal]
         with np.errstate(divide="ignore", invalid="ignore"):
             sf = d.eff / m.eff
             err = sf * np.hypot(d.err / d.eff, m.err / m.eff)
@@ -148,8 +238,20 @@ def scale_factors(results: dict[str, dict[str, Measurement]], nominal: str = "fi
     sf_o, err_o, ok_o = sf_of(other)
     sf = np.where(ok_n, sf_n, np.where(ok_o, sf_o, np.nan))
     err = np.where(ok_n, err_n, np.where(ok_o, err_o, np.nan))
-    syst = np.where(ok_n & ok_o, np.abs(sf_n - sf_o), 0.0)
-    return {"sf": sf, "stat": err, "syst": syst, "ok": ok_n | ok_o, "from_nominal": ok_n}
+    out = {"sf": sf, "stat": err, "ok": ok_n | ok_o, "from_nominal": ok_n}
+    total = np.zeros_like(sf)
+    for group, members in SYST_GROUPS.items():
+        shift = np.zeros_like(sf)
+        for alt in (a for a in members if a in results["data"] and a != nominal):
+            sf_a, _, ok_a = sf_of(alt)
+            shift = np.where(ok_a & out["ok"], np.maximum(shift, np.abs(sf_a - sf)), shift)
+        if nominal == "count" and group == "method":
+            sf_a, _, ok_a = sf_of("fit")
+            shift = np.where(ok_a & out["ok"], np.maximum(shift, np.abs(sf_a - sf)), shift)
+        out[f"syst_{group}"] = shift
+        total = total + shift**2
+    out["syst"] = np.sqrt(total)
+    return out
 
 
 def extract(cfg: TnPConfig, data: Spectra, mc: Spectra, nominal: str = "fit") -> Extraction:
@@ -160,6 +262,6 @@ def extract(cfg: TnPConfig, data: Spectra, mc: Spectra, nominal: str = "fit") ->
         "data": measure(data, cfg, mc, is_template=False),
         "mc": measure(mc, cfg, mc, is_template=True),
     }
-    ex = Extraction(cfg, {"data": data, "mc": mc}, results)
+    ex = Extraction(cfg, {"data": data, "mc": mc}, results, nominal=nominal)
     ex.sf = scale_factors(results, nominal)
     return ex

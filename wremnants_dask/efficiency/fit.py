@@ -32,6 +32,8 @@ import numpy as np
 from jax.scipy.stats import norm
 from scipy import stats
 
+from wremnants_dask.efficiency import shapes
+
 jax.config.update("jax_enable_x64", True)
 
 PARAMS = (
@@ -43,8 +45,12 @@ PARAMS = (
     "slope_fail",
     "shift",
     "log_sigma",
+    "log_alpha",  # Crystal-Ball tail start (in sigma); fixed for the other signal shapes
+    "log_n_minus_1",  # Crystal-Ball tail power
 )
 N_PAR = len(PARAMS)
+SIGNALS = ("template", "voigt", "cb")
+BACKGROUNDS = ("exp", "linear")
 SLOPE_PRIOR = (0.02, 0.1)  # /GeV: centre and width of the weak constraint on the slopes
 SHIFT_PRIOR = 1.0  # GeV: width of the weak constraint on the data/simulation mass shift (at 0)
 LOG_SIGMA_PRIOR = (np.log(0.5), 1.0)  # weak constraint on log(sigma / GeV) of the extra smearing
@@ -67,6 +73,7 @@ class FitResult:
     pos_def: np.ndarray
     converged: np.ndarray
     iterations: int
+    at_bound: np.ndarray | None = None  # eff held at 0 or 1 (signal yield would go negative)
 
 
 def _g(z: jnp.ndarray) -> jnp.ndarray:
@@ -115,14 +122,19 @@ def _exp_shape(centres: jnp.ndarray, slope: jnp.ndarray) -> jnp.ndarray:
     return e / e.sum()
 
 
-def _expected(theta, t_pass, t_fail, grid):
+def _expected(theta, t_pass, t_fail, grid, model=("template", "exp")):
     """Expected pass and fail spectra; ``t_pass``/``t_fail`` are ``smear_matrix`` outputs."""
-    eff, n, bp, bf, lp, lf, shift, log_sigma = (theta[i] for i in range(N_PAR))
+    eff, n, bp, bf, lp, lf, shift, log_sigma = (theta[i] for i in range(8))
     (n_fit, i0, width), centres = grid
-    n_tmpl = t_pass.shape[-1] - n_fit
-    k = smear_kernel(n_fit, i0, n_tmpl, width, shift, jnp.exp(log_sigma))
-    mu_p = n * eff * (t_pass @ k) + bp**2 * _exp_shape(centres, lp)
-    mu_f = n * (1.0 - eff) * (t_fail @ k) + bf**2 * _exp_shape(centres, lf)
+    if model[0] == "template":
+        n_tmpl = t_pass.shape[-1] - n_fit
+        k = smear_kernel(n_fit, i0, n_tmpl, width, shift, jnp.exp(log_sigma))
+        s_p, s_f = t_pass @ k, t_fail @ k
+    else:
+        s_p = s_f = shapes.signal_shape(model[0], theta, centres, width)
+    bkg = _exp_shape if model[1] == "exp" else shapes.linear_shape
+    mu_p = n * eff * s_p + bp**2 * bkg(centres, lp)
+    mu_f = n * (1.0 - eff) * s_f + bf**2 * bkg(centres, lf)
     return _floor(mu_p), _floor(mu_f)
 
 
@@ -135,19 +147,37 @@ def _floor(mu: jnp.ndarray) -> jnp.ndarray:
     )
 
 
-def _nll(theta, n_pass, n_fail, t_pass, t_fail, grid, theta0):
-    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid)
+def priors(signal: str = "template", background: str = "exp") -> tuple[np.ndarray, np.ndarray]:
+    """(centre, width) per parameter of the weak Gaussian constraints (width inf: none).
+
+    Slopes: 0.02 +- 0.1 /GeV (exponential), 0 +- 1 (tanh of the linear slope); only matter
+    without background. Shift 0 +- 1 GeV. log sigma: the extra smearing of the template
+    log(0.5 GeV) +- 1, the full resolution of an analytic shape log(1.5 GeV) +- 2. Crystal
+    Ball: log alpha log(1.5) +- 1, log(n - 1) log(2) +- 1 (the tail of a few-event fail
+    spectrum says little about them).
+    """
+    c = np.zeros(N_PAR)
+    w = np.full(N_PAR, np.inf)
+    c[4:6], w[4:6] = SLOPE_PRIOR if background == "exp" else (0.0, 1.0)
+    c[6], w[6] = 0.0, SHIFT_PRIOR
+    c[7], w[7] = LOG_SIGMA_PRIOR if signal == "template" else (np.log(1.5), 2.0)
+    c[8], w[8] = np.log(1.5), 1.0
+    c[9], w[9] = np.log(2.0), 1.0
+    return c, w
+
+
+def _nll(theta, n_pass, n_fail, t_pass, t_fail, grid, theta0, model=("template", "exp")):
+    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid, model)
     # empty bins contribute mu only (0 log mu would be NaN where mu sits on the floor)
     nll = jnp.sum(mu_p - jnp.where(n_pass > 0, n_pass * jnp.log(mu_p), 0.0))
     nll = nll + jnp.sum(mu_f - jnp.where(n_fail > 0, n_fail * jnp.log(mu_f), 0.0))
-    c, w = SLOPE_PRIOR
-    prior = ((theta[4] - c) ** 2 + (theta[5] - c) ** 2) / w**2 + (theta[6] / SHIFT_PRIOR) ** 2
-    prior = prior + ((theta[7] - LOG_SIGMA_PRIOR[0]) / LOG_SIGMA_PRIOR[1]) ** 2
+    c, w = priors(*model)
+    prior = jnp.sum(((theta - c) / w) ** 2)
     return nll + 0.5 * prior
 
 
-def _deviance(theta, n_pass, n_fail, t_pass, t_fail, grid):
-    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid)
+def _deviance(theta, n_pass, n_fail, t_pass, t_fail, grid, model=("template", "exp")):
+    mu_p, mu_f = _expected(theta, t_pass, t_fail, grid, model)
 
     def dev(n, mu):
         return 2.0 * jnp.sum(mu - n + jnp.where(n > 0, n * jnp.log(jnp.maximum(n, 1e-300) / mu), 0))
@@ -155,29 +185,59 @@ def _deviance(theta, n_pass, n_fail, t_pass, t_fail, grid):
     return dev(n_pass, mu_p) + dev(n_fail, mu_f)
 
 
-def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter):
+def _saddle_free_step(g: jnp.ndarray, H: jnp.ndarray, lam) -> jnp.ndarray:
+    """Damped Newton step on |H|: H (scaled to unit diagonal) is eigen-decomposed and each
+    direction's curvature replaced by its absolute value plus the damping ``lam``.
+
+    A plain Newton step converges to any stationary point. With B = b^2 the point b = 0 is
+    stationary for every spectrum, and a saddle (a maximum along b) where the data want a small
+    positive background: the plain step walked there in ~4 % of the data bins of the shipped
+    binning and stopped with a Hessian that is not positive definite. On |H| every step is a
+    descent direction, so b moves away from a saddle instead of onto it.
+    """
+    d = 1.0 / jnp.sqrt(jnp.abs(jnp.diag(H)) + 1e-12)
+    lam_h, vec = jnp.linalg.eigh(H * d[:, None] * d[None, :])
+    gs = vec.T @ (g * d)
+    return -d * (vec @ (gs / (jnp.abs(lam_h) + lam + 1e-12)))
+
+
+def _fit_one(
+    theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter, newton=False, model=None
+):
+    model = model or ("template", "exp")
     grid = (geom, centres)
     args = (n_pass, n_fail, t_pass, t_fail, grid)
 
     def f(th):
-        return _nll(th, *args, theta0)
+        return _nll(th, *args, theta0, model)
 
     grad = jax.grad(f)
     hess = jax.hessian(f)
-    fixed = 1.0 - free
-    eye = jnp.eye(N_PAR)
 
-    def masked(th):
-        g = grad(th) * free
-        H = hess(th) * free[:, None] * free[None, :] + jnp.diag(fixed)
+    def masked(th, active=None):
+        g = grad(th)
+        fr = free if active is None else free * (1.0 - active)
+        g = g * fr
+        H = hess(th) * fr[:, None] * fr[None, :] + jnp.diag(1.0 - fr)
         return g, H
+
+    def at_bound(th):
+        """eff on a physical bound with the gradient pointing out: held there this iteration
+        (a negative signal yield has no likelihood; the floor would make the minimum a kink)."""
+        g0 = grad(th)[0]
+        out = ((th[0] <= 0.0) & (g0 > 0.0)) | ((th[0] >= 1.0) & (g0 < 0.0))
+        return jnp.zeros(N_PAR).at[0].set(jnp.where(out & (free[0] > 0), 1.0, 0.0))
 
     def body(_, state):
         th, lam, fval = state
-        g, H = masked(th)
-        scale = jnp.abs(jnp.diag(H)) + 1e-12
-        step = jnp.linalg.solve(H + lam * jnp.diag(scale) + 1e-12 * eye, -g)
+        g, H = masked(th, at_bound(th))
+        if newton:  # the plain damped Newton step (kept to show what the saddle-free one fixes)
+            scale = jnp.abs(jnp.diag(H)) + 1e-12
+            step = jnp.linalg.solve(H + lam * jnp.diag(scale) + 1e-12 * jnp.eye(N_PAR), -g)
+        else:
+            step = _saddle_free_step(g, H, lam)
         th_new = th + step * free
+        th_new = th_new.at[0].set(jnp.clip(th_new[0], 0.0, 1.0))
         f_new = f(th_new)
         ok = jnp.isfinite(f_new) & (f_new <= fval)
         th = jnp.where(ok, th_new, th)
@@ -186,18 +246,24 @@ def _fit_one(theta0, free, n_pass, n_fail, t_pass, t_fail, centres, geom, n_iter
         return th, lam, fval
 
     th, _, fval = jax.lax.fori_loop(0, n_iter, body, (theta0, 1e-3, f(theta0)))
-    g, H = masked(th)
+    bound = at_bound(th)
+    g, H = masked(th, bound)
+    edm = 0.5 * g @ jnp.linalg.solve(H, g)
+    # the covariance from the full Hessian (at a bound: the curvature there, the scale of the
+    # one-sided error)
+    _, H = masked(th)
     chol = jnp.linalg.cholesky(H)
     pos_def = jnp.all(jnp.isfinite(chol))
     cov = jnp.linalg.inv(H) * free[:, None] * free[None, :]
-    edm = 0.5 * g @ jnp.linalg.solve(H, g)
-    return th, cov, fval, edm, pos_def, _deviance(th, *args)
+    return th, cov, fval, edm, pos_def, _deviance(th, *args, model), bound[0] > 0
 
 
 @functools.lru_cache(maxsize=16)
-def _fit_batch(geom: tuple[int, int, float], n_iter: int):
-    """The jitted fit of a batch of bins (vmap of ``_fit_one``) for one mass geometry."""
-    one = functools.partial(_fit_one, geom=geom, n_iter=n_iter)
+def _fit_batch(
+    geom: tuple[int, int, float], n_iter: int, newton: bool = False, model=("template", "exp")
+):
+    """The jitted fit of a batch of bins (vmap of ``_fit_one``) for one geometry and model."""
+    one = functools.partial(_fit_one, geom=geom, n_iter=n_iter, newton=newton, model=model)
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0, None)))
 
 
@@ -230,9 +296,11 @@ def normalised_templates(passing: np.ndarray, failing: np.ndarray) -> tuple[np.n
     return out[0], out[1]
 
 
-def initial_values(n_pass: np.ndarray, n_fail: np.ndarray) -> np.ndarray:
-    """Starting point: counted efficiency, total yield, 1 % background (b = sqrt B), slopes at
-    the prior."""
+def initial_values(
+    n_pass: np.ndarray, n_fail: np.ndarray, signal: str = "template", background: str = "exp"
+) -> np.ndarray:
+    """Starting point: counted efficiency, total yield, 1 % background (b = sqrt B), shape
+    parameters at the centres of their priors."""
     p, f = n_pass.sum(axis=1), n_fail.sum(axis=1)
     tot = np.maximum(p + f, 1.0)
     th = np.zeros((n_pass.shape[0], N_PAR))
@@ -240,10 +308,50 @@ def initial_values(n_pass: np.ndarray, n_fail: np.ndarray) -> np.ndarray:
     th[:, 1] = tot
     th[:, 2] = np.sqrt(0.01 * np.maximum(p, 1.0))
     th[:, 3] = np.sqrt(0.01 * np.maximum(f, 1.0))
-    th[:, 4] = th[:, 5] = SLOPE_PRIOR[0]
-    th[:, 6] = 0.0
-    th[:, 7] = np.log(0.5)
+    c, _ = priors(signal, background)
+    th[:, 4:] = c[4:]
     return th
+
+
+BOUND_SCAN = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 160)])  # distances from a bound
+
+
+def _scan_nll(theta, n_pass, n_fail, t_pass, t_fail, centres, geom, model):
+    """NLL with eff moved off its bound by each BOUND_SCAN distance, the fail (pass) signal
+    yield held where eff sits at 0 (1): the yield the other spectrum fixes."""
+    e0, n0 = theta[0], theta[1]
+    sign = jnp.where(e0 >= 1.0, -1.0, 1.0)
+    held = jnp.where(e0 >= 1.0, n0 * e0, n0 * (1.0 - e0))
+
+    def one(d):
+        e = e0 + sign * d
+        n = jnp.where(e0 >= 1.0, held / e, held / (1.0 - e))
+        th = theta.at[0].set(e).at[1].set(n)
+        return _nll(th, n_pass, n_fail, t_pass, t_fail, (geom, centres), theta, model)
+
+    return jax.vmap(one)(jnp.asarray(BOUND_SCAN))
+
+
+@functools.lru_cache(maxsize=16)
+def _scan_batch(geom: tuple[int, int, float], model: tuple[str, str]):
+    one = functools.partial(_scan_nll, geom=geom, model=model)
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))
+
+
+def bound_errors(nll_scan: np.ndarray) -> np.ndarray:
+    """Per row of NLL values on BOUND_SCAN: the distance where NLL has risen by 1/2 (linear
+    interpolation; the last distance where it never does). The Hessian is no error at a bound:
+    an empty spectrum there has no curvature, or the expectation sits on the floor."""
+    rise = nll_scan - nll_scan[:, :1]
+    out = np.empty(rise.shape[0])
+    for r, row in enumerate(rise):
+        k = int(np.argmax(row >= 0.5)) if np.any(row >= 0.5) else row.size - 1
+        if k == 0 or row[k] < 0.5:
+            out[r] = BOUND_SCAN[k]
+            continue
+        x0, x1, y0, y1 = BOUND_SCAN[k - 1], BOUND_SCAN[k], row[k - 1], row[k]
+        out[r] = x0 + (0.5 - y0) * (x1 - x0) / (y1 - y0)
+    return out
 
 
 def fit_efficiencies(
@@ -257,6 +365,10 @@ def fit_efficiencies(
     own_sample: bool = False,
     n_iter: int = 40,
     chunk: int = 4096,
+    newton: bool = False,
+    signal: str = "template",
+    background: str = "exp",
+    fix_eff: float | None = None,
 ) -> FitResult:
     """Fit every bin (rows of the (n_bins, n_mass) spectra over ``mass_edges``) at once.
 
@@ -273,8 +385,15 @@ def fit_efficiencies(
     t_p, t_f = normalised_templates(
         np.asarray(tmpl_pass, dtype=np.float64), np.asarray(tmpl_fail, dtype=np.float64)
     )
-    theta0 = initial_values(obs_p, obs_f)
+    if signal not in SIGNALS or background not in BACKGROUNDS:
+        raise ValueError(f"unknown model {signal}/{background}: {SIGNALS} x {BACKGROUNDS}")
+    theta0 = initial_values(obs_p, obs_f, signal, background)
     free = np.ones(N_PAR)
+    if signal != "cb":
+        free[8:] = 0.0
+    if fix_eff is not None:
+        free[0] = 0.0
+        theta0[:, 0] = fix_eff
     if own_sample:
         free[2:] = 0.0
         theta0[:, 2:4] = NO_BKG
@@ -285,7 +404,7 @@ def fit_efficiencies(
     for s in range(0, obs_p.shape[0], chunk):
         sl = slice(s, s + chunk)
         outs.append(
-            _fit_batch(grid[0], n_iter)(
+            _fit_batch(grid[0], n_iter, newton, (signal, background))(
                 jnp.asarray(theta0[sl]),
                 jnp.asarray(free),
                 jnp.asarray(obs_p[sl]),
@@ -295,12 +414,23 @@ def fit_efficiencies(
                 grid[1],
             )
         )
-    th, cov, nll, edm, pos_def, dev = (
-        np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(6)
+    th, cov, nll, edm, pos_def, dev, bound = (
+        np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(7)
     )
     n_nonzero = (obs_p.shape[1] + obs_f.shape[1]) * np.ones(th.shape[0])
     ndof = n_nonzero - free.sum()
     err = np.sqrt(np.clip(cov[:, 0, 0], 0.0, None))
+    if np.any(bound):
+        sel = np.flatnonzero(bound)
+        scan = _scan_batch(grid[0], (signal, background))(
+            jnp.asarray(th[sel]),
+            jnp.asarray(obs_p[sel]),
+            jnp.asarray(obs_f[sel]),
+            jnp.asarray(smear_matrix(t_p[sel], *grid[0][:2])),
+            jnp.asarray(smear_matrix(t_f[sel], *grid[0][:2])),
+            grid[1],
+        )
+        err[sel] = bound_errors(np.asarray(scan))
     return FitResult(
         eff=th[:, 0],
         err=err,
@@ -313,6 +443,7 @@ def fit_efficiencies(
         chi2_prob=stats.chi2.sf(dev, ndof),
         pos_def=pos_def.astype(bool),
         converged=np.isfinite(edm) & (edm < 1e-3) & pos_def.astype(bool),
+        at_bound=bound.astype(bool),
         iterations=n_iter,
     )
 
@@ -337,6 +468,7 @@ def fit_one_scipy(
     t_p, t_f = normalised_templates(tmpl_pass[None], tmpl_fail[None])
     theta0 = initial_values(obs_p, obs_f)[0]
     free = np.ones(N_PAR, dtype=bool)
+    free[8:] = False  # Crystal-Ball tail parameters: no part of the template model
     if own_sample:
         free[2:] = False
         theta0[2:4] = NO_BKG

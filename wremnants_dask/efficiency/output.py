@@ -42,8 +42,14 @@ def _to_fine(coarse: np.ndarray, pt_edges: np.ndarray, eta_edges: np.ndarray) ->
     return np.swapaxes(out, -1, -2)
 
 
-def sf_payload_tables(ex: Extraction) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """Per step the payload tables (nominal, stat eigen (eta, eig, pt), syst) and MC effs."""
+def sf_payload_tables(
+    ex: Extraction, smooth: dict | None = None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """Per step the payload tables (nominal, stat eigen (eta, eig, pt), syst) and MC effs.
+
+    ``smooth`` (efficiency.smooth.smooth_all): nominal and stat eigen-variations from the
+    smoothing evaluated at the fine pT centres; else the binned SFs with one variation per
+    coarse pT bin."""
     spec = ex.spectra["mc"]
     shape = spec.shape
     sf = ex.sf["sf"].reshape(shape)
@@ -72,15 +78,24 @@ def sf_payload_tables(ex: Extraction) -> tuple[dict[str, dict[str, np.ndarray]],
             "stat": np.moveaxis(_to_fine(eig, spec.pt_edges, spec.eta_edges), 0, 1),
             "syst": _to_fine(sy, spec.pt_edges, spec.eta_edges),
         }
+        if smooth is not None:
+            nom_f, var_f = smooth[step].evaluate(0.5 * (FINE_PT[1:] + FINE_PT[:-1]))
+            ie = np.clip(
+                np.searchsorted(spec.eta_edges, 0.5 * (FINE_ETA[1:] + FINE_ETA[:-1])) - 1, 0, None
+            )
+            tables[step]["nominal"] = nom_f[ie]  # (fine eta, fine pt)
+            tables[step]["stat"] = var_f[ie]  # (fine eta, eigen, fine pt)
         effs[step] = _to_fine(eff, spec.pt_edges, spec.eta_edges)
     return tables, effs
 
 
-def build_measured_payload(ex: Extraction, truth: dict[str, Any]) -> dict[str, Any]:
+def build_measured_payload(
+    ex: Extraction, truth: dict[str, Any], smooth: dict | None = None
+) -> dict[str, Any]:
     """The truth-derived CorrectionSet with the muon SFs and MC efficiencies replaced by the
-    measured ones (same names, inputs and grid)."""
+    measured ones (same names, inputs and grid), smoothed in pT if ``smooth`` is given."""
     cset = cbuild.build_payload(truth)
-    tables, effs = sf_payload_tables(ex)
+    tables, effs = sf_payload_tables(ex, smooth)
     steps = list(tables)
     if tuple(steps) != tuple(cbuild.SF_STEPS):
         raise ValueError(f"payload needs the steps {cbuild.SF_STEPS}, measured {steps}")
@@ -92,7 +107,12 @@ def build_measured_payload(ex: Extraction, truth: dict[str, Any]) -> dict[str, A
     cset["corrections"] = [new.get(c["name"], c) for c in cset["corrections"]]
     meta = json.loads(cset["description"])
     meta["source"] = "tag-and-probe measurement (muon_sf_*, muon_eff_mc); truth for the rest"
-    meta["n_eigen"] = int(ex.spectra["mc"].shape[1])
+    meta["n_eigen"] = int(next(iter(tables.values()))["stat"].shape[1])
+    meta["sf_smoothing"] = (
+        None
+        if smooth is None
+        else {k: {"degree": v.degree, "unsmoothed_pt_bins": v.first} for k, v in smooth.items()}
+    )
     cset["description"] = json.dumps(meta, sort_keys=True)
     import correctionlib.schemav2 as schema
 
@@ -147,9 +167,27 @@ def table_rows(ex: Extraction) -> list[dict[str, Any]]:
     return rows
 
 
-def write_tables(ex: Extraction, outdir: str | Path) -> dict[str, Path]:
-    """efficiencies.csv, efficiencies.hdf5 (per sample/method arrays + scale factors) and
-    fit_summary.json (flagged bins with reasons), each written atomically."""
+FIT_FIELDS = (
+    "params",
+    "cov",
+    "nll",
+    "edm",
+    "chi2",
+    "ndof",
+    "chi2_prob",
+    "pos_def",
+    "converged",
+    "at_bound",
+)
+
+
+def write_tables(
+    ex: Extraction, outdir: str | Path, attrs: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """efficiencies.csv, efficiencies.hdf5 (per sample/method arrays, every fit result, the
+    scale factors, and ``attrs``: where the histograms, config and truth came from, the
+    refits) and fit_summary.json (flagged bins with reasons), each written atomically.
+    ``read_extraction`` rebuilds the Extraction from them (the refit command)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -162,6 +200,9 @@ def write_tables(ex: Extraction, outdir: str | Path) -> dict[str, Path]:
     with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["steps"] = json.dumps(spec.steps)
         f.attrs["axes"] = json.dumps(["step", "pt", "eta", "charge"])
+        f.attrs["nominal"] = ex.nominal
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = json.dumps(v)
         for name in ("pt_edges", "eta_edges", "charge_edges", "mass_edges"):
             f[name] = getattr(spec, name)
         for sample, by_m in ex.results.items():
@@ -170,9 +211,13 @@ def write_tables(ex: Extraction, outdir: str | Path) -> dict[str, Path]:
                 for k in ("eff", "err", "flags", "n_probes"):
                     g[k] = np.asarray(getattr(m, k)).reshape(spec.shape)
                 if m.fit is not None:
-                    g["params"] = m.fit.params.reshape(*spec.shape, -1)
-                    g["chi2_prob"] = m.fit.chi2_prob.reshape(spec.shape)
-                    g["edm"] = m.fit.edm.reshape(spec.shape)
+                    fg = g.create_group("fit")
+                    fg.attrs["iterations"] = m.fit.iterations
+                    for k in FIT_FIELDS:
+                        v = getattr(m.fit, k)
+                        if v is not None:
+                            v = np.asarray(v)
+                            fg[k] = v.reshape(*spec.shape, *v.shape[1:])
         g = f.create_group("scale_factors")
         for k, v in ex.sf.items():
             g[k] = np.asarray(v).reshape(spec.shape)
@@ -181,6 +226,46 @@ def write_tables(ex: Extraction, outdir: str | Path) -> dict[str, Path]:
         outdir / "fit_summary.json", json.dumps(ex.summary(), indent=1)
     )
     return paths
+
+
+def read_extraction(outdir: str | Path, cfg: Any, data: Any, mc: Any) -> tuple[Extraction, dict]:
+    """The Extraction written by ``write_tables`` into ``outdir`` (with the spectra it was
+    measured on) and the attributes written with it."""
+    from wremnants_dask.efficiency.extract import Measurement
+    from wremnants_dask.efficiency.fit import FitResult
+
+    path = Path(outdir) / "efficiencies.hdf5"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no efficiency tables (run python -m wremnants_dask.tnp)")
+    results: dict[str, dict[str, Measurement]] = {}
+    with h5py.File(path, "r") as f:
+        shape = tuple(data.shape)
+        if tuple(f["scale_factors/sf"].shape) != shape:
+            raise ValueError(f"{path}: bins {f['scale_factors/sf'].shape} != spectra {shape}")
+        attrs = {k: json.loads(v) for k, v in f.attrs.items() if k not in ("nominal",)}
+        nominal = str(f.attrs.get("nominal", "fit"))
+        for sample in ("data", "mc"):
+            results[sample] = {}
+            for method, g in f[sample].items():
+                fit = None
+                if "fit" in g:
+                    fg = g["fit"]
+                    kw = {k: np.asarray(fg[k]).reshape(-1, *fg[k].shape[4:]) for k in fg}
+                    fit = FitResult(
+                        eff=np.asarray(g["eff"]).ravel(),
+                        err=np.asarray(g["err"]).ravel(),
+                        iterations=int(fg.attrs["iterations"]),
+                        **kw,
+                    )
+                results[sample][method] = Measurement(
+                    *(np.asarray(g[k]).ravel() for k in ("eff", "err", "flags", "n_probes")),
+                    fit=fit,
+                )
+    from wremnants_dask.efficiency.extract import scale_factors
+
+    ex = Extraction(cfg, {"data": data, "mc": mc}, results, nominal=nominal)
+    ex.sf = scale_factors(results, nominal)
+    return ex, attrs
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:
