@@ -20,6 +20,7 @@ import numpy as np
 
 from wremnants_dask.fitsetup import abcd, histops
 from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.processors import pdfsets
 from wremnants_dask.synth.processes import DATA_GROUP, PROMPT_GROUPS, QCD_GROUP
 
 #: The mass templates used as the +-1 variation of the mass parameter.
@@ -227,16 +228,94 @@ def _mass(boson: str) -> Callable[..., list[dict[str, Any]]]:
     return f
 
 
-def _pdf(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
-    """Hessian eigenvectors 1..N-3 as mirrored one-sided shifts; the last two are alphaS."""
-    n = len(var.axes["pdfVar"])
-    eig = var[{"pdfVar": slice(1, n - 2)}]
-    out = [dict(name="pdf", variations=eig)]
-    if n >= 3:
-        a_dn = var[{"pdfVar": n - 2}]
-        a_up = var[{"pdfVar": n - 1}]
-        out.append(dict(name="pdfAlphaS", up=a_up, down=a_dn))
-    return out
+def pdf_set_of(var: hist.Hist, where: str = "pdf tensor") -> pdfsets.PdfSet:
+    """The PDF set a histmaker ``pdf`` tensor holds: the label of its ``pdfVar`` axis."""
+    ax = var.axes["pdfVar"]
+    label = ax.__dict__.get("label", ax.label)
+    if label not in pdfsets.known_sets():
+        raise SetupError(
+            f"{where}: the pdfVar axis is labelled {label!r}, not a PDF set of "
+            f"configs/{pdfsets.CONFIG}; rerun the histmaker with this version (it labels the "
+            "axis with the set found from the LHEPdfWeight title or the option pdf_set)"
+        )
+    pdf = pdfsets.by_name(label)
+    if len(ax) != pdf.members:
+        raise SetupError(f"{where}: pdfVar has {len(ax)} entries, set {pdf.name!r} {pdf.members}")
+    return pdf
+
+
+#: Fraction of the replicas' (whitened) variance kept by the Hessian-equivalent eigenvectors.
+REPLICA_VARIANCE_KEPT = 0.999
+
+
+def replica_coefficients(
+    deviations: Sequence[np.ndarray], kept: float = REPLICA_VARIANCE_KEPT
+) -> np.ndarray:
+    """(n_replicas, K) matrix A turning replica deviations into Hessian-equivalent shifts.
+
+    ``deviations``: per process, (bins, n_replicas) replica yields minus their mean, each row
+    divided by the bin's Poisson scale (sqrt of the nominal) so that the truncation keeps what
+    the fit resolves. With ``D`` their concatenation and ``D = U S V^T``, the covariance of the
+    replicas is ``D D^T / (N - 1)``; its eigenvector shifts are ``D V_k / sqrt(N - 1)``, so for
+    any process ``shift_k = deviation @ A[:, k]`` with ``A = V[:, :K] / sqrt(N - 1)``: one
+    coefficient matrix for all processes keeps their correlations (one nuisance per
+    eigenvector, common to W, Z and the non-prompt subtraction). K: the fewest eigenvectors
+    holding ``kept`` of the total variance.
+    """
+    d = np.concatenate([np.asarray(x, float).reshape(-1, x.shape[-1]) for x in deviations])
+    n = d.shape[1]
+    if n < 2:
+        raise SetupError(f"replica PDF set with {n} replica(s): no spread to take")
+    _, sv, vt = np.linalg.svd(d, full_matrices=False)
+    frac = np.cumsum(sv**2) / max(float(np.sum(sv**2)), np.finfo(float).tiny)
+    k = int(np.searchsorted(frac, kept) + 1)
+    return vt[:k].T / np.sqrt(n - 1)
+
+
+def replica_variations(var: hist.Hist, pdf: pdfsets.PdfSet, coeffs: np.ndarray) -> hist.Hist:
+    """The Hessian-equivalent eigenvector variations (axis ``pdfVar`` = eig0..) of a replica
+    tensor: central member + (replicas - their mean) @ coeffs."""
+    i = histops.axis_index(var, "pdfVar")
+    vals, _ = histops.hist_arrays(var, flow=False)
+    vals = np.moveaxis(vals, i, -1)
+    reps = vals[..., list(pdf.eigen_members)]
+    shifts = (reps - reps.mean(axis=-1, keepdims=True)) @ coeffs
+    out = vals[..., :1] + shifts
+    ax = hist.axis.StrCategory(
+        [f"eig{k}" for k in range(coeffs.shape[1])], name="pdfVar", overflow=False
+    )
+    axes = [a for a in var.axes if a.name != "pdfVar"]
+    return histops.make_hist([*axes, ax], out, None, flow=False)
+
+
+def _pdf(coeffs: np.ndarray | None) -> Callable[..., list[dict[str, Any]]]:
+    """PDF members as the set's metadata says (configs/pdf_sets.yaml): Hessian eigenvectors as
+    mirrored one-sided shifts, or replicas through ``coeffs`` (``replica_coefficients``, common
+    to every process); the alphaS pair scaled to +-0.0015 (the CMS convention)."""
+
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        pdf = pdf_set_of(var)
+        first, last = pdf.eigenvectors
+        if pdf.error_type == "hessian":
+            eig = var[{"pdfVar": slice(first, last + 1)}]
+        else:
+            if coeffs is None or coeffs.shape[0] != last - first + 1:
+                raise SetupError(f"PDF set {pdf.name!r}: replica coefficients not computed")
+            eig = replica_variations(var, pdf, coeffs)
+        out = [dict(name="pdf", variations=eig, scale=pdf.scale)]
+        if pdf.alphas is not None:
+            a_dn, a_up = pdf.alphas
+            out.append(
+                dict(
+                    name="pdfAlphaS",
+                    up=var[{"pdfVar": a_up}],
+                    down=var[{"pdfVar": a_dn}],
+                    scale=pdf.alphas_scale,
+                )
+            )
+        return out
+
+    return f
 
 
 def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
@@ -259,14 +338,17 @@ def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
     return f
 
 
-def variation_map(group: str) -> list[Variation]:
-    """Every histmaker variation tensor a process group may carry, with its parameter group."""
+def variation_map(group: str, pdf_coeffs: np.ndarray | None = None) -> list[Variation]:
+    """Every histmaker variation tensor a process group may carry, with its parameter group.
+
+    ``pdf_coeffs``: replica-to-eigenvector matrix of a replica PDF set (``replica_coefficients``).
+    """
     return [
         Variation("massWeightW", "massW", _mass("W")),
         Variation("massWeightZ", "massZ", _mass("Z")),
         Variation("widthWeightW", "widthW", _updown("widthW")),
         Variation("widthWeightZ", "widthZ", _updown("widthZ")),
-        Variation("pdf", "pdf", _pdf),
+        Variation("pdf", "pdf", _pdf(pdf_coeffs)),
         Variation("qcdScale", "QCDscale", _qcd_scale(group)),
         Variation("effStat", "muon_eff_stat", _decorrelated("effStat", "eta")),
         Variation("effSyst", "muon_eff_syst", _updown("effSyst")),
@@ -300,8 +382,13 @@ def build_fit_input(
     sparse: bool = False,
     nonprompt_from_data: bool = True,
     nonprompt_eta_merge: int | None = None,
+    interp: str = "rabbit",
 ) -> tuple[Any, dict[str, Any]]:
-    """Build the FitInputWriter for ``analysis``; returns (writer, summary)."""
+    """Build the FitInputWriter for ``analysis``; returns (writer, summary).
+
+    ``interp``: interpolation of asymmetric shape and norm systematics, ``rabbit`` (the CMS
+    fitter's, default: these are CMS-style setups) or ``smooth`` (``fitting/interp.py``).
+    """
     from wremnants_dask.fitting.fitinput_writer import FitInputWriter
 
     where = str(hf.path)
@@ -333,7 +420,9 @@ def build_fit_input(
     if asimov:
         data = _asimov(procs)
 
-    w = FitInputWriter(sparse=sparse)
+    if interp not in ("rabbit", "smooth"):
+        raise SetupError(f"interp must be 'rabbit' or 'smooth', got {interp!r}")
+    w = FitInputWriter(sparse=sparse, shape_interp=interp, norm_interp=interp)
     ch = setup.channel
     w.add_channel(ch, data.axes)
     w.add_data(data, ch)
@@ -361,8 +450,9 @@ def build_fit_input(
         created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=groups, **spec)
         params_by_group.setdefault(group, set()).update(created)
 
+    pdf_coeffs = _replica_pdf_coefficients(samples, prompt, base, setup)
     for g in prompt:
-        for v in variation_map(g):
+        for v in variation_map(g, pdf_coeffs):
             var = samples.variation(g, base, v.suffix)
             if var is None:
                 continue
@@ -374,7 +464,7 @@ def build_fit_input(
 
     # Prompt systematics move the non-prompt prediction through the prompt subtraction.
     if np_est is not None:
-        for v in variation_map("nonprompt"):
+        for v in variation_map("nonprompt", pdf_coeffs):
             if v.suffix.startswith(("massWeight", "widthWeight", "qcdScale")):
                 continue  # signal theory: absorbed by the non-prompt normalisation
             var_total = _prompt_variation_total(samples, prompt, base, v.suffix, full)
@@ -414,6 +504,7 @@ def build_fit_input(
         "signal": setup.signal,
         "lumi_pb": samples.lumi_pb,
         "asimov": asimov,
+        "interp": interp,
         "mass_param": mass_param,
         "mass_step_mev": MASS_STEP_MEV,
         "mass_reference_gev": reference_mass(hf.metadata, setup.boson, where),
@@ -426,6 +517,27 @@ def build_fit_input(
         "empty_bins_floored": n_floored,
     }
     return w, summary
+
+
+def _replica_pdf_coefficients(
+    samples: Samples, prompt: Sequence[str], base: str, setup: AnalysisSetup
+) -> np.ndarray | None:
+    """For a replica PDF set, the coefficients common to all prompt processes (fit bins)."""
+    blocks = []
+    for g in prompt:
+        var = samples.variation(g, base, "pdf")
+        if var is None:
+            continue
+        pdf = pdf_set_of(var, f"{samples.hf.path}: {g} {base}_pdf")
+        if pdf.error_type != "replicas":
+            continue
+        proj = _project(_fit_region(var, setup), setup.fit_axes)
+        vals, _ = histops.hist_arrays(proj, flow=False)
+        vals = np.moveaxis(vals, histops.axis_index(proj, "pdfVar"), -1)
+        reps = vals[..., list(pdf.eigen_members)].reshape(-1, len(pdf.eigen_members))
+        scale = np.sqrt(np.maximum(vals[..., 0].reshape(-1), 1.0))[:, None]
+        blocks.append((reps - reps.mean(axis=-1, keepdims=True)) / scale)
+    return replica_coefficients(blocks) if blocks else None
 
 
 #: Mean data count per (merged) bin that each ABCD sideband must reach.
