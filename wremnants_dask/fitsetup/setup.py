@@ -364,7 +364,7 @@ def _project(h: hist.Hist, axes: Sequence[str]) -> hist.Hist:
     return h.project(*keep)
 
 
-ANALYSIS_AXES = frozenset({"eta", "pt", "charge", "passIso", "passMT", "mll", "ptll", "yll"})
+ANALYSIS_AXES = frozenset({"eta", "pt", "charge", "passIso", "passMT", "mt", "mll", "ptll", "yll"})
 
 
 def _is_variation(h: hist.Hist, name: str) -> bool:
@@ -412,7 +412,11 @@ def build_fit_input(
     if setup.nonprompt and nonprompt_from_data:
         qcd_mc = samples.group_sum(QCD_GROUP, base) if QCD_GROUP in samples.groups else None
         np_est = estimate_nonprompt(
-            data_full, _sum(list(full.values())), qcd_mc, nonprompt_eta_merge
+            data_full,
+            _sum(list(full.values())),
+            qcd_mc,
+            nonprompt_eta_merge,
+            abcd_regions(setup, data_full, where),
         )
         procs["Nonprompt"] = np_est.nominal.project(*setup.fit_axes)
 
@@ -474,11 +478,14 @@ def build_fit_input(
                 add(v.group, "Nonprompt", spec)
         if "nonprompt" not in exclude_groups:
             if np_est.eigen is not None:
+                fit_ax = set(setup.fit_axes)
                 created = w.add_shape_systematic(
                     "nonpromptSmooth",
                     "Nonprompt",
                     ch,
-                    variations=np_est.eigen.project(*setup.fit_axes, "nonpromptEig"),
+                    variations=np_est.eigen.project(
+                        *setup.fit_axes, *[a for a in np_est.eigen.axes.name if a not in fit_ax]
+                    ),
                     groups=["nonprompt"],
                 )
                 params_by_group.setdefault("nonprompt", set()).update(created)
@@ -544,7 +551,40 @@ def _replica_pdf_coefficients(
 MIN_SIDEBAND_COUNT = 20.0
 
 
-def choose_eta_merge(data: hist.Hist, requested: int | None = None) -> int:
+@dataclass(frozen=True)
+class AbcdRegions:
+    """The ABCD axes of a fit setup: its region's first key is the isolation axis (2 bins),
+    the second the mT axis (Boolean: simple ABCD; >= 3 bins: extended ABCD, sidebands = the
+    other mT bins); the values select the signal region."""
+
+    iso_axis: str = "passIso"
+    iso_pass: int = 1
+    mt_axis: str = "passMT"
+    mt_signal: int = 1
+
+    def signal(self) -> dict[str, Any]:
+        return {self.iso_axis: self.iso_pass, self.mt_axis: self.mt_signal}
+
+
+def abcd_regions(setup: AnalysisSetup, h: hist.Hist, where: str) -> AbcdRegions:
+    """The ABCD axes and signal bins from ``setup.region`` (bin indices; True = bin 1)."""
+    if len(setup.region) != 2:
+        raise SetupError(
+            f"{where}: fit_setup.region must name the isolation and the mT axis for the "
+            f"non-prompt ABCD, got {setup.region}"
+        )
+    (iso, iso_v), (mt, mt_v) = setup.region.items()
+    for name in (iso, mt):
+        if name not in h.axes.name:
+            raise SetupError(f"{where}: ABCD axis {name!r} (fit_setup.region) not in the histogram")
+    n_mt = len(h.axes[mt])
+    sig = int(mt_v) % n_mt
+    return AbcdRegions(iso, int(iso_v), mt, sig)
+
+
+def choose_eta_merge(
+    data: hist.Hist, requested: int | None = None, regions: AbcdRegions | None = None
+) -> int:
     """Eta bins merged for the non-prompt estimate: ``requested``, or the finest merge for which
     every sideband holds on average MIN_SIDEBAND_COUNT data events per bin.
 
@@ -557,9 +597,10 @@ def choose_eta_merge(data: hist.Hist, requested: int | None = None) -> int:
         if requested < 1 or n % requested:
             raise SetupError(f"--nonprompt-eta-merge {requested} does not divide {n} eta bins")
         return requested
-    regions = data.project("passIso", "passMT").values()
-    sideband = min(regions[0, 1], regions[1, 0], regions[0, 0])
-    other = data.values().size / (n * regions.size)  # bins per eta slice and region
+    r = AbcdRegions() if regions is None else regions
+    counts = data.project(r.iso_axis, r.mt_axis).values()
+    sideband = np.delete(counts.reshape(-1), r.iso_pass * counts.shape[1] + r.mt_signal).min()
+    other = data.values().size / (n * counts.size)  # bins per eta slice and region
     for m in (f for f in range(1, n + 1) if n % f == 0):
         if sideband / (other * (n // m)) >= MIN_SIDEBAND_COUNT:
             return m
@@ -587,6 +628,7 @@ class NonPromptEstimate:
     """The ABCD prediction on the fine binning, its smoothing eigen-variations and closure."""
 
     merge: int
+    regions: AbcdRegions
     nominal: hist.Hist
     eigen: hist.Hist | None
     closure: float | None
@@ -603,7 +645,9 @@ class NonPromptEstimate:
         0.2-1.2 % in the same direction for up and down, a spurious term in every systematic.
         With the nominal's variances an identity variation reproduces the nominal exactly.
         """
-        return _abcd_fine(data, _with_variances(prompt, self.prompt), self.merge, eigen=False)[0]
+        return _abcd_fine(
+            data, _with_variances(prompt, self.prompt), self.merge, self.regions, eigen=False
+        )[0]
 
 
 def _with_variances(varied: hist.Hist, nominal: hist.Hist | None) -> hist.Hist:
@@ -626,14 +670,25 @@ def _with_variances(varied: hist.Hist, nominal: hist.Hist | None) -> hist.Hist:
     return histops.make_hist(list(varied.axes), vals, np.array(nom_w), flow=False)
 
 
+#: Axes along which the fake-rate eigen-variations are decorrelated: each (merged) eta x charge
+#: row has its own smoothing fit, so its eigenvectors are its own nuisances (sharing one nuisance
+#: across rows would tie unrelated eigenvectors together).
+NONPROMPT_DECORRELATE = ("eta", "charge")
+
+
 def _abcd_fine(
-    data: hist.Hist, prompt: hist.Hist | None, m: int, *, eigen: bool
+    data: hist.Hist, prompt: hist.Hist | None, m: int, r: AbcdRegions, *, eigen: bool
 ) -> tuple[hist.Hist, hist.Hist | None]:
     fine = data.axes["eta"]
     pred = abcd.predict_nonprompt(
         _merge_eta(data, m),
         None if prompt is None else _merge_eta(prompt, m),
+        iso_axis=r.iso_axis,
+        iso_pass=r.iso_pass,
+        mt_axis=r.mt_axis,
+        mt_signal=r.mt_signal,
         eigen_axis="nonpromptEig" if eigen else None,
+        decorrelate=[a for a in NONPROMPT_DECORRELATE if a in data.axes.name] if eigen else (),
         clip_negative=True,
     )
     eig = None if pred.eigen is None else _spread_eta(pred.eigen, fine, m)
@@ -641,17 +696,23 @@ def _abcd_fine(
 
 
 def estimate_nonprompt(
-    data: hist.Hist, prompt: hist.Hist, qcd_mc: hist.Hist | None, merge: int | None
+    data: hist.Hist,
+    prompt: hist.Hist,
+    qcd_mc: hist.Hist | None,
+    merge: int | None,
+    regions: AbcdRegions | None = None,
 ) -> NonPromptEstimate:
-    """Extended-ABCD non-prompt estimate from data; closure measured on QCD simulation."""
-    m = choose_eta_merge(data, merge)
-    nominal, eigen = _abcd_fine(data, prompt, m, eigen=True)
+    """ABCD non-prompt estimate from data (extended when the mT axis has >= 3 bins), smoothed
+    in pT; closure measured on QCD simulation."""
+    r = AbcdRegions() if regions is None else regions
+    m = choose_eta_merge(data, merge, r)
+    nominal, eigen = _abcd_fine(data, prompt, m, r, eigen=True)
     closure = None
     if qcd_mc is not None:
-        pred_mc = _abcd_fine(qcd_mc, None, m, eigen=False)[0].values().sum()
-        true_mc = histops.select(qcd_mc, {"passIso": True, "passMT": True}).values().sum()
+        pred_mc = _abcd_fine(qcd_mc, None, m, r, eigen=False)[0].values().sum()
+        true_mc = histops.select(qcd_mc, r.signal()).values().sum()
         closure = float(pred_mc / true_mc) if true_mc > 0 else None
-    return NonPromptEstimate(m, nominal, eigen, closure, prompt)
+    return NonPromptEstimate(m, r, nominal, eigen, closure, prompt)
 
 
 def _unreliable_bins(nominal: hist.Hist) -> np.ndarray:
