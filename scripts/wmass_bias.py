@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=5000)
     p.add_argument("--stat-scale", type=float, default=1.0)
     p.add_argument("--workers", default="sync", help="histmaker: 'sync' or local workers")
+    p.add_argument("--resume", action="store_true", help="refit the points whose fit input exists")
     args = p.parse_args(argv)
 
     from wremnants_dask.inputs.datasets import config_path
@@ -130,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = d / "datasets.yaml"
             cfg.write_text(yaml.safe_dump(point_config(base, shift, seed, args.stat_scale)))
             t0 = time.perf_counter()
-            _run([py, "-m", "wremnants_dask.histmaker", "-a", "mw", "--dataset-config", str(cfg),
-                  "-o", str(d / "hists"), "--no-progress", *ex], d / "histmaker.log")  # fmt: skip
-            _run([py, "-m", "wremnants_dask.setup_fit", str(d / "hists" / "mw.hdf5"), "-o",
-                  str(d / "fitinput")], d / "setup_fit.log")  # fmt: skip
+            fitinput = d / "fitinput" / "fitinput_mw.hdf5"
+            if not (args.resume and fitinput.exists()):  # setup_fit writes it atomically
+                _run([py, "-m", "wremnants_dask.histmaker", "-a", "mw", "--dataset-config",
+                      str(cfg), "-o", str(d / "hists"), "--no-progress", *ex],
+                     d / "histmaker.log")  # fmt: skip
+                _run([py, "-m", "wremnants_dask.setup_fit", str(d / "hists" / "mw.hdf5"), "-o",
+                      str(d / "fitinput")], d / "setup_fit.log")  # fmt: skip
             row = {"point": name, "injected_mev": shift, "seed": seed}
-            row.update(fit_point(d / "fitinput" / "fitinput_mw.hdf5"))
+            row.update(fit_point(fitinput))
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
