@@ -1,4 +1,5 @@
-"""The extended ABCD as the chain runs it: the mw processor's mT binning and fit region, through
+"""The extended ABCD as the chain runs it with mw's option abcd="extended": its mT binning and
+fit region, through
 ``setup.estimate_nonprompt`` (eta merge, pT smoothing, eigen-variations decorrelated per eta x
 charge row).
 
@@ -20,7 +21,7 @@ import pytest
 
 from wremnants_dask.fitsetup import histops
 from wremnants_dask.fitsetup import setup as fs
-from wremnants_dask.processors.mw import MT_EDGES, WMassProcessor
+from wremnants_dask.processors.mw import EXTENDED_REGION, MT_EDGES, WMassProcessor
 
 N_ETA, N_PT = 4, 10
 PT_EDGES = np.linspace(26, 56, N_PT + 1)
@@ -79,7 +80,7 @@ def _hists(values: np.ndarray, prompt: np.ndarray, simple: bool):
 
 
 def _setup(simple: bool) -> fs.AnalysisSetup:
-    spec = dict(WMassProcessor.fit_setup)
+    spec = dict(WMassProcessor.fit_setup, region=EXTENDED_REGION)  # mw with abcd="extended"
     if simple:
         spec["region"] = {"passIso": True, "passMT": True}
     return fs.AnalysisSetup.from_metadata(spec, "test")
@@ -132,9 +133,22 @@ def test_fake_rate_eigen_variations_decorrelated_per_eta_charge_row() -> None:
 def test_abcd_regions_errors() -> None:
     nonprompt, prompt, _ = _toy()
     data, _ = _hists(nonprompt + prompt, prompt, simple=False)
-    spec = dict(WMassProcessor.fit_setup, region={"passIso": True})
+    spec = dict(WMassProcessor.fit_setup, region={"passIso": True})  # one axis only
     with pytest.raises(fs.SetupError, match="region must name"):
         fs.abcd_regions(fs.AnalysisSetup.from_metadata(spec, "f.hdf5"), data, "f.hdf5")
     spec = dict(WMassProcessor.fit_setup, region={"passIso": True, "passMT": True})
     with pytest.raises(fs.SetupError, match="'passMT'"):
         fs.abcd_regions(fs.AnalysisSetup.from_metadata(spec, "f.hdf5"), data, "f.hdf5")
+
+
+def test_mw_option_abcd_selects_the_mt_binning() -> None:
+    from wremnants_dask.processors.registry import get_processor
+
+    ext = get_processor("mw", abcd="extended")
+    assert ext.axes()[-1].name == "mt" and list(ext.axes()[-1].edges) == list(MT_EDGES)
+    assert ext.fit_setup["region"] == EXTENDED_REGION
+    default = get_processor("mw")
+    assert default.axes()[-1].name == "passMT"
+    assert default.fit_setup["region"] == {"passIso": True, "passMT": True}
+    with pytest.raises(ValueError, match="abcd"):
+        get_processor("mw", abcd="extendd")
