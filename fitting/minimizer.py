@@ -373,7 +373,9 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
             # last interior step's estimate, made before a rejected (poor-model) step. Judge
             # such a stall by the Gauss-Newton EDM at the final point (an unbounded CG step).
             edm_end, ncg_end = jax.lax.cond(
-                st["stalled"], lambda: _free_edm(operator, st), lambda: (st["edm"], jnp.zeros_like(st["ncg"]))
+                st["stalled"],
+                lambda: _free_edm(operator, st),
+                lambda: (st["edm"], jnp.zeros_like(st["ncg"])),
             )
             conv_end = st["stalled"] & (edm_end < opts.tol_edm)
             st = {

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fit_models import hw, reg
+
 from wremnants_dask.fitting import FitInputWriter
 from wremnants_dask.fitting.interp import phi
 from wremnants_dask.fitting.model import FitModel

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import integrate, stats
-from wremnants_dask.processors import theory
 
+from wremnants_dask.processors import theory
 from wremnants_dask.synth import kinematics
 
 MW, GW, W_WINDOW = 80.379, 2.085, (50.0, 110.0)
@@ -122,9 +122,8 @@ def test_width_weights_default_and_quad(boson, mass, width, window, delta):
 
 
 def test_width_option_reaches_processor():
-    from wremnants_dask.processors.common import _width_unc
-
     from wremnants_dask.engine.processor import ProcessorError
+    from wremnants_dask.processors.common import _width_unc
 
     assert _width_unc(None) == {"W": 0.0006, "Z": 0.0008}
     assert _width_unc({"W": 0.042}) == {"W": 0.042, "Z": 0.0008}

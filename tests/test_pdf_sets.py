@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import uproot
 from conftest import NANOAOD_DY
-from wremnants_dask.processors import pdfsets, theory
 
 from wremnants_dask.fitsetup import histops
 from wremnants_dask.fitsetup import setup as fs
+from wremnants_dask.processors import pdfsets, theory
 
 
 def test_table_and_lookup():

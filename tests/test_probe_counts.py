@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import uproot
+
 from wremnants_dask.corrections import build
 from wremnants_dask.corrections import probe_counts as pc
-
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_sample
 
 
