@@ -71,20 +71,22 @@ def hist_plot_commands(hist_file: Path, outdir: Path) -> list[list[str]]:
     for axis in setup.get("fit_axes", []):
         cmds.append([*base, "hists", "--input", str(hist_file), "--hist", name, "--axes", axis,
                      "--select", *region, "-o", str(outdir)])  # fmt: skip
-    # the non-prompt ABCD regions: the other combinations of the two region flags, on pT
+    # the non-prompt ABCD regions: the other bins of the two region axes (isolation, mT), on pT
     flags = list((setup.get("region") or {}).items())
     if setup.get("nonprompt") and len(flags) == 2 and len(setup.get("fit_axes", [])) > 1:
-        for a in (0, 1):
-            for b in (0, 1):
-                if (bool(a), bool(b)) == (bool(flags[0][1]), bool(flags[1][1])):
+        with HistFile(hist_file) as hf:
+            h0 = hf.get(hf.datasets[0], name)
+            sizes = [len(h0.axes[k]) for k, _ in flags]
+        signal = tuple(int(v) % n for (_, v), n in zip(flags, sizes))
+        for a in range(sizes[0]):
+            for b in range(sizes[1]):
+                if (a, b) == signal:
                     continue  # the signal region, drawn above
                 cmds.append([*base, "hists", "--input", str(hist_file), "--hist", name, "--axes",
                              setup["fit_axes"][1], "--select", f"{flags[0][0]}={a}",
                              f"{flags[1][0]}={b}", "-o", str(outdir)])  # fmt: skip
-    if setup.get("nonprompt"):
-        cmds.append(
-            [*base, "fakerate", "--input", str(hist_file), "--hist", name, "-o", str(outdir)]
-        )
+        cmds.append([*base, "fakerate", "--input", str(hist_file), "--hist", name,
+                     "--iso-axis", flags[0][0], "--mt-axis", flags[1][0], "-o", str(outdir)])  # fmt: skip
     with HistFile(hist_file) as hf:
         signal = [d for d in hf.datasets if hf.info(d).get("group") == setup.get("signal")]
         have = set(hf.names(signal[0])) if signal else set()

@@ -8,7 +8,8 @@ writes ``corrections/wremnants_corrections.json.gz``: one correctionlib Correcti
   profiles; up/down from the data profile with the minimum-bias cross section scaled +-4.6%.
 - ``muon_sf_<step>``    (eta, pt, variation, eigen) -> scale factor for step idip, iso, trigger
   (conditional efficiencies data/sim). variation: nominal | syst_up | syst_down | stat_up |
-  stat_down; ``eigen`` picks the statistical eigen-variation (ignored otherwise).
+  stat_down; ``eigen`` picks the statistical eigen-variation (ignored otherwise). The
+  statistical errors are those of the probes the Z sample gives (``probe_counts``).
 - ``muon_eff_mc``       (step, eta, pt) -> simulation efficiency (for anti-isolation SFs).
 - ``prefiring``         (eta, pt, variation) -> per-muon L1 prefiring probability.
 - ``muon_resolution``   (eta, pt) -> sigma(pT)/pT of the Gaussian resolution model.
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from wremnants_dask.corrections import muon_models
+from wremnants_dask.corrections import muon_models, probe_counts
 from wremnants_dask.corrections.sf_eigen import ratio_error, scaled_pt, smooth_and_decompose
 from wremnants_dask.utils.atomic import atomic_path
 from wremnants_dask.utils.provenance import make_metadata
@@ -121,18 +122,29 @@ def pileup_correction(truth: dict, minbias_var: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- muon SFs
+#: Fewest probes a bin is given (bins the Z sample does not reach still get a finite error).
+MIN_PROBES = 1.0
+
+
+def _probes(n: float | dict[str, np.ndarray], step: str, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.broadcast_to(np.asarray(n[step] if isinstance(n, dict) else n, float), shape)
+    return np.maximum(arr, MIN_PROBES)
+
+
 def sf_tables(
     truth: dict,
     degree: int,
-    n_probes_data: float,
-    n_probes_mc: float,
+    n_probes_data: float | dict[str, np.ndarray],
+    n_probes_mc: float | dict[str, np.ndarray],
     syst_rel: float,
     fit_pt_min: float = 24.0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Nominal (binned truth ratio), stat eigen-variations and syst shift per step.
 
-    The smoothing polynomial is fitted above ``fit_pt_min`` (the trigger turn-on below is not
-    polynomial); below it the fitted variations are extrapolated, the nominal stays binned.
+    ``n_probes_*``: probes per (eta, pT) bin, one number for all bins or per step an
+    (n_eta, n_pt) array (``probe_counts``: what the Z sample gives). The smoothing polynomial
+    is fitted above ``fit_pt_min`` (the trigger turn-on below is not polynomial); below it the
+    fitted variations are extrapolated, the nominal stays binned.
     """
     eff = truth["efficiency"]
     eta_edges = np.asarray(eff["eta_edges"], dtype=np.float64)
@@ -155,7 +167,8 @@ def sf_tables(
             )
         # bins where the simulation never passes (deep in a turn-on) carry SF 1: no events
         sf = np.divide(data, mc, out=np.ones_like(mc), where=mc > 0)
-        err = ratio_error(data[:, fit], mc[:, fit], n_probes_data, n_probes_mc)
+        n_d, n_m = (_probes(n, step, shape)[:, fit] for n in (n_probes_data, n_probes_mc))
+        err = ratio_error(data[:, fit], mc[:, fit], n_d, n_m)
         rng = (fit_pt_min, pt_edges[-1])
         smooth = smooth_and_decompose(sf[:, fit], err, centres[fit], degree, rng)
         # the eigen-variations as polynomials, evaluated at every pT bin centre
@@ -224,18 +237,30 @@ def build_payload(
     *,
     truth_path: str | None = None,
     degree: int = 2,
-    n_probes_data: float = 2.0e5,
-    n_probes_mc: float = 1.0e6,
+    n_probes_data: float | None = None,
+    n_probes_mc: float | None = None,
+    probe_lumi_pb: float = probe_counts.DEFAULT_LUMI_PB,
+    mc_z_events: float = probe_counts.DEFAULT_MC_Z_EVENTS,
     syst_rel: float = 5.0e-4,
     minbias_var: float = 0.046,
     scale_var: float = 1.0e-4,
     fit_pt_min: float = 24.0,
 ) -> dict[str, Any]:
-    """The CorrectionSet (as a JSON-ready dict) derived from a truth record, with provenance."""
+    """The CorrectionSet (as a JSON-ready dict) derived from a truth record, with provenance.
+
+    Scale-factor statistics: the probes a Z sample of ``probe_lumi_pb`` (data) and
+    ``mc_z_events`` (simulation) gives per bin (``corrections.probe_counts``), unless a flat
+    ``n_probes_data`` / ``n_probes_mc`` per bin is given.
+    """
     eff = truth["efficiency"]
     eta_edges = np.asarray(eff["eta_edges"], dtype=np.float64)
     pt_edges = np.asarray(eff["pt_edges"], dtype=np.float64)
-    tables = sf_tables(truth, degree, n_probes_data, n_probes_mc, syst_rel, fit_pt_min)
+    counts = None
+    if n_probes_data is None or n_probes_mc is None:
+        counts = probe_counts.probe_counts(truth, probe_lumi_pb, mc_z_events)
+    n_data = n_probes_data if n_probes_data is not None else {s: c[0] for s, c in counts.items()}
+    n_mc = n_probes_mc if n_probes_mc is not None else {s: c[1] for s, c in counts.items()}
+    tables = sf_tables(truth, degree, n_data, n_mc, syst_rel, fit_pt_min)
     corrs = [pileup_correction(truth, minbias_var)]
     corrs += [sf_correction(s, eta_edges, pt_edges, tables[s]) for s in SF_STEPS]
     corrs.append(mc_eff_correction(truth))
@@ -244,6 +269,8 @@ def build_payload(
         "degree": degree,
         "n_probes_data": n_probes_data,
         "n_probes_mc": n_probes_mc,
+        "probe_lumi_pb": probe_lumi_pb,
+        "mc_z_events": mc_z_events,
         "syst_rel": syst_rel,
         "minbias_var": minbias_var,
         "scale_var": scale_var,
@@ -292,8 +319,20 @@ def main(argv: list[str] | None = None) -> Path:
     )
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     p.add_argument("--degree", type=int, default=2, help="pT polynomial degree (n_eigen-1)")
-    p.add_argument("--n-probes-data", type=float, default=2.0e5)
-    p.add_argument("--n-probes-mc", type=float, default=1.0e6)
+    p.add_argument(
+        "--probe-lumi-pb",
+        type=float,
+        default=probe_counts.DEFAULT_LUMI_PB,
+        help="luminosity of the Z sample giving the data probes (see corrections/probe_counts.py)",
+    )
+    p.add_argument(
+        "--mc-z-events",
+        type=float,
+        default=probe_counts.DEFAULT_MC_Z_EVENTS,
+        help="events of the simulated Z sample giving the simulated probes",
+    )
+    p.add_argument("--n-probes-data", type=float, default=None, help="flat probes per bin instead")
+    p.add_argument("--n-probes-mc", type=float, default=None, help="flat probes per bin instead")
     p.add_argument("--syst-rel", type=float, default=5.0e-4)
     p.add_argument("--minbias-var", type=float, default=0.046)
     p.add_argument("--scale-var", type=float, default=1.0e-4)
@@ -314,6 +353,8 @@ def main(argv: list[str] | None = None) -> Path:
         degree=args.degree,
         n_probes_data=args.n_probes_data,
         n_probes_mc=args.n_probes_mc,
+        probe_lumi_pb=args.probe_lumi_pb,
+        mc_z_events=args.mc_z_events,
         syst_rel=args.syst_rel,
         minbias_var=args.minbias_var,
         scale_var=args.scale_var,

@@ -36,6 +36,14 @@ def scaled_pt(pt: np.ndarray, pt_lo: float, pt_hi: float) -> np.ndarray:
     return 2.0 * (np.asarray(pt, dtype=np.float64) - pt_lo) / (pt_hi - pt_lo) - 1.0
 
 
+def positive_largest(eigval: np.ndarray, eigvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``eigh`` output with each eigenvector (column) signed so that its largest-|component| is
+    positive: LAPACK's signs are arbitrary (they can differ between rows, builds and machines),
+    and a nuisance's "up" must mean the same shift wherever the payload is rebuilt."""
+    big = np.take_along_axis(eigvec, np.argmax(np.abs(eigvec), axis=-2)[..., None, :], axis=-2)
+    return eigval, eigvec * np.where(big < 0, -1.0, 1.0)
+
+
 def smooth_and_decompose(
     values: np.ndarray, errors: np.ndarray, pt_centres: np.ndarray, degree: int, pt_range: tuple
 ) -> EigenSmoothing:
@@ -63,7 +71,7 @@ def smooth_and_decompose(
     cov = np.linalg.inv(ata)
     params = np.einsum("epq,eq->ep", cov, atb)
     smooth = params @ design.T
-    eigval, eigvec = np.linalg.eigh(cov)  # ascending eigenvalues
+    eigval, eigvec = positive_largest(*np.linalg.eigh(cov))  # ascending eigenvalues
     eigval = np.clip(eigval, 0.0, None)
     # delta_k(pt) = sqrt(lambda_k) * sum_j V_jk x^j  -> (n_eta, n_eigen, n_pt)
     variations = np.einsum("ejk,ek,ij->eki", eigvec, np.sqrt(eigval), design)

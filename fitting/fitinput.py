@@ -34,9 +34,10 @@ from wremnants_dask.histograms.axes import axis_from_fitinput_v1, axis_to_uhi
 from wremnants_dask.utils.atomic import atomic_path
 
 FREE, GAUSS, POISSON = 0, 1, 2
-SHAPE_INTERP = ("smooth", "piecewise")  # smooth == pyhf code4p form; piecewise == code0/code1
+#: smooth == pyhf code4p form; rabbit == the CMS fitter's (fitting/interp.py); piecewise == code0/1
+SHAPE_INTERP = ("smooth", "rabbit", "piecewise")
 ADD_INTERP = ("code4p", "code0")
-NORM_INTERP = ("smooth", "code1", "code4")
+NORM_INTERP = ("smooth", "rabbit", "code1", "code4")
 BB_MODES = ("none", "lite", "full")
 #: Version 2: channel axes are UHI axis dicts (``histograms.axes``); version 1 (private axis
 #: dicts, still read) is converted on reading, so a ``FitInput`` only ever holds UHI axes.

@@ -1,9 +1,14 @@
 """Interpolation of systematic variations between theta = -1, 0, +1 (JAX, float64).
 
-A variation is written ``avg * theta + hd * phi(theta)``; ``phi(theta) = theta * f(theta)``:
+A variation is written ``avg * theta + hd * phi(theta)``; ``phi(theta) = theta * f(theta)``
+with ``g(x) = x (3 x^4 - 10 x^2 + 15) / 8`` (odd, g(+-1) = +-1, g'(+-1) = g''(+-1) = 0):
 
-* ``smooth``: ``f`` is the sixth-order polynomial of pyhf code4p / rabbit for |theta| < 1 and
-  ``sign(theta)`` beyond, so the interpolation has continuous first and second derivatives;
+* ``smooth``: ``f(theta) = g(theta)`` for |theta| < 1 and ``sign(theta)`` beyond (the pyhf
+  code4p form): continuous first and second derivatives, the blend spans |theta| < 1;
+* ``rabbit``: ``f(theta) = g(2 theta)`` for |theta| < 1/2 and ``sign(theta)`` beyond, the form
+  of the CMS fitter rabbit: the asymmetric part is linear (``hd |theta|``) from |theta| = 1/2.
+  The two differ for |theta| in (0, 1) whenever up and down are asymmetric (a W-mass-sized
+  model: 3-100 units of NLL at |theta| ~ 1); they agree for symmetrised systematics;
 * ``piecewise``: ``f = sign(theta)``, i.e. pyhf code0 (additive) or code1 (on logs).
 
 pyhf's code4 for normsys (a polynomial in the factor itself, exponential beyond |alpha| = 1) is
@@ -15,15 +20,26 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+#: Interpolations ``phi`` knows (the fit input's shape/norm interpolation names).
+PHI_MODES = ("smooth", "rabbit", "piecewise", "code0", "code1", "code4p")
+
+
+def _blend(x: jnp.ndarray) -> jnp.ndarray:
+    """g(x) = x (3 x^4 - 10 x^2 + 15) / 8 for |x| < 1, sign(x) beyond."""
+    x2 = x * x
+    inner = x * (x2 * (3.0 * x2 - 10.0) + 15.0) / 8.0
+    return jnp.where(jnp.abs(x) < 1.0, inner, jnp.sign(x))
+
 
 def phi(theta: jnp.ndarray, mode: str) -> jnp.ndarray:
-    """``theta * f(theta)`` for the asymmetric part of a variation."""
+    """``theta * f(theta)`` for the asymmetric part of a variation (see the module doc)."""
     if mode in ("piecewise", "code0", "code1"):
         return jnp.abs(theta)
-    t2 = theta * theta
-    inner = theta * (t2 * (3.0 * t2 - 10.0) + 15.0) / 8.0
-    f = jnp.where(jnp.abs(theta) < 1.0, inner, jnp.sign(theta))
-    return theta * f
+    if mode == "rabbit":
+        return theta * _blend(2.0 * theta)
+    if mode in ("smooth", "code4p"):
+        return theta * _blend(theta)
+    raise ValueError(f"unknown interpolation {mode!r}; known: {PHI_MODES}")
 
 
 # pyhf code4 (alpha0 = 1): polynomial coefficients a = A_INV @ b

@@ -240,6 +240,20 @@ def steihaug(hs, g, delta, tol, maxcg):
     return st["z"], st["r"], st["interior"], st["j"]
 
 
+#: CG tolerance (relative to the scaled gradient) of the end-of-loop EDM estimate: truncated
+#: CG underestimates the model reduction by at most ~this fraction squared.
+_EDM_CG_RTOL = 1e-3
+
+
+def _free_edm(operator: Any, st: dict[str, Any]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(Gauss-Newton EDM at ``st["x"]`` from an unbounded CG solve, CG steps used)."""
+    hs, scale = operator(st["x"], st["g"])
+    gs = scale * st["g"]
+    gnorm = jnp.sqrt(gs @ gs)
+    z, r, _, ncg = steihaug(hs, gs, jnp.asarray(1e30, gs.dtype), _EDM_CG_RTOL * gnorm, gs.size)
+    return -0.5 * (gs @ z + z @ r), ncg
+
+
 def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions()) -> Any:
     """A ``minimize(x0, obs, free) -> dict`` for this model (vmap-able; jit-compiled with the
     model arrays as arguments, not constants).
@@ -408,6 +422,24 @@ def make_minimizer(model: FitModel, opts: MinimizerOptions = MinimizerOptions())
                 done=~jnp.isfinite(f0),
             )
         st = jax.lax.while_loop(cond, body_direct if direct else body, st0)
+        if not direct:
+            # The trust radius collapses when steps near the minimum are rejected on rounding
+            # noise (predicted reductions ~1e-12 on an NLL ~1e3); ``edm`` then still holds the
+            # last interior step's estimate, made before a rejected (poor-model) step. Judge
+            # such a stall by the Gauss-Newton EDM at the final point (an unbounded CG step).
+            edm_end, ncg_end = jax.lax.cond(
+                st["stalled"],
+                lambda: _free_edm(operator, st),
+                lambda: (st["edm"], jnp.zeros_like(st["ncg"])),
+            )
+            conv_end = st["stalled"] & (edm_end < opts.tol_edm)
+            st = {
+                **st,
+                "edm": edm_end,
+                "ncg": st["ncg"] + ncg_end,
+                "conv": st["conv"] | conv_end,
+                "stalled": st["stalled"] & ~conv_end,
+            }
         status = jnp.where(
             st["conv"],
             CONVERGED,

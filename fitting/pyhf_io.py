@@ -489,8 +489,8 @@ def to_pyhf(
     names = fi.param_names
     base = lambda n: re.sub(r"\[\d+\]$", "", n)  # noqa: E731
     ms: dict[str, dict[str, str]] = {}
-    if fi.norm_interp == "smooth" and len(fi.norm_param):
-        inexact("norm systematics use smooth interpolation (written as normsys code4)")
+    if fi.norm_interp in ("smooth", "rabbit") and len(fi.norm_param):
+        inexact(f"norm systematics use {fi.norm_interp} interpolation (written as normsys code4)")
     ms["normsys"] = {"interpcode": "code1" if fi.norm_interp == "code1" else "code4"}
     ms["histosys"] = {"interpcode": "code0" if fi.add_interp == "code0" else "code4p"}
     if len(fi.shape_param):

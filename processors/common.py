@@ -23,7 +23,7 @@ from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
 from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 from wremnants_dask.inputs.nanoaod_eras import EraTable, Resolution, evaluate, leaves, load_table
-from wremnants_dask.processors import theory
+from wremnants_dask.processors import pdfsets, theory
 from wremnants_dask.processors.muon_scale import scale_tensor_per_muon
 from wremnants_dask.processors.muon_weights import muon_sf_weights
 from wremnants_dask.processors.tensors import bin_index, scatter_slots
@@ -55,6 +55,7 @@ class SampleInfo:
     has_pileup: bool  # Pileup_nTrueInt present
     branches: frozenset[str]
     inputs: Resolution | None = None  # input -> the branch (or expression) of this dataset's files
+    pdf_set: str | None = None  # name in configs/pdf_sets.yaml (labels the pdfVar axis)
 
 
 #: Inputs of simulation used for weights and variations when the files carry them.
@@ -93,8 +94,9 @@ def _prompt_flavours(group: str, boson: str | None) -> tuple[int, ...] | None:
 @functools.lru_cache(maxsize=64)
 def _file_branches(
     path: str, treename: str, pdf_branch: str = "LHEPdfWeight"
-) -> tuple[frozenset[str], int | None]:
-    """Branch names of a file's tree and the length of the PDF weights ``pdf_branch``.
+) -> tuple[frozenset[str], int | None, int | None]:
+    """Branch names of a file's tree, the length of the PDF weights ``pdf_branch`` and their
+    first LHA ID (from the branch title).
 
     The tree comes from the engine's per-process cache (``engine.open_tree``): the plan has
     just opened this file to check it, and parsing the metadata of ~1500 NanoAOD branches
@@ -107,12 +109,13 @@ def _file_branches(
     try:
         tree = open_tree(path, treename)
         names = frozenset(tree.keys())
-        n_pdf = None
+        n_pdf = lhaid = None
         if pdf_branch in names:
             n_pdf = _pdf_length(tree, names, pdf_branch)
+            lhaid = theory.first_lhaid_from_title(tree[pdf_branch].title)
     except (OSError, KeyError, ValueError) as exc:
         raise ProcessorError(f"cannot read the branch list of {path} ({treename}): {exc}") from exc
-    return names, n_pdf
+    return names, n_pdf, lhaid
 
 
 def _pdf_length(tree: Any, names: frozenset[str], branch: str = "LHEPdfWeight") -> int | None:
@@ -139,13 +142,18 @@ def warn_once(dataset: str, what: str) -> None:
 
 
 def sample_info(
-    dataset: Any, required: Sequence[str] = (), table: EraTable | None = None
+    dataset: Any,
+    required: Sequence[str] = (),
+    table: EraTable | None = None,
+    pdf_set: str | None = None,
 ) -> SampleInfo:
     """Classify ``dataset`` from its name/group, and find its inputs in its first file.
 
     ``required``: the inputs the analysis cannot run without (a file lacking one stops the run
     with one line, see eras.py); data with a golden JSON also needs run and luminosityBlock.
-    Optional inputs the file lacks are switched off with a note.
+    Optional inputs the file lacks are switched off with a note. The PDF set of the PDF weights
+    is ``pdf_set`` if given, else found from the branch title's first LHA ID in
+    configs/pdf_sets.yaml (``processors.pdfsets``).
     """
     if not dataset.files:
         raise ProcessorError(f"dataset {dataset.name!r} has no files")
@@ -155,17 +163,33 @@ def sample_info(
     era = getattr(dataset, "era", None)
     if not era:
         raise ProcessorError(f"dataset {dataset.name!r} has no era (needed for the branch names)")
-    branches, _ = _file_branches(first, treename)
+    branches = _file_branches(first, treename)[0]
     is_data = bool(dataset.is_data)
     need = list(required)
     if is_data and getattr(dataset, "golden_json", None):
         need += ["run", "luminosityBlock"]
     optional = [*EVENT_INPUTS, *([] if is_data else MC_INPUTS)]
     inputs = table.resolve(era, branches, need, optional, file=first)
-    n_pdf = None
+    n_pdf = lhaid = None
     pdf_branch = inputs.branch_of("LHEPdfWeight")
     if not is_data and pdf_branch is not None:
-        n_pdf = _file_branches(first, treename, pdf_branch)[1]
+        _, n_pdf, lhaid = _file_branches(first, treename, pdf_branch)
+    pdf_name = None
+    if n_pdf:
+        where = f"dataset {dataset.name!r} ({first})"
+        try:
+            if pdf_set is not None:
+                pdf = pdfsets.by_name(pdf_set)
+                if pdf.members != n_pdf:
+                    raise pdfsets.PdfSetError(
+                        f"{where}: {pdf_branch} has {n_pdf} entries, PDF set {pdf.name!r} "
+                        f"(option pdf_set) has {pdf.members}"
+                    )
+            else:
+                pdf = pdfsets.identify(lhaid, n_pdf, where)
+        except pdfsets.PdfSetError as err:
+            raise ProcessorError(str(err)) from None
+        pdf_name = pdf.name
     boson = None if is_data else _boson(dataset.group, dataset.name)
     info = SampleInfo(
         name=dataset.name,
@@ -178,6 +202,7 @@ def sample_info(
         has_pileup=(not is_data) and inputs.has("Pileup_nTrueInt"),
         branches=branches,
         inputs=inputs,
+        pdf_set=pdf_name,
     )
     _notes(dataset, info, table, first)
     return info
@@ -238,7 +263,9 @@ def variation_tensor_axes(
         out["prefire"] = (down_up_axis(),)
     out["muonScale"] = (tensor_axis("scaleEta", payload.scale_slices().size - 1), down_up_axis())
     if info.n_pdf:
-        out["pdf"] = (tensor_axis("pdfVar", labels=[f"pdf{i}" for i in range(info.n_pdf)]),)
+        # the axis label names the PDF set: the fit setup reads how to combine the members
+        labels = [f"pdf{i}" for i in range(info.n_pdf)]
+        out["pdf"] = (tensor_axis("pdfVar", labels=labels, label=info.pdf_set),)
     if info.has_scale:
         factors = [str(f) for f in theory.SCALE_FACTORS]
         out["qcdScale"] = (
@@ -378,8 +405,12 @@ def event_weights(
     systematics: bool,
     eff_stat_diagonal: bool,
     bw_window: tuple[float | None, float | None] | None = None,
+    width_unc_gev: dict[str, float] | None = None,
 ) -> EventWeights:
-    """Nominal weight and lazily evaluated variation tensors for the events ``sel`` (bool mask)."""
+    """Nominal weight and lazily evaluated variation tensors for the events ``sel`` (bool mask).
+
+    ``width_unc_gev``: boson-width variations {"W": GeV, "Z": GeV}; default
+    ``theory.WIDTH_SHIFTS_GEV`` (the CMS choice)."""
     n = int(sel.sum())
     if info.is_data:
         return EventWeights(np.ones(n), {})
@@ -445,7 +476,8 @@ def event_weights(
             m0, g0 = boson_reference(payload, info.boson)
             lo, hi = bw_window or boson_window(payload, info.boson)
             mw = theory.mass_weights(m, m0, g0, lo=lo, hi=hi)
-            ww = theory.width_weights(m, m0, g0, theory.WIDTH_SHIFTS_GEV[info.boson], lo=lo, hi=hi)
+            dg = (width_unc_gev or theory.WIDTH_SHIFTS_GEV)[info.boson]
+            ww = theory.width_weights(m, m0, g0, dg, lo=lo, hi=hi)
             tensors[f"massWeight{info.boson}"] = lambda s, a=mw: a[s]
             tensors[f"widthWeight{info.boson}"] = lambda s, a=ww: a[s]
     return EventWeights(w, tensors)
@@ -474,13 +506,32 @@ def fill_all(
             out.fill(name, *(v[s] for v in values), weight=weights.nominal[s], tensor=tensor_of(s))
 
 
+def _width_unc(option: Any) -> dict[str, float]:
+    """The width variations of the option ``width_unc_gev`` merged over the defaults."""
+    out = dict(theory.WIDTH_SHIFTS_GEV)
+    if option is None:
+        return out
+    if not isinstance(option, dict) or set(option) - set(out):
+        raise ProcessorError(
+            f"option width_unc_gev must map 'W'/'Z' to a width variation in GeV, got {option!r}"
+        )
+    for boson, value in option.items():
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ProcessorError(f"option width_unc_gev[{boson!r}] must be > 0 GeV, got {value!r}")
+        out[boson] = float(value)
+    return out
+
+
 class MuonAnalysis(Processor):
     """Base class: options, correction payload, sample classification shared by the analyses.
 
     Options: ``corrections`` (payload path; default the shipped one), ``bw_window`` (mass
     window (lo, hi) in GeV of the generated lineshape, for the Breit-Wigner normalisation;
     default the window recorded in the payload's truth for the sample's boson), ``eras`` (the
-    NanoAOD era table; default configs/nanoaod_eras.yaml).
+    NanoAOD era table; default configs/nanoaod_eras.yaml), ``width_unc_gev`` (boson-width
+    variations {"W": GeV, "Z": GeV}; default ``theory.WIDTH_SHIFTS_GEV``, the CMS +-0.6 /
+    +-0.8 MeV), ``pdf_set`` (name of the PDF-weight set in configs/pdf_sets.yaml; default: from
+    the branch title's LHA IDs).
     """
 
     eff_stat_diagonal: bool = False
@@ -493,9 +544,10 @@ class MuonAnalysis(Processor):
         window = options.get("bw_window")
         self.bw_window = (window[0], window[1]) if window else None
         self.eras = load_table(options.get("eras"))
+        self.width_unc_gev = _width_unc(options.get("width_unc_gev"))
 
     def sample_info(self, dataset: Any) -> SampleInfo:
-        return sample_info(dataset, self.required_inputs, self.eras)
+        return sample_info(dataset, self.required_inputs, self.eras, self.options.get("pdf_set"))
 
     def dataset_metadata(self, dataset: Any) -> dict[str, Any]:
         """The era, the era table and the branch (or expression) read for each input."""
@@ -531,6 +583,7 @@ class MuonAnalysis(Processor):
             systematics=self.systematics,
             eff_stat_diagonal=self.eff_stat_diagonal,
             bw_window=self.bw_window,
+            width_unc_gev=self.width_unc_gev,
         )
 
     def declare(self, base: str, axes: Sequence[Any], dataset: Any) -> dict[str, TensorHist]:

@@ -3,9 +3,11 @@
 Selection as in the CMS measurement: HLT_IsoMu24 (the era's single-muon trigger, see
 configs/nanoaod_eras.yaml), exactly one good muon (medium ID, 26 < pT < 56 GeV, |eta| < 2.4,
 |dxy| < 0.05 cm), no other loose muon (pT > 15 GeV), prompt generator matching for W/Z
-simulation, golden JSON for data. The histograms keep the isolation
-(relIso04 < 0.15) and mT (> 40 GeV) decisions as axes so the non-prompt background can be
-estimated from data later (ABCD). Systematic variations are tensor axes (see common.py).
+simulation, golden JSON for data. The histograms keep the isolation decision
+(relIso04 < 0.15) and mT in bins (``MT_EDGES``: two sidebands below the 40 GeV cut, the signal
+region above) as axes, so the non-prompt background is estimated from data later with the
+extended ABCD method (fitsetup/abcd.py: a fake rate log-linear in mT, smoothed in pT).
+Systematic variations are tensor axes (see common.py).
 """
 
 from __future__ import annotations
@@ -57,12 +59,23 @@ def calibrated_pt(
     return ak.unflatten(flat, counts)
 
 
+#: mT bin edges (GeV): sidebands [0, 20), [20, 40) and the signal region mT > 40 GeV (the upper
+#: edge is beyond any mT at 13.6 TeV). Equal-width sidebands: the extended ABCD extrapolates the
+#: log fake rate linearly in the bin index (positions 10, 30 -> 50 GeV).
+MT_EDGES = (0.0, 20.0, S.MT_CUT, 14000.0)
+#: The fit region with the binned mT axis (option ``abcd="extended"``): isolated, the last mT bin.
+EXTENDED_REGION = {"passIso": True, "mt": len(MT_EDGES) - 2}
+
+
 class WMassProcessor(MuonAnalysis):
-    """Histograms ``nominal`` (eta, pt, charge, passIso, passMT) and ``nominal_<variation>``.
+    """Histograms ``nominal`` (eta, pt, charge, passIso, passMT or mt) and ``nominal_<variation>``.
 
     Options (besides ``systematics``): ``corrections`` (payload path), ``bw_window``,
     ``calibrate_data`` (default True: apply the payload's data momentum-scale correction),
-    ``mc_pt_shift`` (relative shift of simulated muon pT, for validation).
+    ``mc_pt_shift`` (relative shift of simulated muon pT, for validation), ``abcd``
+    ("simple", default: a Boolean ``passMT`` axis, B*C/D; "extended": mT in ``MT_EDGES`` bins, so
+    setup_fit runs the extended ABCD). The default stays simple until the chain's W toys converge
+    with the extended setup (tests/test_chain.py::test_mass_pulls_over_toys: 45/60 with it).
     """
 
     name = "mw"
@@ -72,16 +85,33 @@ class WMassProcessor(MuonAnalysis):
         "fit_axes": ["eta", "pt", "charge"],
         "signal": "Wmunu",
         "boson": "W",
+        # the region's two axes are the ABCD axes (EXTENDED_REGION with option abcd="extended")
         "region": {"passIso": True, "passMT": True},
         "nonprompt": True,
     }
     required_inputs = (*S.MUON_BRANCHES, *EVENT_BRANCHES)
 
+    def __init__(self, *, systematics: bool = True, **options: Any) -> None:
+        super().__init__(systematics=systematics, **options)
+        abcd = options.get("abcd", "simple")
+        if abcd not in ("simple", "extended"):
+            raise ValueError(f"mw option abcd must be 'simple' or 'extended', got {abcd!r}")
+        self.mt_binned = abcd == "extended"
+        if self.mt_binned:  # the histmaker records the instance's fit setup
+            self.fit_setup = {**type(self).fit_setup, "region": dict(EXTENDED_REGION)}
+
     def axes(self) -> list[Any]:
+        mt = (
+            hist.axis.Variable(
+                MT_EDGES, name="mt", label="$m_T$ (GeV)", underflow=False, overflow=False
+            )
+            if self.mt_binned
+            else hist.axis.Boolean(name="passMT", label=f"mT > {S.MT_CUT} GeV")
+        )
         return [
             *eta_pt_charge_axes(self.payload),
             hist.axis.Boolean(name="passIso", label=f"relIso04 < {S.ISO_CUT}"),
-            hist.axis.Boolean(name="passMT", label=f"mT > {S.MT_CUT} GeV"),
+            mt,
         ]
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
@@ -124,5 +154,11 @@ class WMassProcessor(MuonAnalysis):
             mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
         weights = self.event_weights(cols, sel, muons, info)
-        values = [mu_eta, mu_pt, mu_charge, mu_iso < S.ISO_CUT, mt > S.MT_CUT]
+        values = [
+            mu_eta,
+            mu_pt,
+            mu_charge,
+            mu_iso < S.ISO_CUT,
+            mt if self.mt_binned else mt > S.MT_CUT,
+        ]
         fill_all(out, "nominal", values, weights)

@@ -11,6 +11,7 @@ from float_compare import assert_tree_close
 
 from wremnants_dask.corrections import build
 from wremnants_dask.corrections.payload import CorrectionError, CorrectionsPayload, load_payload
+from wremnants_dask.corrections.probe_counts import probe_counts
 from wremnants_dask.corrections.sf_eigen import ratio_error, smooth_and_decompose
 from wremnants_dask.synth.params import SynthParams
 
@@ -60,7 +61,9 @@ def test_stat_eigenvariations_reproduce_fit_covariance(payload, truth):
     eta = np.full(fit.sum(), _centres(eff["eta_edges"])[ieta])
     mc = np.asarray(eff["mc"]["iso"])[ieta, fit]
     data = np.asarray(eff["data"]["iso"])[ieta, fit]
-    err = ratio_error(data, mc, meta["n_probes_data"], meta["n_probes_mc"])
+    counts = probe_counts(truth, meta["probe_lumi_pb"], meta["mc_z_events"])["iso"]
+    n_data, n_mc = (np.maximum(c[ieta, fit], build.MIN_PROBES) for c in counts)
+    err = ratio_error(data, mc, n_data, n_mc)
     x = 2.0 * (pt_c[fit] - 24.0) / (eff["pt_edges"][-1] - 24.0) - 1.0
     _, cov = np.polyfit(x, data / mc, meta["degree"], w=1.0 / err, cov="unscaled")
     design = np.vander(x, meta["degree"] + 1)  # polyfit order: highest power first

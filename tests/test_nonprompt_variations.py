@@ -87,7 +87,7 @@ def test_double_storage_variation_would_bias():
     fake-rate fit. Re-injected, the identity variation no longer reproduces the nominal."""
     data, prompt_h = _toy(12)
     est = fs.estimate_nonprompt(data, prompt_h, None, merge=1)
-    raw = fs._abcd_fine(data, _variation(prompt_h), est.merge, eigen=False)[0].values()
+    raw = fs._abcd_fine(data, _variation(prompt_h), est.merge, est.regions, eigen=False)[0].values()
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(raw[..., 0], est.nominal.values(), rtol=1e-6)
 

@@ -28,16 +28,16 @@ def test_mass_weights_reweight_a_sampled_lineshape():
     rng = np.random.default_rng(1)
     m0, g0, lo, hi = 80.379, 2.085, 60.0, 100.0
 
-    def sample(mass: float, n: int) -> np.ndarray:
-        # inverse CDF of the BW in s = m^2 on [lo, hi]
-        a0 = np.arctan((lo**2 - mass**2) / (mass * g0))
-        a1 = np.arctan((hi**2 - mass**2) / (mass * g0))
-        s = mass**2 + mass * g0 * np.tan(a0 + rng.random(n) * (a1 - a0))
-        return np.sqrt(s)
+    def sample(mass: float, width: float, n: int) -> np.ndarray:
+        # inverse CDF of the running-width BW in s = m^2 on [lo, hi] (a Lorentzian in s)
+        g2 = (width / mass) ** 2
+        s0, b = mass**2 / (1 + g2), mass**2 * np.sqrt(g2) / (1 + g2)
+        a0, a1 = np.arctan((lo**2 - s0) / b), np.arctan((hi**2 - s0) / b)
+        return np.sqrt(s0 + b * np.tan(a0 + rng.random(n) * (a1 - a0)))
 
     n = 400_000
-    nominal = sample(m0, n)
-    shifted = sample(m0 + 0.1, n)
+    nominal = sample(m0, g0, n)
+    shifted = sample(m0 + 0.1, g0 * ((m0 + 0.1) / m0) ** 3, n)
     w = theory.mass_weights(nominal, m0, g0, lo=lo, hi=hi)
     assert w.shape == (n, 21)
     np.testing.assert_array_equal(w[:, 10], 1.0)

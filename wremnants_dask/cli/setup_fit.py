@@ -40,6 +40,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="eta bins merged for the non-prompt estimate (default: the finest the data supports)",
     )
+    p.add_argument(
+        "--interp",
+        choices=("rabbit", "smooth"),
+        default="rabbit",
+        help="interpolation of asymmetric systematics: rabbit (the CMS fitter's, default) or "
+        "smooth (pyhf code4p form); see fitting/interp.py",
+    )
     p.add_argument("-p", "--postfix", default="", help="suffix of the output file name")
     return p.parse_args(argv)
 
@@ -67,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sparse=args.sparse,
             nonprompt_from_data=not args.no_nonprompt_from_data,
             nonprompt_eta_merge=args.nonprompt_eta_merge,
+            interp=args.interp,
         )
     name = f"fitinput_{analysis}{'_' + args.postfix if args.postfix else ''}.hdf5"
     out = Path(args.outfolder) / name

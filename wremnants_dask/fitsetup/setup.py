@@ -20,6 +20,7 @@ import numpy as np
 
 from wremnants_dask.fitsetup import abcd, histops
 from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.processors import pdfsets
 from wremnants_dask.synth.processes import DATA_GROUP, PROMPT_GROUPS, QCD_GROUP
 
 #: The mass templates used as the +-1 variation of the mass parameter.
@@ -227,16 +228,94 @@ def _mass(boson: str) -> Callable[..., list[dict[str, Any]]]:
     return f
 
 
-def _pdf(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
-    """Hessian eigenvectors 1..N-3 as mirrored one-sided shifts; the last two are alphaS."""
-    n = len(var.axes["pdfVar"])
-    eig = var[{"pdfVar": slice(1, n - 2)}]
-    out = [dict(name="pdf", variations=eig)]
-    if n >= 3:
-        a_dn = var[{"pdfVar": n - 2}]
-        a_up = var[{"pdfVar": n - 1}]
-        out.append(dict(name="pdfAlphaS", up=a_up, down=a_dn))
-    return out
+def pdf_set_of(var: hist.Hist, where: str = "pdf tensor") -> pdfsets.PdfSet:
+    """The PDF set a histmaker ``pdf`` tensor holds: the label of its ``pdfVar`` axis."""
+    ax = var.axes["pdfVar"]
+    label = ax.__dict__.get("label", ax.label)
+    if label not in pdfsets.known_sets():
+        raise SetupError(
+            f"{where}: the pdfVar axis is labelled {label!r}, not a PDF set of "
+            f"configs/{pdfsets.CONFIG}; rerun the histmaker with this version (it labels the "
+            "axis with the set found from the LHEPdfWeight title or the option pdf_set)"
+        )
+    pdf = pdfsets.by_name(label)
+    if len(ax) != pdf.members:
+        raise SetupError(f"{where}: pdfVar has {len(ax)} entries, set {pdf.name!r} {pdf.members}")
+    return pdf
+
+
+#: Fraction of the replicas' (whitened) variance kept by the Hessian-equivalent eigenvectors.
+REPLICA_VARIANCE_KEPT = 0.999
+
+
+def replica_coefficients(
+    deviations: Sequence[np.ndarray], kept: float = REPLICA_VARIANCE_KEPT
+) -> np.ndarray:
+    """(n_replicas, K) matrix A turning replica deviations into Hessian-equivalent shifts.
+
+    ``deviations``: per process, (bins, n_replicas) replica yields minus their mean, each row
+    divided by the bin's Poisson scale (sqrt of the nominal) so that the truncation keeps what
+    the fit resolves. With ``D`` their concatenation and ``D = U S V^T``, the covariance of the
+    replicas is ``D D^T / (N - 1)``; its eigenvector shifts are ``D V_k / sqrt(N - 1)``, so for
+    any process ``shift_k = deviation @ A[:, k]`` with ``A = V[:, :K] / sqrt(N - 1)``: one
+    coefficient matrix for all processes keeps their correlations (one nuisance per
+    eigenvector, common to W, Z and the non-prompt subtraction). K: the fewest eigenvectors
+    holding ``kept`` of the total variance.
+    """
+    d = np.concatenate([np.asarray(x, float).reshape(-1, x.shape[-1]) for x in deviations])
+    n = d.shape[1]
+    if n < 2:
+        raise SetupError(f"replica PDF set with {n} replica(s): no spread to take")
+    _, sv, vt = np.linalg.svd(d, full_matrices=False)
+    frac = np.cumsum(sv**2) / max(float(np.sum(sv**2)), np.finfo(float).tiny)
+    k = int(np.searchsorted(frac, kept) + 1)
+    return vt[:k].T / np.sqrt(n - 1)
+
+
+def replica_variations(var: hist.Hist, pdf: pdfsets.PdfSet, coeffs: np.ndarray) -> hist.Hist:
+    """The Hessian-equivalent eigenvector variations (axis ``pdfVar`` = eig0..) of a replica
+    tensor: central member + (replicas - their mean) @ coeffs."""
+    i = histops.axis_index(var, "pdfVar")
+    vals, _ = histops.hist_arrays(var, flow=False)
+    vals = np.moveaxis(vals, i, -1)
+    reps = vals[..., list(pdf.eigen_members)]
+    shifts = (reps - reps.mean(axis=-1, keepdims=True)) @ coeffs
+    out = vals[..., :1] + shifts
+    ax = hist.axis.StrCategory(
+        [f"eig{k}" for k in range(coeffs.shape[1])], name="pdfVar", overflow=False
+    )
+    axes = [a for a in var.axes if a.name != "pdfVar"]
+    return histops.make_hist([*axes, ax], out, None, flow=False)
+
+
+def _pdf(coeffs: np.ndarray | None) -> Callable[..., list[dict[str, Any]]]:
+    """PDF members as the set's metadata says (configs/pdf_sets.yaml): Hessian eigenvectors as
+    mirrored one-sided shifts, or replicas through ``coeffs`` (``replica_coefficients``, common
+    to every process); the alphaS pair scaled to +-0.0015 (the CMS convention)."""
+
+    def f(var: hist.Hist, nominal: hist.Hist, setup: AnalysisSetup) -> list[dict[str, Any]]:
+        pdf = pdf_set_of(var)
+        first, last = pdf.eigenvectors
+        if pdf.error_type == "hessian":
+            eig = var[{"pdfVar": slice(first, last + 1)}]
+        else:
+            if coeffs is None or coeffs.shape[0] != last - first + 1:
+                raise SetupError(f"PDF set {pdf.name!r}: replica coefficients not computed")
+            eig = replica_variations(var, pdf, coeffs)
+        out = [dict(name="pdf", variations=eig, scale=pdf.scale)]
+        if pdf.alphas is not None:
+            a_dn, a_up = pdf.alphas
+            out.append(
+                dict(
+                    name="pdfAlphaS",
+                    up=var[{"pdfVar": a_up}],
+                    down=var[{"pdfVar": a_dn}],
+                    scale=pdf.alphas_scale,
+                )
+            )
+        return out
+
+    return f
 
 
 def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
@@ -259,14 +338,17 @@ def _qcd_scale(group: str) -> Callable[..., list[dict[str, Any]]]:
     return f
 
 
-def variation_map(group: str) -> list[Variation]:
-    """Every histmaker variation tensor a process group may carry, with its parameter group."""
+def variation_map(group: str, pdf_coeffs: np.ndarray | None = None) -> list[Variation]:
+    """Every histmaker variation tensor a process group may carry, with its parameter group.
+
+    ``pdf_coeffs``: replica-to-eigenvector matrix of a replica PDF set (``replica_coefficients``).
+    """
     return [
         Variation("massWeightW", "massW", _mass("W")),
         Variation("massWeightZ", "massZ", _mass("Z")),
         Variation("widthWeightW", "widthW", _updown("widthW")),
         Variation("widthWeightZ", "widthZ", _updown("widthZ")),
-        Variation("pdf", "pdf", _pdf),
+        Variation("pdf", "pdf", _pdf(pdf_coeffs)),
         Variation("qcdScale", "QCDscale", _qcd_scale(group)),
         Variation("effStat", "muon_eff_stat", _decorrelated("effStat", "eta")),
         Variation("effSyst", "muon_eff_syst", _updown("effSyst")),
@@ -282,7 +364,7 @@ def _project(h: hist.Hist, axes: Sequence[str]) -> hist.Hist:
     return h.project(*keep)
 
 
-ANALYSIS_AXES = frozenset({"eta", "pt", "charge", "passIso", "passMT", "mll", "ptll", "yll"})
+ANALYSIS_AXES = frozenset({"eta", "pt", "charge", "passIso", "passMT", "mt", "mll", "ptll", "yll"})
 
 
 def _is_variation(h: hist.Hist, name: str) -> bool:
@@ -300,8 +382,13 @@ def build_fit_input(
     sparse: bool = False,
     nonprompt_from_data: bool = True,
     nonprompt_eta_merge: int | None = None,
+    interp: str = "rabbit",
 ) -> tuple[Any, dict[str, Any]]:
-    """Build the FitInputWriter for ``analysis``; returns (writer, summary)."""
+    """Build the FitInputWriter for ``analysis``; returns (writer, summary).
+
+    ``interp``: interpolation of asymmetric shape and norm systematics, ``rabbit`` (the CMS
+    fitter's, default: these are CMS-style setups) or ``smooth`` (``fitting/interp.py``).
+    """
     from wremnants_dask.fitting.fitinput_writer import FitInputWriter
 
     where = str(hf.path)
@@ -325,7 +412,11 @@ def build_fit_input(
     if setup.nonprompt and nonprompt_from_data:
         qcd_mc = samples.group_sum(QCD_GROUP, base) if QCD_GROUP in samples.groups else None
         np_est = estimate_nonprompt(
-            data_full, _sum(list(full.values())), qcd_mc, nonprompt_eta_merge
+            data_full,
+            _sum(list(full.values())),
+            qcd_mc,
+            nonprompt_eta_merge,
+            abcd_regions(setup, data_full, where),
         )
         procs["Nonprompt"] = np_est.nominal.project(*setup.fit_axes)
 
@@ -333,7 +424,9 @@ def build_fit_input(
     if asimov:
         data = _asimov(procs)
 
-    w = FitInputWriter(sparse=sparse)
+    if interp not in ("rabbit", "smooth"):
+        raise SetupError(f"interp must be 'rabbit' or 'smooth', got {interp!r}")
+    w = FitInputWriter(sparse=sparse, shape_interp=interp, norm_interp=interp)
     ch = setup.channel
     w.add_channel(ch, data.axes)
     w.add_data(data, ch)
@@ -361,8 +454,9 @@ def build_fit_input(
         created = w.add_shape_systematic(spec.pop("name"), proc, ch, groups=groups, **spec)
         params_by_group.setdefault(group, set()).update(created)
 
+    pdf_coeffs = _replica_pdf_coefficients(samples, prompt, base, setup)
     for g in prompt:
-        for v in variation_map(g):
+        for v in variation_map(g, pdf_coeffs):
             var = samples.variation(g, base, v.suffix)
             if var is None:
                 continue
@@ -374,7 +468,7 @@ def build_fit_input(
 
     # Prompt systematics move the non-prompt prediction through the prompt subtraction.
     if np_est is not None:
-        for v in variation_map("nonprompt"):
+        for v in variation_map("nonprompt", pdf_coeffs):
             if v.suffix.startswith(("massWeight", "widthWeight", "qcdScale")):
                 continue  # signal theory: absorbed by the non-prompt normalisation
             var_total = _prompt_variation_total(samples, prompt, base, v.suffix, full)
@@ -384,11 +478,14 @@ def build_fit_input(
                 add(v.group, "Nonprompt", spec)
         if "nonprompt" not in exclude_groups:
             if np_est.eigen is not None:
+                fit_ax = set(setup.fit_axes)
                 created = w.add_shape_systematic(
                     "nonpromptSmooth",
                     "Nonprompt",
                     ch,
-                    variations=np_est.eigen.project(*setup.fit_axes, "nonpromptEig"),
+                    variations=np_est.eigen.project(
+                        *setup.fit_axes, *[a for a in np_est.eigen.axes.name if a not in fit_ax]
+                    ),
                     groups=["nonprompt"],
                 )
                 params_by_group.setdefault("nonprompt", set()).update(created)
@@ -414,6 +511,7 @@ def build_fit_input(
         "signal": setup.signal,
         "lumi_pb": samples.lumi_pb,
         "asimov": asimov,
+        "interp": interp,
         "mass_param": mass_param,
         "mass_step_mev": MASS_STEP_MEV,
         "mass_reference_gev": reference_mass(hf.metadata, setup.boson, where),
@@ -428,11 +526,65 @@ def build_fit_input(
     return w, summary
 
 
+def _replica_pdf_coefficients(
+    samples: Samples, prompt: Sequence[str], base: str, setup: AnalysisSetup
+) -> np.ndarray | None:
+    """For a replica PDF set, the coefficients common to all prompt processes (fit bins)."""
+    blocks = []
+    for g in prompt:
+        var = samples.variation(g, base, "pdf")
+        if var is None:
+            continue
+        pdf = pdf_set_of(var, f"{samples.hf.path}: {g} {base}_pdf")
+        if pdf.error_type != "replicas":
+            continue
+        proj = _project(_fit_region(var, setup), setup.fit_axes)
+        vals, _ = histops.hist_arrays(proj, flow=False)
+        vals = np.moveaxis(vals, histops.axis_index(proj, "pdfVar"), -1)
+        reps = vals[..., list(pdf.eigen_members)].reshape(-1, len(pdf.eigen_members))
+        scale = np.sqrt(np.maximum(vals[..., 0].reshape(-1), 1.0))[:, None]
+        blocks.append((reps - reps.mean(axis=-1, keepdims=True)) / scale)
+    return replica_coefficients(blocks) if blocks else None
+
+
 #: Mean data count per (merged) bin that each ABCD sideband must reach.
 MIN_SIDEBAND_COUNT = 20.0
 
 
-def choose_eta_merge(data: hist.Hist, requested: int | None = None) -> int:
+@dataclass(frozen=True)
+class AbcdRegions:
+    """The ABCD axes of a fit setup: its region's first key is the isolation axis (2 bins),
+    the second the mT axis (Boolean: simple ABCD; >= 3 bins: extended ABCD, sidebands = the
+    other mT bins); the values select the signal region."""
+
+    iso_axis: str = "passIso"
+    iso_pass: int = 1
+    mt_axis: str = "passMT"
+    mt_signal: int = 1
+
+    def signal(self) -> dict[str, Any]:
+        return {self.iso_axis: self.iso_pass, self.mt_axis: self.mt_signal}
+
+
+def abcd_regions(setup: AnalysisSetup, h: hist.Hist, where: str) -> AbcdRegions:
+    """The ABCD axes and signal bins from ``setup.region`` (bin indices; True = bin 1)."""
+    if len(setup.region) != 2:
+        raise SetupError(
+            f"{where}: fit_setup.region must name the isolation and the mT axis for the "
+            f"non-prompt ABCD, got {setup.region}"
+        )
+    (iso, iso_v), (mt, mt_v) = setup.region.items()
+    for name in (iso, mt):
+        if name not in h.axes.name:
+            raise SetupError(f"{where}: ABCD axis {name!r} (fit_setup.region) not in the histogram")
+    n_mt = len(h.axes[mt])
+    sig = int(mt_v) % n_mt
+    return AbcdRegions(iso, int(iso_v), mt, sig)
+
+
+def choose_eta_merge(
+    data: hist.Hist, requested: int | None = None, regions: AbcdRegions | None = None
+) -> int:
     """Eta bins merged for the non-prompt estimate: ``requested``, or the finest merge for which
     every sideband holds on average MIN_SIDEBAND_COUNT data events per bin.
 
@@ -445,9 +597,10 @@ def choose_eta_merge(data: hist.Hist, requested: int | None = None) -> int:
         if requested < 1 or n % requested:
             raise SetupError(f"--nonprompt-eta-merge {requested} does not divide {n} eta bins")
         return requested
-    regions = data.project("passIso", "passMT").values()
-    sideband = min(regions[0, 1], regions[1, 0], regions[0, 0])
-    other = data.values().size / (n * regions.size)  # bins per eta slice and region
+    r = AbcdRegions() if regions is None else regions
+    counts = data.project(r.iso_axis, r.mt_axis).values()
+    sideband = np.delete(counts.reshape(-1), r.iso_pass * counts.shape[1] + r.mt_signal).min()
+    other = data.values().size / (n * counts.size)  # bins per eta slice and region
     for m in (f for f in range(1, n + 1) if n % f == 0):
         if sideband / (other * (n // m)) >= MIN_SIDEBAND_COUNT:
             return m
@@ -475,6 +628,7 @@ class NonPromptEstimate:
     """The ABCD prediction on the fine binning, its smoothing eigen-variations and closure."""
 
     merge: int
+    regions: AbcdRegions
     nominal: hist.Hist
     eigen: hist.Hist | None
     closure: float | None
@@ -491,7 +645,9 @@ class NonPromptEstimate:
         0.2-1.2 % in the same direction for up and down, a spurious term in every systematic.
         With the nominal's variances an identity variation reproduces the nominal exactly.
         """
-        return _abcd_fine(data, _with_variances(prompt, self.prompt), self.merge, eigen=False)[0]
+        return _abcd_fine(
+            data, _with_variances(prompt, self.prompt), self.merge, self.regions, eigen=False
+        )[0]
 
 
 def _with_variances(varied: hist.Hist, nominal: hist.Hist | None) -> hist.Hist:
@@ -514,14 +670,25 @@ def _with_variances(varied: hist.Hist, nominal: hist.Hist | None) -> hist.Hist:
     return histops.make_hist(list(varied.axes), vals, np.array(nom_w), flow=False)
 
 
+#: Axes along which the fake-rate eigen-variations are decorrelated: each (merged) eta x charge
+#: row has its own smoothing fit, so its eigenvectors are its own nuisances (sharing one nuisance
+#: across rows would tie unrelated eigenvectors together).
+NONPROMPT_DECORRELATE = ("eta", "charge")
+
+
 def _abcd_fine(
-    data: hist.Hist, prompt: hist.Hist | None, m: int, *, eigen: bool
+    data: hist.Hist, prompt: hist.Hist | None, m: int, r: AbcdRegions, *, eigen: bool
 ) -> tuple[hist.Hist, hist.Hist | None]:
     fine = data.axes["eta"]
     pred = abcd.predict_nonprompt(
         _merge_eta(data, m),
         None if prompt is None else _merge_eta(prompt, m),
+        iso_axis=r.iso_axis,
+        iso_pass=r.iso_pass,
+        mt_axis=r.mt_axis,
+        mt_signal=r.mt_signal,
         eigen_axis="nonpromptEig" if eigen else None,
+        decorrelate=[a for a in NONPROMPT_DECORRELATE if a in data.axes.name] if eigen else (),
         clip_negative=True,
     )
     eig = None if pred.eigen is None else _spread_eta(pred.eigen, fine, m)
@@ -529,17 +696,23 @@ def _abcd_fine(
 
 
 def estimate_nonprompt(
-    data: hist.Hist, prompt: hist.Hist, qcd_mc: hist.Hist | None, merge: int | None
+    data: hist.Hist,
+    prompt: hist.Hist,
+    qcd_mc: hist.Hist | None,
+    merge: int | None,
+    regions: AbcdRegions | None = None,
 ) -> NonPromptEstimate:
-    """Extended-ABCD non-prompt estimate from data; closure measured on QCD simulation."""
-    m = choose_eta_merge(data, merge)
-    nominal, eigen = _abcd_fine(data, prompt, m, eigen=True)
+    """ABCD non-prompt estimate from data (extended when the mT axis has >= 3 bins), smoothed
+    in pT; closure measured on QCD simulation."""
+    r = AbcdRegions() if regions is None else regions
+    m = choose_eta_merge(data, merge, r)
+    nominal, eigen = _abcd_fine(data, prompt, m, r, eigen=True)
     closure = None
     if qcd_mc is not None:
-        pred_mc = _abcd_fine(qcd_mc, None, m, eigen=False)[0].values().sum()
-        true_mc = histops.select(qcd_mc, {"passIso": True, "passMT": True}).values().sum()
+        pred_mc = _abcd_fine(qcd_mc, None, m, r, eigen=False)[0].values().sum()
+        true_mc = histops.select(qcd_mc, r.signal()).values().sum()
         closure = float(pred_mc / true_mc) if true_mc > 0 else None
-    return NonPromptEstimate(m, nominal, eigen, closure, prompt)
+    return NonPromptEstimate(m, r, nominal, eigen, closure, prompt)
 
 
 def _unreliable_bins(nominal: hist.Hist) -> np.ndarray:

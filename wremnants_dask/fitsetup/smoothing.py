@@ -157,7 +157,11 @@ def eigen_shifts(cov: np.ndarray) -> np.ndarray:
     """Eigen-variations of a batch of covariance matrices: B + (k, p), shift k = sqrt(l_k) u_k.
 
     The shifts are independent one-sigma parameter variations: sum_k outer(s_k, s_k) = cov.
-    Negative eigenvalues from rounding are set to zero.
+    Negative eigenvalues from rounding are set to zero. Each eigenvector is signed so that its
+    largest-|component| is positive (LAPACK's signs are arbitrary and may differ from row to
+    row and between machines; with this convention "up" means the same kind of shift).
     """
     lam, vec = np.linalg.eigh(cov)
+    big = np.take_along_axis(vec, np.argmax(np.abs(vec), axis=-2)[..., None, :], axis=-2)
+    vec = vec * np.where(big < 0, -1.0, 1.0)
     return np.swapaxes(vec * np.sqrt(np.clip(lam, 0.0, None))[..., None, :], -1, -2)

@@ -77,11 +77,14 @@ def isotropic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def sample_bw(rng: np.random.Generator, n: int, mass: float, width: float, window) -> np.ndarray:
-    """Masses from p(m) = 2m / ((m^2-M^2)^2 + M^2 G^2) on [lo, hi] (exact inverse CDF in s)."""
+    """Masses from the running-width Breit-Wigner p(m) = 2m / ((m^2-M^2)^2 + m^4 G^2/M^2) on
+    [lo, hi] (exact inverse CDF: in s = m^2 it is a Lorentzian centred at M^2/(1+g^2) with
+    half-width M^2 g/(1+g^2), g = G/M)."""
     lo, hi = window
-    mg = mass * width
-    a_lo, a_hi = np.arctan((lo * lo - mass**2) / mg), np.arctan((hi * hi - mass**2) / mg)
-    s = mass**2 + mg * np.tan(rng.uniform(a_lo, a_hi, n))
+    g2 = (width / mass) ** 2
+    s0, b = mass**2 / (1.0 + g2), mass**2 * np.sqrt(g2) / (1.0 + g2)
+    a_lo, a_hi = np.arctan((lo * lo - s0) / b), np.arctan((hi * hi - s0) / b)
+    s = s0 + b * np.tan(rng.uniform(a_lo, a_hi, n))
     return np.sqrt(s)
 
 

@@ -36,7 +36,7 @@ def _default_scale_offsets() -> tuple[float, ...]:
 class SynthParams:
     """All tunable parameters. Masses/widths in GeV; efficiencies as relative modifications."""
 
-    # Boson line shapes (simulation), fixed-width relativistic Breit-Wigner in s = m^2.
+    # Boson line shapes (simulation), running-width relativistic Breit-Wigner in s = m^2.
     mW: float = 80.379
     GammaW: float = 2.085
     mZ: float = 91.1876
@@ -45,10 +45,12 @@ class SynthParams:
     w_window: tuple[float, float] = (50.0, 110.0)
     z_window: tuple[float, float] = (50.0, 130.0)
     # Pseudo-data truth masses (data_mW: the CMS 2024 value, so a fit has something to find).
+    # Widths None: the simulation's width scaled to the data mass as Gamma (M_data/M)^3, which
+    # is what the mass templates assume (processors.theory.running_width).
     data_mW: float = 80.3602
-    data_GammaW: float = 2.085
+    data_GammaW: float | None = None
     data_mZ: float = 91.1876
-    data_GammaZ: float = 2.4952
+    data_GammaZ: float | None = None
     # Data/simulation efficiency differences: eff_data = eff_mc * (1 - a - b * |eta|/2.4).
     data_idip_loss: tuple[float, float] = (0.005, 0.012)
     data_iso_loss: tuple[float, float] = (0.004, 0.006)
@@ -156,8 +158,15 @@ class SynthParams:
                 },
             },
             "mass_window": {"W": list(self.w_window), "Z": list(self.z_window)},
-            "lineshape": "p(m) = 2m / ((m^2 - M^2)^2 + M^2 Gamma^2), normalised on mass_window",
+            "lineshape": (
+                "p(m) = 2m / ((m^2 - M^2)^2 + m^4 Gamma^2 / M^2), normalised on mass_window"
+            ),
         }
+
+
+def _data_width(data_width: float | None, width: float, mass: float, data_mass: float) -> float:
+    """The pseudo-data width: as given, or the simulation's scaled as (M_data / M)^3."""
+    return float(data_width) if data_width is not None else width * (data_mass / mass) ** 3
 
 
 def prefire_muon_prob(eta: np.ndarray, pmax: float) -> np.ndarray:
@@ -258,9 +267,9 @@ class World:
         return cls(
             is_data=d,
             mW=p.data_mW if d else p.mW,
-            GammaW=p.data_GammaW if d else p.GammaW,
+            GammaW=_data_width(p.data_GammaW, p.GammaW, p.mW, p.data_mW) if d else p.GammaW,
             mZ=p.data_mZ if d else p.mZ,
-            GammaZ=p.data_GammaZ if d else p.GammaZ,
+            GammaZ=_data_width(p.data_GammaZ, p.GammaZ, p.mZ, p.data_mZ) if d else p.GammaZ,
             w_window=tuple(p.w_window),
             z_window=tuple(p.z_window),
             eff=efficiency_tables(p, d),
