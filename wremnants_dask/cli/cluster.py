@@ -181,7 +181,10 @@ def cluster_client(cfg: ClusterConfig, wait_override: float | None = None) -> It
     import dask
     from distributed import Client
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.allowed_failures}):
+    from wremnants_dask.engine import WORKER_CONFIG
+
+    allowed = {"distributed.scheduler.allowed-failures": cfg.allowed_failures}
+    with dask.config.set({**allowed, **WORKER_CONFIG}):
         if cfg.kind == "local":
             from distributed import LocalCluster
 

@@ -232,9 +232,11 @@ def make_client(args: argparse.Namespace) -> Iterator[Any]:
     if args.executor == "sync":
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     with (
+        dask.config.set(engine.WORKER_CONFIG),
         LocalCluster(
             n_workers=args.workers,
             threads_per_worker=args.threads_per_worker,

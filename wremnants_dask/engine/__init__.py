@@ -5,7 +5,13 @@ locally or on a cluster, ``results`` is what comes back. The public entry points
 here: ``engine.run(datasets, processor, client=...)``.
 """
 
-from wremnants_dask.engine.executor import execute, optimize_graph, run, warm_up
+from wremnants_dask.engine.executor import (
+    WORKER_CONFIG,
+    execute,
+    optimize_graph,
+    run,
+    warm_up,
+)
 from wremnants_dask.engine.plan import (
     DEFAULT_SPLIT_EVERY,
     DEFAULT_STEP_SIZE,
@@ -38,4 +44,5 @@ __all__ = [
     "run",
     "trace_columns",
     "warm_up",
+    "WORKER_CONFIG",
 ]
