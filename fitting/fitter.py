@@ -303,17 +303,22 @@ class Fitter:
             self._covariance_steps(res)
         res.time_hessian = time.perf_counter() - t0
 
+    def _gradient_off_bounds(self, res: FitResult) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient at ``res.x`` and the free parameters not pinned at an active bound
+        (those are named in ``res.at_bounds``: not part of the Gaussian approximation)."""
+        g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
+        g = np.asarray(g)
+        x = res.x
+        active = ((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0))
+        res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
+        return g, np.nonzero(res.free & ~active)[0]
+
     def _covariance_steps(self, res: FitResult) -> None:
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
             # parameters at an active bound are not part of the Gaussian approximation: the
             # EDM, the Newton step and the covariance are over the others
-            g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
-            g = np.asarray(g)
-            x = res.x
-            active = ((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0))
-            idx = np.nonzero(res.free & ~active)[0]
-            res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
+            g, idx = self._gradient_off_bounds(res)
             all_free = len(idx) == len(H)
             Hf = H if all_free else H[np.ix_(idx, idx)]
             try:
@@ -365,12 +370,7 @@ class Fitter:
         t0 = time.perf_counter()
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
-            g = res.grad if res.grad is not None else self._grad(jnp.asarray(res.x), res.obs)
-            g = np.asarray(g)
-            x = res.x
-            active = ((x <= self.model.lower) & (g > 0)) | ((x >= self.model.upper) & (g < 0))
-            idx = np.nonzero(res.free & ~active)[0]
-            res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
+            g, idx = self._gradient_off_bounds(res)
             all_free = len(idx) == H.shape[0]
             Hf = H if all_free else _take2(H, jnp.asarray(idx))
             L, ok, gi, edm = _dev_factor(Hf, jnp.asarray(g[idx]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from wremnants_dask.efficiency.counting import count_efficiency
-from wremnants_dask.efficiency.fit import FitResult, fit_efficiencies
+from wremnants_dask.efficiency.fit import BIN_FIELDS, FitResult, fit_efficiencies
 from wremnants_dask.efficiency.spectra import Spectra
 from wremnants_dask.efficiency.splot import splot_efficiencies
 from wremnants_dask.processors.tnp_config import TnPConfig
@@ -194,20 +194,7 @@ def replace_bins(meas: Measurement, rows: np.ndarray, new: Measurement) -> None:
     for k in ("eff", "err", "flags", "n_probes"):
         getattr(meas, k)[rows] = getattr(new, k)
     if meas.fit is not None and new.fit is not None:
-        for k in (
-            "eff",
-            "err",
-            "params",
-            "cov",
-            "nll",
-            "edm",
-            "chi2",
-            "ndof",
-            "chi2_prob",
-            "pos_def",
-            "converged",
-            "at_bound",
-        ):
+        for k in BIN_FIELDS:
             old, val = getattr(meas.fit, k), getattr(new.fit, k)
             if old is not None and val is not None:
                 old[rows] = val

@@ -76,6 +76,23 @@ class FitResult:
     at_bound: np.ndarray | None = None  # eff held at 0 or 1 (signal yield would go negative)
 
 
+#: The per-bin arrays of a ``FitResult`` (all its fields but the iteration count).
+BIN_FIELDS = (
+    "eff",
+    "err",
+    "params",
+    "cov",
+    "nll",
+    "edm",
+    "chi2",
+    "ndof",
+    "chi2_prob",
+    "pos_def",
+    "converged",
+    "at_bound",
+)
+
+
 def _g(z: jnp.ndarray) -> jnp.ndarray:
     """Antiderivative of the normal CDF: z Phi(z) + phi(z)."""
     return z * norm.cdf(z) + norm.pdf(z)

@@ -24,6 +24,7 @@ import numpy as np
 
 from wremnants_dask.corrections import build as cbuild
 from wremnants_dask.efficiency.extract import Extraction
+from wremnants_dask.efficiency.fit import BIN_FIELDS
 from wremnants_dask.processors.tnp import FINE_ETA, FINE_PT
 from wremnants_dask.utils.atomic import atomic_path, atomic_write_text
 
@@ -167,18 +168,8 @@ def table_rows(ex: Extraction) -> list[dict[str, Any]]:
     return rows
 
 
-FIT_FIELDS = (
-    "params",
-    "cov",
-    "nll",
-    "edm",
-    "chi2",
-    "ndof",
-    "chi2_prob",
-    "pos_def",
-    "converged",
-    "at_bound",
-)
+# eff and err are stored with every method's own results, the rest under its "fit" group
+FIT_FIELDS = tuple(k for k in BIN_FIELDS if k not in ("eff", "err"))
 
 
 def write_tables(
