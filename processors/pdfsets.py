@@ -38,6 +38,9 @@ class PdfSet:
     alphas_step: float | None = None
     scale: float = 1.0
     untitled_default: bool = False
+    #: LHEPdfWeight entry of the central member; None: not stored (a title starting at member
+    #: 1, e.g. "LHA IDs 292201 - 292302"): the nominal weight is the central one
+    central: int | None = 0
 
     @property
     def eigen_members(self) -> range:
@@ -61,6 +64,7 @@ _KEYS = {
     "alphas_step",
     "scale",
     "untitled_default",
+    "central",
 }
 
 
@@ -78,8 +82,14 @@ def _parse(entry: Any, where: str) -> PdfSet:
         raise PdfSetError(f"{where}: key 'error_type' must be one of {ERROR_TYPES}")
     n = int(entry["members"])
     first, last = (int(x) for x in entry["eigenvectors"])
-    if not 1 <= first <= last < n:
-        raise PdfSetError(f"{where}: key 'eigenvectors' {entry['eigenvectors']} not in 1..{n - 1}")
+    central = entry.get("central", 0)
+    if central not in (0, None):
+        raise PdfSetError(f"{where}: key 'central' must be 0 or null (not stored)")
+    lo = 0 if central is None else 1
+    if not lo <= first <= last < n:
+        raise PdfSetError(
+            f"{where}: key 'eigenvectors' {entry['eigenvectors']} not in {lo}..{n - 1}"
+        )
     alphas = entry.get("alphas")
     if alphas is not None:
         alphas = tuple(int(x) for x in alphas)
@@ -99,6 +109,7 @@ def _parse(entry: Any, where: str) -> PdfSet:
         alphas_step=None if alphas is None else float(entry["alphas_step"]),
         scale=float(entry.get("scale", 1.0)),
         untitled_default=bool(entry.get("untitled_default", False)),
+        central=central,
     )
 
 

@@ -180,3 +180,28 @@ def test_fit_setup_transform(monkeypatch):
     np.testing.assert_array_equal(alphas["down"].values(), vals[:, 101])
     with pytest.raises(fs.SetupError, match="labelled 'pdfVar'"):
         fs._pdf(None)(_tensor(vals, "pdfVar"), None, None)
+
+
+def test_sets_of_the_public_nanoaod_files():
+    """The PDF sets of tests/data/nanoaod (written by others): NNPDF3.0 NLO with alphaS stored
+    without its central member (2015 Open Data: "LHA IDs 292201 - 292302"), NNPDF3.0 LO
+    replicas (2016 LO MC). A replica set without a stored central member is centred on the
+    replica average (NNPDF's definition of the central member)."""
+    nlo = pdfsets.identify(292201, 102, "opendata2015")
+    assert nlo.central is None and nlo.eigenvectors == (0, 99) and nlo.alphas == (100, 101)
+    assert nlo.alphas_scale == pytest.approx(1.5)  # +-0.001 -> +-0.0015
+    assert pdfsets.identify(262000, 101, "nano2016").error_type == "replicas"
+    rng = np.random.default_rng(2)
+    vals = rng.normal(100.0, 3.0, (4, 102))  # 4 bins x (100 replicas + 2 alphaS)
+    h = hist.Hist(
+        hist.axis.Integer(0, 4, name="x", flow=False),
+        hist.axis.StrCategory([str(i) for i in range(102)], name="pdfVar", overflow=False),
+        data=vals,
+    )
+    coeffs = np.eye(100)[:, :1]  # one "eigenvector": replica 0's deviation
+    got = fs.replica_variations(h, nlo, coeffs).values()[:, 0]
+    mean = vals[:, :100].mean(axis=1)
+    np.testing.assert_allclose(got, mean + (vals[:, 0] - mean), rtol=1e-12)
+    with pytest.raises(pdfsets.PdfSetError, match="'eigenvectors'"):
+        pdfsets.parse_table({"sets": [{"name": "x", "members": 3, "error_type": "replicas",
+                                       "eigenvectors": [0, 2]}]})  # fmt: skip

@@ -279,8 +279,11 @@ def replica_variations(var: hist.Hist, pdf: pdfsets.PdfSet, coeffs: np.ndarray) 
     vals, _ = histops.hist_arrays(var, flow=False)
     vals = np.moveaxis(vals, i, -1)
     reps = vals[..., list(pdf.eigen_members)]
-    shifts = (reps - reps.mean(axis=-1, keepdims=True)) @ coeffs
-    out = vals[..., :1] + shifts
+    mean = reps.mean(axis=-1, keepdims=True)
+    shifts = (reps - mean) @ coeffs
+    # the central member, or (not stored) the replica average, which is what an MC set's
+    # central member is
+    out = (vals[..., :1] if pdf.central is not None else mean) + shifts
     ax = hist.axis.StrCategory(
         [f"eig{k}" for k in range(coeffs.shape[1])], name="pdfVar", overflow=False
     )
@@ -542,7 +545,8 @@ def _replica_pdf_coefficients(
         vals, _ = histops.hist_arrays(proj, flow=False)
         vals = np.moveaxis(vals, histops.axis_index(proj, "pdfVar"), -1)
         reps = vals[..., list(pdf.eigen_members)].reshape(-1, len(pdf.eigen_members))
-        scale = np.sqrt(np.maximum(vals[..., 0].reshape(-1), 1.0))[:, None]
+        central = vals[..., 0].reshape(-1) if pdf.central is not None else reps.mean(axis=-1)
+        scale = np.sqrt(np.maximum(central, 1.0))[:, None]
         blocks.append((reps - reps.mean(axis=-1, keepdims=True)) / scale)
     return replica_coefficients(blocks) if blocks else None
 
