@@ -313,6 +313,28 @@ class Fitter:
         res.at_bounds = [self.names[i] for i in np.nonzero(res.free & active)[0]]
         return g, np.nonzero(res.free & ~active)[0]
 
+    def _not_positive_definite(self, Hf: np.ndarray, idx: np.ndarray) -> FitError:
+        """The error for a Hessian that is not positive definite, naming the parameter that
+        dominates its lowest eigenvector."""
+        w, v = np.linalg.eigh(Hf)
+        k = int(np.argmin(w))
+        worst = self.names[idx[int(np.argmax(np.abs(v[:, k])))]]
+        return FitError(
+            f"Hessian at the minimum is not positive definite (eigenvalue {w[k]:.3g}, "
+            f"dominated by parameter {worst!r})"
+        )
+
+    def _edm_error(self, res: FitResult, why: str) -> FitError:
+        """The error for an exact EDM that stays above tolerance: after the Newton steps, or
+        (``why="newton"``) because a Newton step does not decrease the NLL."""
+        msg = f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}"
+        if why == "newton":
+            return FitError(
+                f"{msg} and the Newton step does not decrease the NLL (parameters at bounds: "
+                f"{', '.join(res.at_bounds) or 'none'})"
+            )
+        return FitError(msg + (f" after {NEWTON_STEPS} Newton steps" if NEWTON_STEPS else ""))
+
     def _covariance_steps(self, res: FitResult) -> None:
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
@@ -324,23 +346,14 @@ class Fitter:
             try:
                 L = scipy.linalg.cholesky(Hf, lower=True)
             except np.linalg.LinAlgError:
-                w, v = np.linalg.eigh(Hf)
-                k = int(np.argmin(w))
-                worst = self.names[idx[int(np.argmax(np.abs(v[:, k])))]]
-                raise FitError(
-                    f"Hessian at the minimum is not positive definite (eigenvalue {w[k]:.3g}, "
-                    f"dominated by parameter {worst!r})"
-                ) from None
+                raise self._not_positive_definite(Hf, idx) from None
             gi = scipy.linalg.solve_triangular(L, g[idx], lower=True)
             res.edm = 0.5 * float(gi @ gi)
             res.newton_steps = step
             if res.edm <= self.opts.tol_edm:
                 break
             if step == NEWTON_STEPS:
-                raise FitError(
-                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}"
-                    + (f" after {NEWTON_STEPS} Newton steps" if NEWTON_STEPS else "")
-                )
+                raise self._edm_error(res, "")
             # Newton step with the exact Hessian (the minimiser's EDM was Gauss-Newton based)
             x = res.x.copy()
             x[idx] -= scipy.linalg.solve_triangular(L, gi, lower=True, trans="T")
@@ -348,11 +361,7 @@ class Fitter:
             nll, grad = self._nll_grad(jnp.asarray(x), res.obs)  # one program for both
             nll = float(nll)
             if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
-                raise FitError(
-                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g} and the "
-                    f"Newton step does not decrease the NLL (parameters at bounds: "
-                    f"{', '.join(res.at_bounds) or 'none'})"
-                )
+                raise self._edm_error(res, "newton")
             res.x, res.nll, res.grad = x, nll, np.asarray(grad) * res.free
             res.nll_full = float(nll + self._const(res.obs))
         cov = inverse_from_cholesky(L)  # L is overwritten
@@ -375,32 +384,19 @@ class Fitter:
             Hf = H if all_free else _take2(H, jnp.asarray(idx))
             L, ok, gi, edm = _dev_factor(Hf, jnp.asarray(g[idx]))
             if not bool(ok):
-                w, v = np.linalg.eigh(np.asarray(Hf))
-                k = int(np.argmin(w))
-                worst = self.names[idx[int(np.argmax(np.abs(v[:, k])))]]
-                raise FitError(
-                    f"Hessian at the minimum is not positive definite (eigenvalue {w[k]:.3g}, "
-                    f"dominated by parameter {worst!r})"
-                )
+                raise self._not_positive_definite(np.asarray(Hf), idx)
             res.edm = float(edm)
             res.newton_steps = step
             if res.edm <= self.opts.tol_edm:
                 break
             if step == NEWTON_STEPS:
-                raise FitError(
-                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g}"
-                    + (f" after {NEWTON_STEPS} Newton steps" if NEWTON_STEPS else "")
-                )
+                raise self._edm_error(res, "")
             x = res.x.copy()
             x[idx] -= np.asarray(_dev_newton(L, gi))
             x = np.clip(x, self.model.lower, self.model.upper)
             nll = float(self._nll(jnp.asarray(x), res.obs))
             if not nll <= res.nll + 1e-12 * max(1.0, abs(res.nll)):
-                raise FitError(
-                    f"exact EDM {res.edm:.3g} above tolerance {self.opts.tol_edm:.3g} and the "
-                    f"Newton step does not decrease the NLL (parameters at bounds: "
-                    f"{', '.join(res.at_bounds) or 'none'})"
-                )
+                raise self._edm_error(res, "newton")
             res.x, res.nll, res.grad = x, nll, None
             res.nll_full = float(nll + self._const(res.obs))
         cov = _dev_inverse(L)

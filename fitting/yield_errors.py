@@ -37,22 +37,22 @@ def make_parts(model: FitModel) -> Any:
     return jax.jit(parts, compiler_options=once_compiler_options())
 
 
-def bb_lite_factors(model: FitModel, tot: np.ndarray, data: np.ndarray) -> tuple[Any, Any]:
+def bb_lite_factors(
+    model: FitModel, tot: Any, data: Any, xp: Any = np, kinv: Any = None
+) -> tuple[Any, Any]:
     """Per bin, the Barlow-Beeston-lite factor the likelihood profiles, and its derivative in
     the bin's predicted total: maximising ``Pois(n | g nu) Pois(k | g k)`` over ``g`` gives
     ``g = (n + k) / (nu + k)`` (``k`` = effective MC count). Bins without MC-statistics terms
     (and models not in BB-lite mode) get ``g = 1``. Post-fit yields are ``g * nu``: that is
-    what the fit compares to the data."""
-    tot = np.asarray(tot, np.float64)
+    what the fit compares to the data. ``xp=jnp`` (with the traced ``kinv``) inside a
+    compiled program."""
     if model.static.bb_mode != "lite":
-        return np.ones_like(tot), np.zeros_like(tot)
-    kinv = np.asarray(model.arrays["kinv"], np.float64)
+        return xp.ones_like(tot), xp.zeros_like(tot)
+    kinv = xp.asarray(model.arrays["kinv"]) if kinv is None else kinv
     has = kinv > 0
-    k = np.where(has, 1.0 / np.where(has, kinv, 1.0), 0.0)
-    n = np.asarray(data, np.float64)
-    den = np.where(has, tot + k, 1.0)
-    g = np.where(has, (n + k) / den, 1.0)
-    return g, np.where(has, -(n + k) / den**2, 0.0)
+    k = xp.where(has, 1.0 / xp.where(has, kinv, 1.0), 0.0)
+    den = xp.where(has, tot + k, 1.0)
+    return xp.where(has, (data + k) / den, 1.0), xp.where(has, -(data + k) / den**2, 0.0)
 
 
 def jacobian_row_blocks(
@@ -71,7 +71,7 @@ def jacobian_row_blocks(
     blocks = _row_blocks(model, nu.reshape(-1), dn_other, dphi)
     if data is None or model.static.bb_mode != "lite":
         return nu, blocks
-    g, dg = bb_lite_factors(model, nu.sum(1), data)
+    g, dg = bb_lite_factors(model, nu.sum(1), np.asarray(data, np.float64))
     return nu * g[:, None], _profiled_blocks(blocks, nu, g, dg)
 
 
@@ -173,12 +173,7 @@ def make_device_variances(model: FitModel, parts: Any = None) -> Any:
         nu, dn_other, dphi = parts.__wrapped__(x, a)
         nuf = nu.reshape(-1)
         if profile:  # BB lite post-fit: g nu and its Jacobian (see jacobian_row_blocks)
-            kinv = a["kinv"]
-            has = kinv > 0
-            k = jnp.where(has, 1.0 / jnp.where(has, kinv, 1.0), 0.0)
-            den = jnp.where(has, nu.sum(1) + k, 1.0)
-            g = jnp.where(has, (n + k) / den, 1.0)
-            dg = jnp.where(has, -(n + k) / den**2, 0.0)
+            g, dg = bb_lite_factors(model, nu.sum(1), n, xp=jnp, kinv=a["kinv"])
         dno = dn_other.reshape(nb * npr, len(oth)) if dn_other is not None else None
 
         def quad(J: jnp.ndarray) -> jnp.ndarray:
