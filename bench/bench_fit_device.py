@@ -16,6 +16,14 @@ that the remaining ``--budget`` cannot hold (estimated from the previous size, N
 skipped and reported.
 
     python -m bench.bench_fit_device --sizes 1000 5000 20000 [--budget 600] [--json out.json]
+
+``--command``: the whole fit command instead (issue 19, "whole-command time"). For each N the
+synthetic input is written once (``write_fit_input``), then ``python -m wremnants_dask.fit``
+runs twice on it with a fresh persistent compile cache: cold (empty cache) and warm (the
+programs the first run stored). Reported per run: wall time (measured outside the command),
+the command's own phase timings, and the share of the wall time outside fit + covariance.
+
+    python -m bench.bench_fit_device --command --sizes 2000 5000 [--device cpu] [--json out.json]
 """
 
 from __future__ import annotations
@@ -143,6 +151,105 @@ def worker(nsyst: int, device: str, host_max: int) -> dict[str, Any]:
     return row
 
 
+def parse_times(stdout: str, label: str = "time: ") -> dict[str, float]:
+    """The phase timings of the fit command's ``time: read 1.00 s, fit 2.00 s, ...`` line
+    (``label="cpu time: "``: the CPU times of the same phases)."""
+    for line in stdout.splitlines():
+        if line.startswith(label):
+            return {
+                k: float(v.split()[0])
+                for k, v in (part.split(" ", 1) for part in line[len(label) :].split(", "))
+            }
+    raise RuntimeError(f"no {label!r} line in the fit command's output:\n{stdout[-2000:]}")
+
+
+def command_runs(nsyst: int, device: str, workdir: str, extra: list[str]) -> dict[str, Any]:
+    """Cold and warm runs of the fit command on the synthetic input of ``nsyst``."""
+    import os
+
+    import h5py
+
+    from wremnants_dask.fitting import write_fit_input
+    from wremnants_dask.fitting.synthmodel import build_synthetic
+
+    path = os.path.join(workdir, f"fitinput_{nsyst}.hdf5")
+    if not os.path.exists(path):  # deterministic: an input of an earlier run is reused
+        fi, _, _ = build_synthetic(nsyst)
+        write_fit_input(fi, path, {"bench": "bench_fit_device --command", "nsyst": nsyst})
+        del fi
+    with h5py.File(path, "r") as f:
+        npar = len(json.loads(f.attrs["param_names"]))
+        tensor = f["shape_avg"].size * 8 if "shape_avg" in f else 0
+    row: dict[str, Any] = {
+        "nsyst": nsyst,
+        "npar": npar,
+        "input_mb": os.path.getsize(path) / 1e6,
+        "tensor_mb": tensor / 1e6,
+    }
+    cache = os.path.join(workdir, f"jax_cache_{nsyst}")
+    shutil.rmtree(cache, ignore_errors=True)  # the cold run starts from an empty cache
+    for run in ("cold", "warm"):
+        cmd = [sys.executable, "-m", "wremnants_dask.fit", path, "-o", workdir]
+        cmd += ["--device", device, "--compile-cache", cache, *extra]
+        t = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if out.returncode != 0:
+            raise RuntimeError(f"fit command failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
+        ph = parse_times(out.stdout)
+        cpu = parse_times(out.stdout, "cpu time: ")
+        inside = ph.get("fit", 0.0) + ph.get("covariance", 0.0)
+        cpu_inside = cpu.get("fit", 0.0) + cpu.get("covariance", 0.0)
+        row[run] = {
+            "wall_s": wall,
+            "phases": ph,
+            "fit_cov_s": inside,
+            "outside_s": wall - inside,
+            "outside_share": (wall - inside) / wall,
+            # what the phases do not cover: interpreter exit, the parts of start-up before
+            # the process clock (none on Linux) and whatever runs after the last phase
+            "unaccounted_s": wall - sum(ph.values()),
+            # CPU time of the process (all threads) per phase: where the work goes, less
+            # sensitive to the load of a shared machine than the wall times
+            "cpu_phases": cpu,
+            "cpu_outside_share": 1.0 - cpu_inside / sum(cpu.values()),
+        }
+    return row
+
+
+def command_main(a: argparse.Namespace) -> None:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_fit_command_") as tmp:
+        d = a.workdir or tmp
+        for n in sorted(a.sizes):
+            row = command_runs(n, a.device, d, a.fit_args)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print(
+        "| N | npar | run | wall s | fit s | cov s | outside s | outside share | CPU share "
+        "outside | outside phases (wall s) |"
+    )
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        for run in ("cold", "warm"):
+            x = r[run]
+            ph = x["phases"]
+            rest = {k: v for k, v in ph.items() if k not in ("fit", "covariance")}
+            top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(rest.items(), key=lambda kv: -kv[1]))
+            print(
+                f"| {r['nsyst']} | {r['npar']} | {run} | {x['wall_s']:.1f} | "
+                f"{ph.get('fit', 0):.1f} | {ph.get('covariance', 0):.1f} | {x['outside_s']:.1f} | "
+                f"{100 * x['outside_share']:.0f}% | {100 * x['cpu_outside_share']:.0f}% | "
+                f"{top} |"
+            )
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"command_rows": rows}, f, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
@@ -151,7 +258,23 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=600.0, help="seconds for the whole run")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
+    p.add_argument("--command", action="store_true", help="whole fit command, cold and warm")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="--command: folder for the inputs (kept and reused: fitinput_N.hdf5), the "
+        "compile caches and outputs (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--fit-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="--command: further options of the fit command (last on the line)",
+    )
     a = p.parse_args()
+    if a.command:
+        command_main(a)
+        return
     if a.worker is not None:
         print(json.dumps(worker(a.worker, a.device, a.host_max)))
         return

@@ -1,11 +1,22 @@
 """The full analysis chain on a reduced synthetic sample, one command per stage.
 
     python ci/run_chain.py OUTDIR [--config synthetic_small] [--analysis mw]
+                                  [--corrections measured|truth|PAYLOAD]
 
-generate (dataset cache) -> histmaker -> setup_fit -> fit -> plots. Each stage runs as its own
+generate (dataset cache) -> tnp -> [muon calibration: mz_mucalib histmaker -> mucalib, with
+``--muon-calibration``] -> [mw with ``--recoil``: recoil histmaker (mz_recoil) -> recoil
+calibration] ->
+histmaker -> setup_fit -> fit -> plots. Each stage runs as its own
 process through the same command line a user types, and the stage times are written to
 ``OUTDIR/chain.json`` together with the mass result. A failing stage stops the chain with its
 exit code, so a change that breaks any stage fails CI (tests/test_chain.py runs this).
+
+The muon efficiency scale factors the histmaker applies are measured by tag-and-probe on the
+chain's own Z -> mu mu simulation and pseudo-data (``python -m wremnants_dask.tnp``, stage
+``tnp``, binning ``configs/tnp_chain.yaml``): its payload replaces ``muon_sf_*`` and
+``muon_eff_mc`` of the shipped payload, everything else (pileup, momentum scale, resolution,
+prefiring, reference masses) stays the shipped payload's. ``--corrections truth`` uses the
+shipped truth-derived payload instead (no tnp stage), ``--corrections PAYLOAD`` a given one.
 """
 
 from __future__ import annotations
@@ -19,10 +30,46 @@ from pathlib import Path
 
 
 def fit_analyses() -> list[str]:
-    """Registered analyses that declare a fit (the chain needs one)."""
-    from wremnants_dask.processors.registry import ANALYSES, processor_class
+    """Registered analyses that have a fit config (configs/fit_<analysis>.yaml)."""
+    import importlib.resources
 
-    return sorted(n for n in ANALYSES if processor_class(n).fit_setup is not None)
+    from wremnants_dask.fitsetup.config import default_config
+    from wremnants_dask.processors.registry import ANALYSES
+
+    packaged = importlib.resources.files("wremnants_dask.configs")
+    return sorted(n for n in ANALYSES if packaged.joinpath(default_config(n)).is_file())
+
+
+def fit_setup(hist_file: Path, meta: dict) -> dict:
+    """The fit definition of a histmaker output from its analysis's fit config, resolved on its
+    histogram (the region's ABCD axes are those the file has): histogram, fit_axes, region,
+    nonprompt, signal (the signal process's first histmaker group)."""
+    from wremnants_dask.fitsetup.config import default_config, load_fit_config
+    from wremnants_dask.fitsetup.setup import resolve_setup
+    from wremnants_dask.histograms.histio import HistFile
+
+    cfg = load_fit_config(default_config(meta["analysis"]))
+    with HistFile(hist_file) as hf:
+        setup, _ = resolve_setup(cfg, hf.get(hf.datasets[0], cfg.histogram), str(hist_file))
+    signal = next(p.groups[0] for p in cfg.processes if p.name == cfg.signal)
+    return {"histogram": setup.histogram, "fit_axes": list(setup.fit_axes),
+            "region": setup.region, "nonprompt": setup.nonprompt, "signal": signal}  # fmt: skip
+
+
+#: tag-and-probe config of the chain (packaged name) and the payload file the tnp stage writes
+TNP_CONFIG = "tnp_chain"
+PAYLOAD = "wremnants_corrections.json.gz"
+#: SF smoothing of the chain: straight lines in pT per eta bin (two eigen-variations each), the
+#: coarse bins of configs/tnp_chain.yaml start above the trigger turn-on
+TNP_SMOOTHING = ["--smooth-degree", "1", "--smooth-pt-min", "0"]
+
+
+def tnp_command(config: str, tnp_config: str, outdir: Path) -> list[str]:
+    """The tag-and-probe stage: measured SFs on the chain's Z sample and pseudo-data, written
+    as a payload whose other corrections are the shipped payload's."""
+    return [sys.executable, "-m", "wremnants_dask.tnp", "--dataset-config", config,
+            "--config", tnp_config, "-o", str(outdir), "--base-payload", "default",
+            *TNP_SMOOTHING]  # fmt: skip
 
 
 def run_stage(name: str, cmd: list[str], log: Path) -> float:
@@ -60,7 +107,7 @@ def hist_plot_commands(hist_file: Path, outdir: Path) -> list[list[str]]:
 
     with h5py.File(hist_file, "r") as f:
         meta = json.loads(f.attrs["metadata"])
-    setup = meta.get("fit_setup") or {}
+    setup = fit_setup(hist_file, meta)
     name = setup.get("histogram", "nominal")
     region = [
         f"{k}={int(v) if isinstance(v, bool) else v}"
@@ -113,7 +160,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="synthetic_small", help="dataset config")
     p.add_argument("--analysis", default="mw", choices=fit_analyses())
     p.add_argument("--workers", default="sync", help="'sync' or the number of local workers")
-    p.add_argument("--corrections", default=None, help="muon corrections payload for the histmaker")
+    p.add_argument(
+        "--corrections",
+        default="measured",
+        help="muon corrections of the histmaker: 'measured' (tag-and-probe stage on the chain's "
+        "Z sample), 'truth' (the shipped truth-derived payload) or a payload path",
+    )
+    p.add_argument("--tnp-config", default=TNP_CONFIG, help="tag-and-probe config of the tnp stage")
+    p.add_argument(
+        "--muon-calibration",
+        action="store_true",
+        help="measure the muon momentum calibration from the Z events first (mz_mucalib "
+        "histmaker + mucalib) and apply it in the W histmaker",
+    )
+    p.add_argument(
+        "--recoil",
+        action="store_true",
+        help="mw: measure the recoil in Z events and calibrate the W simulation with it (group "
+        "'recoil'). Off by default: with its nuisances the chain's W toys (bb_mode none) "
+        "converged 18/60 (57/60 without them), not yet understood",
+    )
+    p.add_argument(
+        "--recoil-degree",
+        type=int,
+        default=0,
+        help="qT polynomial degree of the recoil ratios (default 0: the reduced sample's ~900 "
+        "data Z events do not constrain a slope)",
+    )
     args = p.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,8 +194,41 @@ def main(argv: list[str] | None = None) -> int:
     executor = ["--executor", "sync"] if args.workers == "sync" else ["-j", str(args.workers)]
     hist_file = out / "hists" / f"{args.analysis}.hdf5"
     fitinput = out / "fitinput" / f"fitinput_{args.analysis}.hdf5"
-    stages = [
-        ("generate", [py, "-m", "wremnants_dask.datasets", args.config]),
+    stages = [("generate", [py, "-m", "wremnants_dask.datasets", args.config])]
+    payload = args.corrections
+    if payload == "measured":
+        stages.append(("tnp", tnp_command(args.config, args.tnp_config, out / "tnp")))
+        payload = str(out / "tnp" / PAYLOAD)
+    elif payload == "truth":
+        payload = None  # the histmaker's default: the shipped payload
+    corrections = ["--corrections", payload] if payload else []
+    calib_payload = out / "mucalib" / "muon_calibration.json.gz"
+    calibration = [
+        (
+            "mucalib_histmaker",
+            [py, "-m", "wremnants_dask.histmaker", "-a", "mz_mucalib", "--dataset-config",
+             args.config, "--excludeProcs", "Wmunu", "-o", str(out / "mucalib"), "--no-progress",
+             *executor, *corrections],
+        ),
+        (
+            "mucalib",
+            [py, "-m", "wremnants_dask.mucalib", str(out / "mucalib" / "mz_mucalib.hdf5"),
+             "-o", str(calib_payload)],
+        ),
+    ]  # fmt: skip
+    recoil_file = out / "recoil" / "recoil_calibration.json"
+    recoil = args.analysis == "mw" and args.recoil
+    # the recoil measured in Z -> mu mu events of the same datasets, then applied to W simulation
+    recoil_stages = [
+        ("recoil_hists", [py, "-m", "wremnants_dask.histmaker", "-a", "mz_recoil",
+                          "--dataset-config", args.config, "-o", str(out / "hists"),
+                          "--no-progress", "--no-systematics", *executor, *corrections]),
+        ("recoil", [py, "-m", "wremnants_dask.recoil", str(out / "hists" / "mz_recoil.hdf5"),
+                    "-o", str(recoil_file), "--degree", str(args.recoil_degree)]),
+    ]  # fmt: skip
+    stages += [
+        *(calibration if args.muon_calibration else []),
+        *(recoil_stages if recoil else []),
         (
             "histmaker",
             [
@@ -137,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 str(out / "hists"),
                 "--no-progress",
                 *executor,
-                *(["--corrections", args.corrections] if args.corrections else []),
+                *corrections,
+                *(["--muon-calibration", str(calib_payload)] if args.muon_calibration else []),
+                *(["--recoil-calibration", str(recoil_file)] if recoil else []),
             ],
         ),
         (
@@ -188,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "analysis": args.analysis,
         "config": args.config,
+        "corrections": args.corrections,
+        "payload": corrections,  # None: the shipped one
         "stage_seconds": times,
         "mass": summary.get("mass"),
         "gof": summary.get("gof"),

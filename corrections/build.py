@@ -6,8 +6,8 @@ writes ``corrections/wremnants_corrections.json.gz``: one correctionlib Correcti
 
 - ``pileup``            (nTrueInt, variation: nominal|up|down) -> weight, data/sim nTrueInt
   profiles; up/down from the data profile with the minimum-bias cross section scaled +-4.6%.
-- ``muon_sf_<step>``    (eta, pt, variation, eigen) -> scale factor for step idip, iso, trigger
-  (conditional efficiencies data/sim). variation: nominal | syst_up | syst_down | stat_up |
+- ``muon_sf_<step>``    (eta, pt, variation, eigen) -> scale factor for step reco (where the
+  truth has it), idip, iso, trigger (conditional efficiencies data/sim). variation: nominal | syst_up | syst_down | stat_up |
   stat_down; ``eigen`` picks the statistical eigen-variation (ignored otherwise). The
   statistical errors are those of the probes the Z sample gives (``probe_counts``).
 - ``muon_eff_mc``       (step, eta, pt) -> simulation efficiency (for anti-isolation SFs).
@@ -38,7 +38,18 @@ from wremnants_dask.utils.atomic import atomic_path
 from wremnants_dask.utils.provenance import make_metadata
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"
-SF_STEPS = ("idip", "iso", "trigger")
+SF_STEPS = ("idip", "iso", "trigger")  # required in every payload
+CHAIN_STEPS = ("reco", *SF_STEPS)  # reco: optional (a payload without it applies no reco SF)
+
+
+def sf_steps(eff: dict) -> tuple[str, ...]:
+    """The scale-factor steps of a truth (or measured) efficiency record, in chain order."""
+    missing = [s for s in SF_STEPS if s not in eff["mc"] or s not in eff["data"]]
+    if missing:
+        raise ValueError(f"efficiency tables lack the steps {missing} (need {SF_STEPS})")
+    return tuple(s for s in CHAIN_STEPS if s in eff["mc"] and s in eff["data"])
+
+
 SF_VARIATIONS = ("nominal", "syst_up", "syst_down", "stat_up", "stat_down")
 SCHEMA_VERSION = 2
 FORMAT_VERSION = 1
@@ -151,7 +162,7 @@ def sf_tables(
     pt_edges = np.asarray(eff["pt_edges"], dtype=np.float64)
     centres = 0.5 * (pt_edges[1:] + pt_edges[:-1])
     out = {}
-    for step in SF_STEPS:
+    for step in sf_steps(eff):
         mc = np.asarray(eff["mc"][step], dtype=np.float64)
         data = np.asarray(eff["data"][step], dtype=np.float64)
         shape = (eta_edges.size - 1, pt_edges.size - 1)
@@ -217,12 +228,13 @@ def mc_eff_correction(truth: dict) -> dict:
     """Simulation efficiencies per step: anti-isolation SFs (1 - e SF) / (1 - e) need them."""
     eff = truth["efficiency"]
     edges = [eff["eta_edges"], eff["pt_edges"]]
-    items = {s: _multibinning(["eta", "pt"], edges, np.asarray(eff["mc"][s])) for s in SF_STEPS}
+    steps = [s for s in CHAIN_STEPS if s in eff["mc"]]
+    items = {s: _multibinning(["eta", "pt"], edges, np.asarray(eff["mc"][s])) for s in steps}
     return _correction(
         "muon_eff_mc",
-        "muon efficiency of simulation per step (conditional: iso|idip, trigger|iso)",
+        "muon efficiency of simulation per step (conditional: idip|reco, iso|idip, trigger|iso)",
         [
-            ("step", "string", "|".join(SF_STEPS)),
+            ("step", "string", "|".join(steps)),
             ("eta", "real", "muon eta"),
             ("pt", "real", "muon pT (GeV)"),
         ],
@@ -262,7 +274,7 @@ def build_payload(
     n_mc = n_probes_mc if n_probes_mc is not None else {s: c[1] for s, c in counts.items()}
     tables = sf_tables(truth, degree, n_data, n_mc, syst_rel, fit_pt_min)
     corrs = [pileup_correction(truth, minbias_var)]
-    corrs += [sf_correction(s, eta_edges, pt_edges, tables[s]) for s in SF_STEPS]
+    corrs += [sf_correction(s, eta_edges, pt_edges, tables[s]) for s in tables]
     corrs.append(mc_eff_correction(truth))
     corrs += muon_models.model_corrections(truth, scale_var)
     options = {

@@ -23,7 +23,12 @@ import numpy as np
 from wremnants_dask.corrections.tables import BinnedTable, build_table
 
 PAYLOAD_NAME = "wremnants_corrections.json.gz"
-SF_STEPS: tuple[str, ...] = ("idip", "iso", "trigger")
+SF_STEPS: tuple[str, ...] = ("idip", "iso", "trigger")  # required in every payload
+#: Scale-factor steps a payload may carry besides SF_STEPS, applied when present (payloads
+#: built before the reconstruction step, or measured on files without IsoTrack, lack it).
+OPTIONAL_SF_STEPS: tuple[str, ...] = ("reco",)
+CHAIN_STEPS: tuple[str, ...] = ("reco", "idip", "iso", "trigger")  # the order of the chain
+SF_INPUTS = ("eta", "pt", "variation", "eigen")
 
 #: correction name -> expected input names, in order
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -83,7 +88,16 @@ def _load(path: str, mtime_ns: int) -> tuple[Any, dict[str, Any], dict[str, Any]
             raise CorrectionError(
                 f"correction payload {p}: correction '{name}' has inputs {got}, expected {inputs}"
             )
-    n_eig = {s: _n_eigen(by_name[f"muon_sf_{s}"], p) for s in SF_STEPS}
+    for s in OPTIONAL_SF_STEPS:
+        corr = by_name.get(f"muon_sf_{s}")
+        got = None if corr is None else tuple(i["name"] for i in corr["inputs"])
+        if got is not None and got != SF_INPUTS:
+            raise CorrectionError(
+                f"correction payload {p}: correction 'muon_sf_{s}' has inputs {got}, "
+                f"expected {SF_INPUTS}"
+            )
+    steps = tuple(s for s in CHAIN_STEPS if f"muon_sf_{s}" in by_name)
+    n_eig = {s: _n_eigen(by_name[f"muon_sf_{s}"], p) for s in steps}
     if len(set(n_eig.values())) != 1:
         raise CorrectionError(
             f"correction payload {p}: muon_sf_* steps have different eigen counts {n_eig}"
@@ -98,7 +112,7 @@ def _load(path: str, mtime_ns: int) -> tuple[Any, dict[str, Any], dict[str, Any]
         meta = json.loads(raw.get("description") or "{}")
     except json.JSONDecodeError:
         meta = {"description": raw.get("description")}
-    info = {"n_eigen": next(iter(n_eig.values())), "by_name": by_name}
+    info = {"n_eigen": next(iter(n_eig.values())), "by_name": by_name, "sf_steps": steps}
     return cset, info, meta
 
 
@@ -157,8 +171,28 @@ class CorrectionsPayload:
         return self._get()[2]
 
     @property
+    def sf_stat_eta_edges(self) -> list[float] | None:
+        """Eta edges of the measurement behind the SF stat eigen-variations (a tag-and-probe
+        payload records them: its fine bins repeat each measured bin), else None: the truth
+        payload's variations are independent in every fine eta bin."""
+        edges = self.metadata.get("sf_stat_eta_edges")
+        return None if edges is None else [float(x) for x in edges]
+
+    def sf_stat_slots(self) -> np.ndarray:
+        """Eta edges that index the SF stat nuisances: the measurement's bins where recorded,
+        else the payload's own eta bins."""
+        edges = self.sf_stat_eta_edges
+        return self.sf_eta_edges() if edges is None else np.asarray(edges, dtype=np.float64)
+
+    @property
     def n_eigen(self) -> int:
         return self._get()[1]["n_eigen"]
+
+    @property
+    def sf_steps(self) -> tuple[str, ...]:
+        """The scale-factor steps this payload carries, in chain order (SF_STEPS, plus the
+        optional reco step when present): what the processors apply and vary."""
+        return self._get()[1]["sf_steps"]
 
     def edges(self, name: str) -> list[np.ndarray]:
         """Bin edges of a binned correction, e.g. the (eta, pt) grid of ``muon_sf_iso``."""
@@ -210,7 +244,7 @@ class CorrectionsPayload:
     def muon_sf_total(self, eta: np.ndarray, pt: np.ndarray) -> np.ndarray:
         """Product of the nominal scale factors of all steps, per muon."""
         out = np.ones(np.shape(eta))
-        for step in SF_STEPS:
+        for step in self.sf_steps:
             out = out * self.muon_sf(step, eta, pt)
         return out
 

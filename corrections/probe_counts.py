@@ -7,13 +7,15 @@ error of the number of probes a Z -> mu mu sample of the analysis's size would g
 1. Z -> mu mu events are drawn with the synthetic generator's hard process (``zmumu``:
    lineshape, boson pT and rapidity, decay angles), generator-level muons;
 2. each muon is the probe when the other one is a tag: pT > TAG_PT_MIN, |eta| < 2.4, weighted
-   by the data efficiency of the full selection (idip x iso x trigger, from the truth tables),
+   by the data efficiency of the full selection (reco x idip x iso x trigger, from the truth
+   tables; reco where the truth has it),
    with the Z mass in the tag-and-probe window TNP_MASS_WINDOW; the probe fills its (eta, pT)
    bin. The fraction of generated events landing in each bin is the acceptance ``a(eta, pT)``;
 3. data probes = sigma(Z -> mu mu, generator window) x luminosity x a; simulated probes =
    events of the simulated Z sample x a (its generator window is the same);
-4. each later step only sees probes that passed the earlier ones: n(iso) = n(idip) eff(idip),
-   n(trigger) = n(iso) eff(iso), with the data (or simulation) efficiencies of the probe's bin.
+4. each later step only sees probes that passed the earlier ones: n(idip) = n(reco) eff(reco),
+   n(iso) = n(idip) eff(idip), n(trigger) = n(iso) eff(iso), with the data (or simulation)
+   efficiencies of the probe's bin (the first step, reco or idip, sees every probe).
 
 Defaults: the default synthetic job (configs/datasets_synthetic.yaml): pseudo-data 10 pb^-1,
 a simulated Z sample of 1e5 events; sigma = 2000 pb. The acceptance is computed once per
@@ -33,7 +35,12 @@ DEFAULT_MC_Z_EVENTS = 100_000
 TAG_PT_MIN = 26.0
 TNP_MASS_WINDOW = (60.0, 120.0)
 N_GENERATED = 200_000
-STEPS = ("idip", "iso", "trigger")
+STEPS = ("reco", "idip", "iso", "trigger")  # the chain; reco only where the truth tabulates it
+
+
+def chain_steps(eff: dict) -> tuple[str, ...]:
+    """The steps of STEPS a truth "efficiency" record tabulates, in chain order."""
+    return tuple(s for s in STEPS if s in eff["data"] and s in eff["mc"])
 
 
 def _bin(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -89,9 +96,10 @@ def probe_counts(
     eff = truth["efficiency"]
     eta_edges = np.asarray(eff["eta_edges"], dtype=np.float64)
     pt_edges = np.asarray(eff["pt_edges"], dtype=np.float64)
-    data_eff = {s: np.asarray(eff["data"][s], dtype=np.float64) for s in STEPS}
-    mc_eff = {s: np.asarray(eff["mc"][s], dtype=np.float64) for s in STEPS}
-    tag_eff = np.ascontiguousarray(data_eff["idip"] * data_eff["iso"] * data_eff["trigger"])
+    steps = chain_steps(eff)
+    data_eff = {s: np.asarray(eff["data"][s], dtype=np.float64) for s in steps}
+    mc_eff = {s: np.asarray(eff["mc"][s], dtype=np.float64) for s in steps}
+    tag_eff = np.ascontiguousarray(np.prod([data_eff[s] for s in steps], axis=0))
     shape = tag_eff.shape
     acc = _acceptance(
         tuple(eta_edges), tuple(pt_edges), tag_eff.tobytes(), shape, int(n_gen), int(seed)
@@ -103,7 +111,7 @@ def probe_counts(
         xsec = float(p.xsec_pb * p.filter_eff)
     n_data, n_mc = acc * xsec * float(lumi_pb), acc * float(mc_z_events)
     out = {}
-    for step in STEPS:
+    for step in steps:
         out[step] = (n_data.copy(), n_mc.copy())
         n_data, n_mc = n_data * data_eff[step], n_mc * mc_eff[step]
     return out

@@ -80,17 +80,27 @@ def _tensor_bytes(fi: FitInput) -> int:
     return int(n)
 
 
-def estimate_bytes(fi: FitInput, linalg: str, direct: bool) -> dict[str, int]:
-    """Device memory of a fit, by part: the model's tensors, the Jacobian of the bin totals
-    [nbins, npar] (loop state, trial point and one scaled copy), and with the device path the
-    dense [npar, npar] matrices (Gram or Hessian, its Cholesky factor, the inverse factor and
-    the covariance: four at the peak)."""
+def estimate_bytes(
+    fi: FitInput, linalg: str, direct: bool, covariance: bool = True
+) -> dict[str, int]:
+    """Device memory of a fit, by part: the model's tensors; the minimiser's loop, with the
+    Jacobian of the bin totals [nbins, npar] (loop state, trial point and one scaled copy for
+    direct steps; the Jacobian and its transpose for trust-region CG) and, for direct steps
+    on the device path, the dense [npar, npar] matrices of the loop (Gram matrix, its
+    Cholesky factor and the damped copy); and with ``covariance`` on the device path the
+    covariance step's four (Hessian, its factor, the inverse factor, the covariance). The
+    loop's arrays are gone when the covariance step runs: the peak is the tensors plus the
+    larger of the two."""
     nb, npar = fi.nbins, fi.npar
-    out = {"tensors": _tensor_bytes(fi), "jacobian": 3 * nb * npar * 8}
-    out["dense"] = 4 * npar * npar * 8 if linalg == "device" else 0
-    if not direct:  # CG path: Jacobian and its transpose, no Gram matrix in the loop
-        out["jacobian"] = 2 * nb * npar * 8
-    out["total"] = sum(out.values())
+    dense = linalg == "device"
+    out = {
+        "tensors": _tensor_bytes(fi),
+        "jacobian": (3 if direct else 2) * nb * npar * 8,
+        "dense": 3 * npar * npar * 8 if dense and direct else 0,
+        "covariance": 4 * npar * npar * 8 if dense and covariance else 0,
+    }
+    loop = out["jacobian"] + out["dense"]
+    out["total"] = out["tensors"] + max(loop, out["covariance"])
     return out
 
 
@@ -110,11 +120,17 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def limit_bytes(place: Placement, limit: float | None = None) -> int | None:
+    """The device memory a fit may use: ``limit`` if given, else what the device reports
+    free (None where the backend reports nothing)."""
+    return available_bytes(place.device) if limit is None else int(limit)
+
+
 def check_memory(place: Placement, need: dict[str, int], limit: float | None = None) -> None:
     """Raise ``DeviceError`` (one line with the size needed) when the fit's estimated device
     memory exceeds ``limit`` (default: what ``memory_stats()`` reports free; no check where
     the backend reports nothing)."""
-    avail = available_bytes(place.device) if limit is None else int(limit)
+    avail = limit_bytes(place, limit)
     if avail is not None and need["total"] > avail:
         parts = ", ".join(f"{k} {gib(v)}" for k, v in need.items() if k != "total")
         raise DeviceError(

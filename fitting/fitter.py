@@ -8,6 +8,7 @@ observations.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,8 @@ from .minimizer import (
 )
 from .model import FitModel, mc_counts, once_compiler_options
 from .yield_errors import make_device_variances, make_parts, yield_variances
+
+_log = logging.getLogger(__name__)
 
 # Single fits with a Hessian to follow let direct Gauss-Newton hand off at this EDM when it
 # converges only linearly (minimizer.SLOW_EDM_RATIO); exact Newton steps finish (at most
@@ -121,6 +124,7 @@ class Fitter:
         linalg: str = "auto",
         device_memory: float | None = None,
         dense_gn_max: int | None = None,
+        covariance: bool = True,
     ) -> None:
         """``device``: ``auto`` (JAX's default backend), ``cpu`` or ``gpu``; ``linalg``:
         ``host`` (numpy/LAPACK), ``device`` (XLA on the device, no host round trips in the
@@ -129,7 +133,10 @@ class Fitter:
         reports free); a fit estimated larger fails with ``FitError`` before anything is
         placed. ``dense_gn_max``: direct (Cholesky) Gauss-Newton steps up to this many
         parameters, trust-region CG beyond (default 8000 on the host path,
-        ``DEVICE_DENSE_GN_MAX`` on the device path)."""
+        ``DEVICE_DENSE_GN_MAX`` on the device path). Where the direct steps' dense matrices
+        would not fit in ``device_memory`` but trust-region CG with Hessian-vector products
+        would, the minimiser takes CG steps (``device_info["steps"]``). ``covariance``:
+        whether the fits will compute the covariance (counted in the memory estimate)."""
         self.fi = fi
         try:
             self.placement = devmod.resolve(device, linalg)
@@ -141,7 +148,19 @@ class Fitter:
                 MinimizerOptions.dense_gn_max if linalg == "host" else DEVICE_DENSE_GN_MAX
             )
         direct = mode == "gn" and fi.npar <= dense_gn_max
-        need = devmod.estimate_bytes(fi, linalg, direct)
+        need = devmod.estimate_bytes(fi, linalg, direct, covariance)
+        if direct and linalg == "device":
+            avail = devmod.limit_bytes(self.placement, device_memory)
+            cg = devmod.estimate_bytes(fi, linalg, False, covariance)
+            if avail is not None and need["total"] > avail >= cg["total"]:
+                # dense steps do not fit, Hessian-vector products do: trust-region CG
+                _log.info(
+                    "direct Gauss-Newton steps need %s on %s, %s available: trust-region CG",
+                    devmod.gib(need["total"]),
+                    self.placement.name,
+                    devmod.gib(avail),
+                )
+                direct, dense_gn_max, need = False, 0, cg
         try:
             devmod.check_memory(self.placement, need, device_memory)
         except devmod.DeviceError as e:
@@ -154,6 +173,7 @@ class Fitter:
             "linalg": linalg,
             "model_bytes": held,
             "estimated_bytes": need,
+            "steps": "direct" if direct else "trust-region CG",
         }
         devmod.log_placement(self.device_info)
         self.opts = MinimizerOptions(
@@ -296,12 +316,13 @@ class Fitter:
         while the exact EDM is above tolerance (counted in ``res.newton_steps``)."""
         if self.placement.linalg == "device":
             return self._covariance_device(res)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         # small factorisations on one BLAS thread (threads lose below ~2500 parameters: a
         # 62-parameter dpotri took 0.2 s on two threads of the loaded 2-core machine)
         with single_blas_thread(self.model.static.npar < 2500):
             self._covariance_steps(res)
         res.time_hessian = time.perf_counter() - t0
+        res.extra["cpu_hessian"] = time.process_time() - c0
 
     def _gradient_off_bounds(self, res: FitResult) -> tuple[np.ndarray, np.ndarray]:
         """The gradient at ``res.x`` and the free parameters not pinned at an active bound
@@ -376,7 +397,7 @@ class Fitter:
         """``_covariance`` with the Hessian, its Cholesky factor, the Newton steps and the
         inverse as XLA operations on the fit's device; only scalars (EDM, NLL, the
         positive-definiteness flag) come to the host until the final matrices."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for step in range(NEWTON_STEPS + 1):
             H = self._hessian(jnp.asarray(res.x), res.obs)
             g, idx = self._gradient_off_bounds(res)
@@ -405,6 +426,7 @@ class Fitter:
         res.hessian, res.cov = np.asarray(H), np.asarray(cov)
         res.status = _status_text(res.at_bounds)
         res.time_hessian = time.perf_counter() - t0
+        res.extra["cpu_hessian"] = time.process_time() - c0
 
     # ------------------------------------------------------------------ batched refits
     def batch_fit(

@@ -19,7 +19,7 @@ import awkward as ak
 import hist
 import numpy as np
 
-from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
+from wremnants_dask.corrections.payload import CorrectionsPayload
 from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, ProcessorError, touch
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 from wremnants_dask.inputs.nanoaod_eras import EraTable, Resolution, evaluate, leaves, load_table
@@ -248,9 +248,9 @@ def variation_tensor_axes(
     """Suffix -> tensor axes of every variation histogram that applies to this sample."""
     if info.is_data:
         return {}
-    step = tensor_axis("effStep", labels=SF_STEPS)
+    step = tensor_axis("effStep", labels=list(payload.sf_steps))
     eig = tensor_axis("effStatEig", payload.n_eigen)
-    n_eta = payload.sf_eta_edges().size - 1
+    n_eta = payload.sf_stat_slots().size - 1
     out: dict[str, tuple[Any, ...]] = {}
     if eff_stat_diagonal:
         out["effStat"] = (step, eig, down_up_axis())
@@ -567,6 +567,7 @@ class MuonAnalysis(Processor):
             "reference_width_gev": {b: g for b, (_, g) in ref.items()},
             "corrections": str(self.payload.path),
             "corrections_sha256": file_sha256(self.payload.path),
+            "eff_stat_eta_edges": self.payload.sf_stat_eta_edges,
         }
 
     def event_weights(

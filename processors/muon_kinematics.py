@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import awkward as ak
 import hist
 import numpy as np
 
 from wremnants_dask.engine.event_weights import Weights, as_tensor
 from wremnants_dask.engine.processor import ChunkOutput, Events, Processor
+from wremnants_dask.engine.select import Rows, SingleObject, as_numpy
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 
 __all__ = ["MuonKinematicsProcessor", "kinematic_axes"]
@@ -107,9 +107,14 @@ class MuonKinematicsProcessor(Processor):
         return out
 
     def process(self, events: Events, out: ChunkOutput) -> None:
-        muons = events.Muon
-        good = (muons.pt > self.pt_min) & (abs(muons.eta) < 2.4) & muons.mediumId
-        mu = muons[good]
+        # Event-level arrays as numpy (as_numpy: zero-copy; typetracers pass through) and the
+        # one-muon selection on flat buffers (SingleObject): the same values as the awkward
+        # expressions, without awkward's per-call dispatch (most of this light analysis'
+        # processing time, issue 17).
+        one = SingleObject(
+            events.Muon,
+            lambda m: (m.pt > self.pt_min) & (abs(m.eta) < 2.4) & m.mediumId,
+        )
 
         weights = Weights()
         if not out.is_data:
@@ -117,22 +122,21 @@ class MuonKinematicsProcessor(Processor):
         nominal = weights.weight() if weights.factors else None
 
         cf = out.cutflow("main")
-        cf.start(events.nMuon >= 0, nominal)
+        cf.start(as_numpy(events.nMuon) >= 0, nominal)
         if self.trigger:
-            cf.cut("trigger", events.branch(self.trigger))
-        sel = cf.cut("one good muon", ak.num(mu.pt, axis=1) == 1)
+            cf.cut("trigger", as_numpy(events.branch(self.trigger)))
+        sel = cf.cut("one good muon", one.one)
 
-        pt = ak.flatten(mu.pt[sel])
-        eta = ak.flatten(mu.eta[sel])
-        phi = ak.flatten(mu.phi[sel])
-        charge = ak.flatten(mu.charge[sel])
-        iso = ak.flatten(mu.pfRelIso04_all[sel])
+        pt, eta, phi, charge, iso = (
+            one.values(f, sel) for f in ("pt", "eta", "phi", "charge", "pfRelIso04_all")
+        )
+        rows = Rows(sel)
         met = getattr(events, self.met)
-        met_pt, met_phi = met.pt[sel], met.phi[sel]
+        met_pt, met_phi = rows(as_numpy(met.pt)), rows(as_numpy(met.phi))
         mt = np.sqrt(2.0 * pt * met_pt * (1.0 - np.cos(phi - met_phi)))
         values = (eta, pt, charge, iso < self.iso_max, mt > self.mt_min)
 
-        w = nominal[sel] if nominal is not None else None
+        w = rows(nominal) if nominal is not None else None
         out.fill("nominal", *values, weight=w)
         # Tensors: raw factors (float32 file buffers) with the nominal as the weight; the fill
         # shares the bin index computed for "nominal" and multiplies on the fly.
@@ -141,4 +145,4 @@ class MuonKinematicsProcessor(Processor):
                 n = out.hists[hname].ntensor
                 weights.add_variation(hname, as_tensor(getattr(events, branch), n))
                 base, factors = weights.variation_parts(hname)
-                out.fill(hname, *values, weight=base[sel], tensor=factors[sel])
+                out.fill(hname, *values, weight=rows(base), tensor=rows(factors))

@@ -52,3 +52,16 @@ def scale_tensor_per_muon(
         [scale_weight(pt_reco, pt_gen, sigma, -delta), scale_weight(pt_reco, pt_gen, sigma, delta)],
         axis=-1,
     )
+
+
+def resolution_weight(
+    pt_reco: np.ndarray, pt_gen: np.ndarray, sigma: np.ndarray, k: float | np.ndarray
+) -> np.ndarray:
+    """N(pt_reco; pt_gen, k sigma) / N(pt_reco; pt_gen, sigma): the Gaussian resolution scaled
+    by ``k``. Muons without a valid generator match (NaN pt_gen or sigma) get weight 1."""
+    pt_reco = np.asarray(pt_reco, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        z2 = ((pt_reco - np.asarray(pt_gen, dtype=np.float64)) / sigma) ** 2
+        w = np.exp(-0.5 * z2 * (1.0 / (k * k) - 1.0)) / k
+    return np.where(np.isfinite(w) & (np.asarray(sigma) > 0), w, 1.0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wremnants_dask.corrections.payload import SF_STEPS, CorrectionsPayload
+from wremnants_dask.corrections.payload import CorrectionsPayload
 from wremnants_dask.processors.tensors import bin_index, product_per_event, scatter_slots
 
 
@@ -87,22 +87,23 @@ def muon_sf_weights(
             anti = np.where(e < 1.0, (1.0 - e * sf) / (1.0 - e), 1.0)
         return np.where(fails[step], anti, sf)
 
-    sf = {step: payload.muon_sf_lookup(step, eta, pt) for step in SF_STEPS}
-    nom = np.ones((n_mu, len(SF_STEPS)))
-    for i, step in enumerate(SF_STEPS):
+    steps = payload.sf_steps  # reco too when the payload carries it
+    sf = {step: payload.muon_sf_lookup(step, eta, pt) for step in steps}
+    nom = np.ones((n_mu, len(steps)))
+    for i, step in enumerate(steps):
         use = steps_mask.get(step, np.ones(n_mu, dtype=bool))
         nom[:, i] = np.where(use, factor(step, sf[step]()), 1.0)
     nominal = product_per_event(nom.prod(axis=1), counts)
-    eta_edges = payload.sf_eta_edges()
+    eta_edges = payload.sf_stat_slots()  # one stat nuisance per measured eta bin
     n_eta = eta_edges.size - 1
     if not variations:
         return MuonSFWeights(nominal, None, None, np.asarray(counts), n_eta, None)
 
     n_eig = payload.n_eigen
     # relative weight per muon: (n_mu, n_steps, n_eig, 2)
-    rel_stat = np.ones((n_mu, len(SF_STEPS), n_eig, 2))
-    rel_syst = np.ones((n_mu, len(SF_STEPS), 2))
-    for i, step in enumerate(SF_STEPS):
+    rel_stat = np.ones((n_mu, len(steps), n_eig, 2))
+    rel_syst = np.ones((n_mu, len(steps), 2))
+    for i, step in enumerate(steps):
         use = steps_mask.get(step, np.ones(n_mu, dtype=bool))
         with np.errstate(divide="ignore", invalid="ignore"):
             base = np.where(use & (nom[:, i] != 0), nom[:, i], 1.0)

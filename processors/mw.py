@@ -20,6 +20,8 @@ import numpy as np
 
 from wremnants_dask.engine.processor import ChunkOutput, Events
 from wremnants_dask.engine.tensorhist import TensorHist
+from wremnants_dask.processors import muon_calibration as MC
+from wremnants_dask.processors import recoil
 from wremnants_dask.processors import selection as S
 from wremnants_dask.processors.common import (
     MuonAnalysis,
@@ -63,42 +65,40 @@ def calibrated_pt(
 #: edge is beyond any mT at 13.6 TeV). Equal-width sidebands: the extended ABCD extrapolates the
 #: log fake rate linearly in the bin index (positions 10, 30 -> 50 GeV).
 MT_EDGES = (0.0, 20.0, S.MT_CUT, 14000.0)
-#: The fit region with the binned mT axis (option ``abcd="extended"``): isolated, the last mT bin.
-EXTENDED_REGION = {"passIso": True, "mt": len(MT_EDGES) - 2}
 
 
 class WMassProcessor(MuonAnalysis):
     """Histograms ``nominal`` (eta, pt, charge, passIso, passMT or mt) and ``nominal_<variation>``.
 
     Options (besides ``systematics``): ``corrections`` (payload path), ``bw_window``,
+    ``recoil_calibration`` (a file of ``python -m wremnants_dask.recoil``: the recoil of W and
+    Z -> mu mu simulation is calibrated to data and mT recomputed from it, with the
+    ``nominal_recoil`` eigen-variations; processors/recoil.py),
     ``calibrate_data`` (default True: apply the payload's data momentum-scale correction),
+    ``muon_calibration`` (a payload of the ``mucalib`` stage: data scale and simulation
+    resolution corrected with the measured calibration instead, with its statistical and
+    closure nuisances; processors/muon_calibration.py),
     ``mc_pt_shift`` (relative shift of simulated muon pT, for validation), ``abcd``
-    ("simple", default: a Boolean ``passMT`` axis, B*C/D; "extended": mT in ``MT_EDGES`` bins, so
-    setup_fit runs the extended ABCD). The default stays simple until the chain's W toys converge
-    with the extended setup (tests/test_chain.py::test_mass_pulls_over_toys: 45/60 with it).
+    ("extended", default: mT in ``MT_EDGES`` bins, so setup_fit runs the extended ABCD with the
+    factorised fake rate and the MC non-closure correction; "simple": a Boolean ``passMT`` axis,
+    B*C/D). The fit itself is configs/fit_mw.yaml.
     """
 
     name = "mw"
     eff_stat_diagonal = True
-    fit_setup = {
-        "histogram": "nominal",
-        "fit_axes": ["eta", "pt", "charge"],
-        "signal": "Wmunu",
-        "boson": "W",
-        # the region's two axes are the ABCD axes (EXTENDED_REGION with option abcd="extended")
-        "region": {"passIso": True, "passMT": True},
-        "nonprompt": True,
-    }
     required_inputs = (*S.MUON_BRANCHES, *EVENT_BRANCHES)
 
     def __init__(self, *, systematics: bool = True, **options: Any) -> None:
         super().__init__(systematics=systematics, **options)
-        abcd = options.get("abcd", "simple")
+        abcd = options.get("abcd", "extended")
         if abcd not in ("simple", "extended"):
             raise ValueError(f"mw option abcd must be 'simple' or 'extended', got {abcd!r}")
         self.mt_binned = abcd == "extended"
-        if self.mt_binned:  # the histmaker records the instance's fit setup
-            self.fit_setup = {**type(self).fit_setup, "region": dict(EXTENDED_REGION)}
+        # measured momentum calibration (mucalib stage): replaces the payload's data scale
+        path = options.get("muon_calibration")
+        self.calibration = MC.MomentumCalibration(path) if path else None
+        path = options.get("recoil_calibration")
+        self.recoil = recoil.load_calibration(path) if path else None
 
     def axes(self) -> list[Any]:
         mt = (
@@ -115,15 +115,32 @@ class WMassProcessor(MuonAnalysis):
         ]
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:
-        return self.declare("nominal", self.axes(), dataset)
+        out = self.declare("nominal", self.axes(), dataset)
+        if self.calibration is not None and self.systematics and not dataset.is_data:
+            out.update(MC.declare("nominal", self.axes(), self.calibration))
+        if self._recoil_applies(dataset) and self.systematics:
+            taxes = recoil.recoil_tensor_axes(self.recoil)
+            out["nominal_recoil"] = TensorHist(self.axes(), taxes, name="nominal_recoil")
+        return out
+
+    def _recoil_applies(self, dataset: Any) -> bool:
+        return self.recoil is not None and recoil.applies(self.sample_info(dataset))
 
     def process(self, events: Events, out: ChunkOutput) -> None:
         info = self.sample_info(out.dataset)
         optional = ["run", "luminosityBlock", *S.TRIGOBJ_BRANCHES, *mc_columns(info)]
+        if self.calibration is not None:
+            optional.append("event")
         cols = read_columns(events, info, S.MUON_BRANCHES + EVENT_BRANCHES, optional)
+        apply_recoil = self.recoil is not None and recoil.applies(info)
+        if apply_recoil:
+            cols.update(recoil.read_gen_inputs(events, info, self.eras, str(out.dataset.era)))
         if events.tracing:
             return
-        pt = calibrated_pt(self.payload, cols, info.is_data, self.options)
+        if self.calibration is not None:
+            pt = MC.calibrated_pt(self.calibration, self.payload, cols, info.is_data)
+        else:
+            pt = calibrated_pt(self.payload, cols, info.is_data, self.options)
         good, n_good, n_loose, cf = S.muon_preselection(out, cols, pt, info.is_data)
         mask = cf.cut("one good muon", n_good == 1)
         mask = cf.cut("loose muon veto", n_loose == 1)
@@ -143,6 +160,12 @@ class WMassProcessor(MuonAnalysis):
         mu_charge = S.first_true(cols["Muon_charge"], good)[sel]
         mu_iso = S.first_true(cols["Muon_pfRelIso04_all"], good)[sel]
         mt = S.transverse_mass(mu_pt, mu_phi, np1(cols["MET_pt"])[sel], np1(cols["MET_phi"])[sel])
+        rmt = None
+        if apply_recoil:
+            rmt = recoil.corrected_mt(
+                self.recoil, cols, sel, info.boson, mu_pt, mu_phi, variations=self.systematics
+            )
+            mt = rmt.nominal
         n = int(sel.sum())
         if info.is_data or "Muon_genPartIdx" not in cols:
             gen_pt = np.full(n, np.nan)
@@ -154,6 +177,10 @@ class WMassProcessor(MuonAnalysis):
             mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
         weights = self.event_weights(cols, sel, muons, info)
+        if self.calibration is not None and self.systematics and not info.is_data:
+            weights.tensors.update(
+                MC.tensors(self.calibration, self.payload, mu_eta, mu_pt, gen_pt)
+            )
         values = [
             mu_eta,
             mu_pt,
@@ -162,3 +189,5 @@ class WMassProcessor(MuonAnalysis):
             mt if self.mt_binned else mt > S.MT_CUT,
         ]
         fill_all(out, "nominal", values, weights)
+        if rmt is not None and rmt.varied is not None:
+            recoil.fill_migrations(out, "nominal_recoil", values, weights.nominal, rmt.varied)

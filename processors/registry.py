@@ -19,6 +19,8 @@ ANALYSES: dict[str, str] = {
     "mz_wlike": "wremnants_dask.processors.wlike:ZWlikeProcessor",
     "muon_kinematics": "wremnants_dask.processors.muon_kinematics:MuonKinematicsProcessor",
     "tnp": "wremnants_dask.processors.tnp:TagAndProbeProcessor",
+    "mz_mucalib": "wremnants_dask.processors.mucalib:MuonCalibProcessor",
+    "mz_recoil": "wremnants_dask.processors.recoil:RecoilProcessor",
 }
 
 

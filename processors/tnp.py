@@ -6,6 +6,13 @@ have opposite charges and a mass inside the histogram range. Every ordered (tag,
 combination is counted: when both muons are tags the event enters twice, once per probe (the
 usual double-tag treatment, which keeps each probe's efficiency unbiased).
 
+The reconstruction step (criterion ``muon_match``, first in the chain) has track-like probes:
+every Muon (a reconstructed muon is its own track) and every IsoTrack farther than dR from all
+Muons (NanoAOD's IsoTrack holds isolated tracks that are no Muon or Electron; the charge is
+carried by pdgId, v6 has no IsoTrack_charge). A track probe fails; a Muon probe passes. Files
+without IsoTrack branches (older or skimmed NanoAOD) skip that step with a message: its
+histograms stay empty and the later steps' probes are the Muons, as without it.
+
 For step k of the factorised chain the probes are those passing steps 0..k-1; each pair fills
 one histogram ``tnp`` with axes (mass, probe pt, probe eta, probe charge) and tensor axes
 (step, passFail), so all steps are histogrammed in one pass. ``probes`` counts the probes of
@@ -24,16 +31,18 @@ import awkward as ak
 import hist
 import numpy as np
 
-from wremnants_dask.engine.processor import ChunkOutput, Events, Processor
+from wremnants_dask.engine.processor import ChunkOutput, Events, Processor, touch
 from wremnants_dask.engine.tensorhist import TensorHist, tensor_axis
 from wremnants_dask.processors import selection as S
-from wremnants_dask.processors.common import np1, read_columns, sample_info
+from wremnants_dask.processors.common import np1, read_columns, sample_info, warn_once
 from wremnants_dask.processors.tnp_config import TnPConfig, load_config
 
 #: The generator's efficiency grid (truth.json "efficiency"): 0.1 in eta, 1 GeV in pT to 60.
 FINE_ETA = np.round(np.linspace(-2.4, 2.4, 49), 6)
 FINE_PT = np.array([*range(15, 61), 65, 70, 80], dtype=np.float64)
 PASS_FAIL = ("fail", "pass")
+#: The track-like probes of the reconstruction step (NanoAOD names; no IsoTrack_charge in v6).
+TRACK_BRANCHES = ("IsoTrack_pt", "IsoTrack_eta", "IsoTrack_phi", "IsoTrack_pdgId")
 
 
 def _padded(values: ak.Array, n: int, fill: float = np.nan) -> np.ndarray:
@@ -53,7 +62,26 @@ def _criteria(cols: dict[str, Any], crit: dict[str, Any], matched: ak.Array | No
         ok = ok & (cols["Muon_pfRelIso04_all"] < crit["iso_max"])
     if crit.get("trigger_match"):
         ok = ok & matched
+    # muon_match (reconstruction step): every Muon is a reconstructed muon, so it passes
     return ok
+
+
+def track_charge(pdg_id: np.ndarray) -> np.ndarray:
+    """Charge of an IsoTrack from its PF pdgId: +-211 carries the sign of the charge, leptons
+    (+-11, +-13) the opposite sign; 0 where the pdgId says nothing."""
+    pdg = np.asarray(pdg_id)
+    sign = np.sign(pdg)
+    return np.where(np.isin(np.abs(pdg), (11, 13)), -sign, sign).astype(np.float64)
+
+
+def unmatched_tracks(
+    t_eta: np.ndarray, t_phi: np.ndarray, m_eta: np.ndarray, m_phi: np.ndarray, dr: float
+) -> np.ndarray:
+    """(events, n_tracks) mask of padded tracks with no padded Muon within ``dr`` (NaN pads
+    never match): the tracks that are not a reconstructed muon's own track."""
+    deta = t_eta[:, :, None] - m_eta[:, None, :]
+    dphi = (t_phi[:, :, None] - m_phi[:, None, :] + np.pi) % (2 * np.pi) - np.pi
+    return ~np.any(deta * deta + dphi * dphi < dr * dr, axis=2)
 
 
 def trigger_match(cols: dict[str, Any], bit: int, dr: float) -> ak.Array:
@@ -108,6 +136,24 @@ class TagAndProbeProcessor(Processor):
             "probes": TensorHist(fine, [steps], storage="double"),
         }
 
+    def _with_tracks(
+        self, cols: dict[str, Any], arr: dict[str, np.ndarray], pas: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Muon candidates followed by the IsoTracks that are no Muon's track: never tags,
+        probes in the same acceptance, failing every step (no reconstructed muon)."""
+        c = self.config
+        nt = max(int(ak.max(ak.num(cols["IsoTrack_pt"], axis=1), initial=0)), 1)
+        t = {k: _padded(cols[f"IsoTrack_{k}"], nt) for k in ("pt", "eta", "phi")}
+        t["charge"] = track_charge(_padded(cols["IsoTrack_pdgId"], nt, 0.0))
+        keep = unmatched_tracks(t["eta"], t["phi"], arr["eta"], arr["phi"], c.track_dr)
+        keep &= np.isfinite(t["pt"])
+        probe = keep & (t["pt"] > c.probe["pt_min"]) & (np.abs(t["eta"]) < c.probe["eta_max"])
+        new = {k: np.concatenate([arr[k], t[k]], axis=1) for k in ("pt", "eta", "phi", "charge")}
+        new["tag"] = np.concatenate([arr["tag"], np.zeros_like(probe)], axis=1)
+        new["probe"] = np.concatenate([arr["probe"], probe], axis=1)
+        fails = np.zeros((pas.shape[0], nt, pas.shape[2]), dtype=bool)
+        return new, np.concatenate([pas, fails], axis=1)
+
     def process(self, events: Events, out: ChunkOutput) -> None:
         c = self.config
         # inputs named as in NanoAODv6 ("trigger": the era's single-muon path), resolved for
@@ -117,6 +163,20 @@ class TagAndProbeProcessor(Processor):
         if info.is_data:
             required += ["run", "luminosityBlock"]
         cols = read_columns(events, info, required, [] if info.is_data else ["genWeight"])
+        tracks = c.track_dr is not None
+        if tracks:
+            missing = [b for b in TRACK_BRANCHES if b not in info.branches]
+            if missing:
+                tracks = False
+                warn_once(
+                    out.dataset.name,
+                    f"no {', '.join(missing)} in {out.dataset.files[0]}: tag-and-probe step "
+                    f"{c.steps[0].name!r} (track probes) skipped, its histograms stay empty",
+                )
+            else:
+                cols.update({b: events.branch(b) for b in TRACK_BRANCHES})
+                if events.tracing:
+                    touch(*(cols[b] for b in TRACK_BRANCHES))
         if events.tracing:
             return
         matched = trigger_match(cols, c.trigger_bit, c.trigger_dr)
@@ -138,9 +198,11 @@ class TagAndProbeProcessor(Processor):
             "probe": _padded(probe, n, 0.0) > 0,
         }
         pas = np.stack([_padded(p, n, 0.0) > 0 for p in passes], axis=-1)  # (events, n, steps)
+        if tracks:  # failing probes of the reconstruction step, after the Muons
+            arr, pas = self._with_tracks(cols, arr, pas)
         rows = []
         for i in range(n):
-            for j in range(n):
+            for j in range(arr["pt"].shape[1]):
                 if i == j:
                     continue
                 ok = keep & arr["tag"][:, i] & arr["probe"][:, j]
@@ -171,6 +233,8 @@ class TagAndProbeProcessor(Processor):
         # probes of step k: passing every earlier step
         den = np.cumprod(np.concatenate([np.ones_like(p_pass[:, :1]), p_pass[:, :-1]], 1), 1)
         den = den.astype(bool)
+        if c.track_dr is not None and not tracks:
+            den[:, 0] = False  # no track probes in this file: the step is skipped
         tensor = np.stack([den & ~p_pass, den & p_pass], axis=-1).astype(np.float64)
         out.fill("tnp", mass, p_pt, p_eta, p_q, weight=None, tensor=tensor)
         lo, hi = c.fit_range

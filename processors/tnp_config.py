@@ -15,7 +15,10 @@ import numpy as np
 import yaml
 
 DEFAULT_CONFIG = "tnp.yaml"
-CRITERIA = {"id", "dxy_max", "iso_max", "trigger_match"}
+CRITERIA = {"id", "dxy_max", "iso_max", "trigger_match", "muon_match"}
+#: Criterion of the reconstruction step: a track-like probe (a Muon, or an IsoTrack that is no
+#: Muon's track) passes when it is a reconstructed Muon, i.e. matched to one within this dR.
+TRACK_CRITERION = "muon_match"
 
 
 class TnPConfigError(ValueError):
@@ -55,6 +58,11 @@ class TnPConfig:
     @property
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
+
+    @property
+    def track_dr(self) -> float | None:
+        """dR of the Muon match of the reconstruction step (the first step), None without it."""
+        return self.steps[0].criteria.get(TRACK_CRITERION)
 
     def branches(self) -> set[str]:
         """The Muon_ branches the tag, probe and step criteria read."""
@@ -99,13 +107,18 @@ def _interval(values: Any, where: str) -> tuple[float, float]:
 
 
 def resolve(path: str | Path | None) -> Path:
-    """A path, or the packaged ``configs/tnp.yaml`` for None."""
+    """A path, a packaged name (``tnp_chain`` = ``configs/tnp_chain.yaml``), or the packaged
+    ``configs/tnp.yaml`` for None."""
     if path is None:
         return Path(str(resources.files("wremnants_dask.configs").joinpath(DEFAULT_CONFIG)))
     p = Path(path)
-    if not p.is_file():
-        raise TnPConfigError(f"tag-and-probe config {p} does not exist")
-    return p
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and p.name.startswith("tnp"):
+        packaged = resources.files("wremnants_dask.configs").joinpath(p.with_suffix(".yaml").name)
+        if packaged.is_file():
+            return Path(str(packaged))
+    raise TnPConfigError(f"tag-and-probe config {p} does not exist (nor as a packaged name)")
 
 
 def load_config(path: str | Path | None = None) -> TnPConfig:
@@ -133,6 +146,18 @@ def load_config(path: str | Path | None = None) -> TnPConfig:
         crit = _keys(_need(s, "pass", where), CRITERIA, f"{where}.pass")
         if not crit:
             raise TnPConfigError(f"{where}.pass: no criteria")
+        if TRACK_CRITERION in crit:
+            if i != 0 or len(crit) != 1:
+                raise TnPConfigError(
+                    f"{where}.pass: {TRACK_CRITERION} (the reconstruction step, track probes) "
+                    "must be the only criterion of the first step"
+                )
+            dr = crit[TRACK_CRITERION]
+            if isinstance(dr, bool) or not isinstance(dr, (int, float)) or not 0 < dr < 1:
+                raise TnPConfigError(
+                    f"{where}.pass.{TRACK_CRITERION}: a dR in (0, 1) expected, got {dr!r}"
+                )
+            crit = {TRACK_CRITERION: float(dr)}
         steps.append(Step(str(_need(s, "name", where)), dict(crit)))
     names = [s.name for s in steps]
     if len(set(names)) != len(names):

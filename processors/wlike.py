@@ -37,12 +37,6 @@ class ZWlikeProcessor(MuonAnalysis):
     """Histogram ``nominal`` (eta, pt, charge) of the kept muon, plus ``nominal_<variation>``."""
 
     name = "mz_wlike"
-    fit_setup = {
-        "histogram": "nominal",
-        "fit_axes": ["eta", "pt", "charge"],
-        "signal": "Zmumu",
-        "boson": "Z",
-    }
     required_inputs = (*S.MUON_BRANCHES, "trigger", "MET_pt", "MET_phi", "event")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:

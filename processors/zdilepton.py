@@ -55,7 +55,6 @@ class ZDileptonProcessor(MuonAnalysis):
     """Histograms ``mll`` (mll) and ``ptll_yll`` (ptll, yll), plus ``<name>_<variation>``."""
 
     name = "mz_dilepton"
-    fit_setup = {"histogram": "mll", "fit_axes": ["mll"], "signal": "Zmumu", "boson": "Z"}
     required_inputs = (*S.MUON_BRANCHES, "trigger")
 
     def histograms(self, dataset: Any) -> dict[str, TensorHist]:

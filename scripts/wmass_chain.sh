@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The whole W-mass measurement in one command: generate (cached) -> histmaker -> setup_fit ->
+# The whole W-mass measurement in one command: generate (cached) -> tag-and-probe (muon
+# efficiency scale factors measured on the dataset's own Z -> mu mu simulation and pseudo-data)
+# -> [MUCALIB=1: muon momentum calibration] -> [RECOIL=1: recoil calibration from Z -> mu mu
+# (histmaker -a mz_recoil, then python -m wremnants_dask.recoil)] -> histmaker -> setup_fit ->
 # fit (mass POI, impacts) -> plots, on the default synthetic dataset.
 #
 #   scripts/wmass_chain.sh [OUTDIR]          # default OUTDIR: wmass_run
@@ -7,8 +10,13 @@
 #
 # CONFIG: a dataset config (path or packaged name; default `synthetic`, the default job's).
 # WORKERS: local Dask workers for the histmaker, or `sync` for one process (default 2).
-# CORRECTIONS: a muon corrections payload (default: the shipped one), e.g. the one
-#   `python -m wremnants_dask.tnp` writes from measured efficiencies.
+# CORRECTIONS: the histmaker's muon corrections: `measured` (default: the tag-and-probe stage's
+#   payload, OUTDIR/tnp), `truth` (the shipped truth-derived payload, no tag-and-probe stage)
+#   or a payload file.
+# MUCALIB=1: measure the muon momentum calibration from the Z events first and apply it
+#   (data scale, simulation resolution, with its statistical and closure nuisances).
+# RECOIL=1: calibrate the W simulation's recoil with Z -> mu mu (fit group 'recoil'); off by
+#   default until the chain's W toys converge with its nuisances (18/60 today).
 # Each stage's log and time land in OUTDIR (chain.json has the mass and the stage times);
 # OUTDIR/plots holds the plots. tests/test_chain.py runs this script on `synthetic_small`.
 set -euo pipefail
@@ -16,4 +24,5 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-wmass_run}"
 exec "${PYTHON:-python}" "$here/../ci/run_chain.py" "$out" \
     --config "${CONFIG:-synthetic}" --analysis mw --workers "${WORKERS:-2}" \
-    ${CORRECTIONS:+--corrections "$CORRECTIONS"}
+    --corrections "${CORRECTIONS:-measured}" ${MUCALIB:+--muon-calibration} \
+    ${RECOIL:+--recoil}

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The fit command keeps compiled JAX programs in ~/.cache by default; the suite (and the chain
+# commands it spawns, which inherit the environment) uses a scratch folder instead, so running
+# the tests never writes into the user's home. An explicit setting wins.
+os.environ.setdefault(
+    "WREMNANTS_DASK_JAX_CACHE",
+    str(Path(tempfile.gettempdir()) / f"wremnants_dask_tests_jax_cache_{os.getuid()}"),
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("WREMNANTS_SHARED", REPO_ROOT.parent / "shared"))

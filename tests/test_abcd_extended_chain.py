@@ -1,5 +1,5 @@
 """The extended ABCD as the chain runs it with mw's option abcd="extended": its mT binning and
-fit region, through
+the fit region that configs/fit_mw.yaml resolves on it, through
 ``setup.estimate_nonprompt`` (eta merge, pT smoothing, eigen-variations decorrelated per eta x
 charge row).
 
@@ -15,13 +15,17 @@ none.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import hist
 import numpy as np
 import pytest
 
 from wremnants_dask.fitsetup import histops
 from wremnants_dask.fitsetup import setup as fs
-from wremnants_dask.processors.mw import EXTENDED_REGION, MT_EDGES, WMassProcessor
+from wremnants_dask.fitsetup.config import load_fit_config
+from wremnants_dask.processors.mw import MT_EDGES
 
 N_ETA, N_PT = 4, 10
 PT_EDGES = np.linspace(26, 56, N_PT + 1)
@@ -79,19 +83,16 @@ def _hists(values: np.ndarray, prompt: np.ndarray, simple: bool):
     return data, mc
 
 
-def _setup(simple: bool) -> fs.AnalysisSetup:
-    spec = dict(WMassProcessor.fit_setup, region=EXTENDED_REGION)  # mw with abcd="extended"
-    if simple:
-        spec["region"] = {"passIso": True, "passMT": True}
-    return fs.AnalysisSetup.from_metadata(spec, "test")
+def _regions(data) -> fs.AbcdRegions:
+    """The ABCD regions configs/fit_mw.yaml gives on this histogram's axes."""
+    return fs.resolve_setup(load_fit_config("fit_mw.yaml"), data, "test")[1]
 
 
 @pytest.mark.parametrize("simple", [False, True], ids=["extended", "simple"])
 def test_extended_abcd_recovers_an_mt_dependent_fake_rate(simple: bool) -> None:
     nonprompt, prompt, truth = _toy()
     data, mc = _hists(nonprompt + prompt, prompt, simple)
-    setup = _setup(simple)
-    regions = fs.abcd_regions(setup, data, "test")
+    regions = _regions(data)
     est = fs.estimate_nonprompt(data, mc, None, merge=1, regions=regions)
     got = est.nominal.values()
     if not simple:
@@ -112,12 +113,12 @@ def test_extended_abcd_recovers_an_mt_dependent_fake_rate(simple: bool) -> None:
 def test_fake_rate_eigen_variations_decorrelated_per_eta_charge_row() -> None:
     nonprompt, prompt, truth = _toy()
     data, mc = _hists(nonprompt + prompt, prompt, simple=False)
-    regions = fs.abcd_regions(_setup(False), data, "test")
+    regions = _regions(data)
     est = fs.estimate_nonprompt(data, mc, None, merge=1, regions=regions)
     eig = est.eigen
     extra = [a for a in eig.axes.name if a not in ("eta", "pt", "charge")]
     assert extra == ["nonpromptEig", "etaDecorr", "chargeDecorr"]
-    n_par = 3  # order-2 log polynomial in pT
+    n_par = 4  # factorised fake rate: order-2 log polynomial in pT + the log-linear mT term
     assert eig.values().shape == (N_ETA, N_PT, 2, n_par, N_ETA, 2)
     nom = est.nominal.values()
     for e in range(N_ETA):
@@ -133,22 +134,31 @@ def test_fake_rate_eigen_variations_decorrelated_per_eta_charge_row() -> None:
 def test_abcd_regions_errors() -> None:
     nonprompt, prompt, _ = _toy()
     data, _ = _hists(nonprompt + prompt, prompt, simple=False)
-    spec = dict(WMassProcessor.fit_setup, region={"passIso": True})  # one axis only
-    with pytest.raises(fs.SetupError, match="region must name"):
-        fs.abcd_regions(fs.AnalysisSetup.from_metadata(spec, "f.hdf5"), data, "f.hdf5")
-    spec = dict(WMassProcessor.fit_setup, region={"passIso": True, "passMT": True})
-    with pytest.raises(fs.SetupError, match="'passMT'"):
-        fs.abcd_regions(fs.AnalysisSetup.from_metadata(spec, "f.hdf5"), data, "f.hdf5")
+    base = load_fit_config("fit_mw.yaml")
+    for change, message in [
+        ({"mt_axis": ["passMT"]}, "f.yaml: nonprompt.mt_axis: none of ['passMT']"),
+        ({"iso_axis": "iso"}, "f.yaml: nonprompt.iso_axis: 'iso' is not an axis"),
+        ({"method": "simple"}, "f.yaml: nonprompt.method: 'simple', but test has 3 bins on 'mt'"),
+        ({"mt_signal": 3}, "f.yaml: nonprompt.mt_signal: bin 3 of 3 on 'mt'"),
+    ]:
+        cfg = dataclasses.replace(
+            base, path="f.yaml", nonprompt=dataclasses.replace(base.nonprompt, **change)
+        )
+        with pytest.raises(fs.SetupError, match=re.escape(message)):
+            fs.resolve_setup(cfg, data, "test")
 
 
 def test_mw_option_abcd_selects_the_mt_binning() -> None:
     from wremnants_dask.processors.registry import get_processor
 
-    ext = get_processor("mw", abcd="extended")
-    assert ext.axes()[-1].name == "mt" and list(ext.axes()[-1].edges) == list(MT_EDGES)
-    assert ext.fit_setup["region"] == EXTENDED_REGION
-    default = get_processor("mw")
-    assert default.axes()[-1].name == "passMT"
-    assert default.fit_setup["region"] == {"passIso": True, "passMT": True}
+    cfg = load_fit_config("fit_mw.yaml")
+    for ext in (get_processor("mw"), get_processor("mw", abcd="extended")):  # the default
+        assert ext.axes()[-1].name == "mt" and list(ext.axes()[-1].edges) == list(MT_EDGES)
+        setup, _ = fs.resolve_setup(cfg, hist.Hist(*ext.axes()), "test")
+        assert setup.region == {"passIso": True, "mt": len(MT_EDGES) - 2}  # isolated, last mT bin
+    simple = get_processor("mw", abcd="simple")
+    assert simple.axes()[-1].name == "passMT"
+    setup, _ = fs.resolve_setup(cfg, hist.Hist(*simple.axes()), "test")
+    assert setup.region == {"passIso": True, "passMT": True}
     with pytest.raises(ValueError, match="abcd"):
         get_processor("mw", abcd="extendd")

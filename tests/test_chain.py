@@ -83,6 +83,26 @@ def test_outputs_carry_the_chain(chain: Path) -> None:
     assert "hists/index.html" in (chain / "plots" / "index.html").read_text()
 
 
+def test_chain_uses_the_measured_payload(chain: Path) -> None:
+    """The histmaker applied the scale factors the chain's tag-and-probe stage measured on its
+    own Z sample (not the shipped truth-derived ones), everything else the shipped payload's."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload, default_payload_path
+    from wremnants_dask.utils.provenance import file_sha256
+
+    result = json.loads((chain / "chain.json").read_text())
+    assert result["corrections"] == "measured" and "tnp" in result["stage_seconds"]
+    payload = chain / "tnp" / "wremnants_corrections.json.gz"
+    with h5py.File(chain / "hists" / "mw.hdf5") as f:
+        used = json.loads(f.attrs["metadata"])["analysis_metadata"]
+    assert Path(used["corrections"]) == payload
+    assert used["corrections_sha256"] == file_sha256(payload)
+    meta = CorrectionsPayload(payload).metadata
+    assert meta["source"].startswith("tag-and-probe")
+    assert meta["base_payload"]["sha256"] == file_sha256(default_payload_path())
+    summary = json.loads((chain / "tnp" / "fit_summary.json").read_text())
+    assert summary["data/fit"]["bins"] > 0
+
+
 def _check_plot_folder(folder: Path, plots: list[str]) -> None:
     """Each plot and its log exist and are non-empty; the page lists every plot."""
     page = (folder / "index.html").read_text()

@@ -98,6 +98,41 @@ def test_trust_region_cg_on_the_device_path():
     assert d["x"] < 1e-3 and d["errors"] < 1e-5, d
 
 
+def test_too_large_for_dense_steps_takes_trust_region_cg(tmp_path, capsys):
+    """A device memory that holds trust-region CG (Hessian-vector products) but not the
+    direct steps' dense matrices makes the device path minimise by CG, to the dense path's
+    minimum; below what CG needs the fit is refused. Through the API and the command line
+    (``--device-memory``), forced on the CPU."""
+    from wremnants_dask.fitting import device as devmod
+    from wremnants_dask.fitting import write_fit_input
+    from wremnants_dask.fitting.cli import main
+
+    fi = synthetic()
+    dense = devmod.estimate_bytes(fi, "device", True)["total"]
+    cg = devmod.estimate_bytes(fi, "device", False)["total"]
+    assert cg < dense
+    mem = (cg + dense) / 2
+    f = Fitter(fi, device="cpu", linalg="device", device_memory=mem)
+    assert f.device_info["steps"] == "trust-region CG"
+    assert f.device_info["estimated_bytes"]["total"] == cg
+    assert Fitter(fi, device="cpu", linalg="device", device_memory=dense).device_info["steps"] == (
+        "direct"
+    )
+    with pytest.raises(FitError, match="the fit needs"):
+        Fitter(fi, device="cpu", linalg="device", device_memory=cg - 1)
+    res = f.fit()
+    assert res.ncg > res.niter  # CG iterations: more matrix-vector products than steps
+    d = deviation(f, fitted("synthetic", "device")[1], res)
+    # another minimiser path to the same minimum: within the EDM tolerance (1e-8, about 1e-4
+    # sigma), the uncertainties to the Hessian's change over that distance
+    assert d["x"] < 1e-3 and d["errors"] < 1e-5, d
+    path = tmp_path / "in.hdf5"
+    write_fit_input(fi, path, {})
+    args = [str(path), "-o", str(tmp_path), "--device", "cpu", "--linalg", "device"]
+    assert main(args + ["--compile-cache", "none", "--device-memory", str(mem / 2**30)]) == 0
+    assert "(linalg device, trust-region CG steps)" in capsys.readouterr().out
+
+
 def test_perturbed_hessian_fails_the_comparison():
     """The device fit with its Hessian wrong by 1e-6 (relative, symmetric) is caught."""
     f, host = fitted("synthetic", "host")
@@ -165,8 +200,8 @@ def test_cli_device_options(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the fit needs") and "\n" not in err
     assert main(args + ["--linalg", "device"]) == 0
-    assert "device cpu:0 (linalg device)" in capsys.readouterr().out
+    assert "device cpu:0 (linalg device, direct steps)" in capsys.readouterr().out
     with h5py.File(tmp_path / "fitresults.hdf5") as f:
         meta = json.loads(f.attrs["metadata"])
     assert meta["device"]["linalg"] == "device" and meta["compile_cache"] is None
-    assert {"read", "setup", "fit", "covariance", "derived"} <= set(meta["timings"])
+    assert {"read", "setup", "fit", "covariance", "yields", "derived"} <= set(meta["timings"])

@@ -67,3 +67,25 @@ def test_data_in_a_bin_without_prediction_is_named():
         w.build()
     w, _ = _writer([5.0, 10.0, 0.0], data=(10.0, 20.0, 0.0))
     assert np.isclose(w.build().data.sum(), 30.0)  # no data there: fine
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e308])
+def test_non_finite_variation_names_the_parameter(value):
+    """A NaN or infinite tensor entry is refused naming its parameter; entries whose sum
+    overflows but that are each finite (1e308) are accepted (``validate`` sums the tensor
+    first and checks each entry only when the sum is not finite)."""
+    w, ax = _writer([5.0, 10.0, 15.0])
+    w.add_shape_systematic(
+        "s1", "sig", "c", up=hw(ax, [6.0, 11.0, 16.0]), down=hw(ax, [4.0, 9.0, 14.0])
+    )
+    w.add_shape_systematic(
+        "s2", "sig", "c", up=hw(ax, [5.5, 10.5, 15.5]), down=hw(ax, [4.5, 9.5, 14.5])
+    )
+    fi = w.build()
+    col = list(fi.shape_param).index(fi.param_index("s2"))
+    fi.shape_avg[:, col] = value
+    if np.isfinite(value):
+        fi.validate()
+        return
+    with pytest.raises(FitInputError, match="non-finite variation for parameter 's2'"):
+        fi.validate()

@@ -113,7 +113,17 @@ def test_every_stage_folder_exists() -> None:
     assert missing == []
 
 
-COMMANDS = ("histmaker", "generate", "datasets", "setup_fit", "fit", "plot", "tnp")
+COMMANDS = (
+    "histmaker",
+    "generate",
+    "datasets",
+    "setup_fit",
+    "fit",
+    "plot",
+    "tnp",
+    "mucalib",
+    "recoil",
+)
 
 
 def test_top_level_modules_are_only_command_shims() -> None:

@@ -44,7 +44,7 @@ def test_probes_match_counted_z_sample(truth, tmp_path):
     zm = ak.to_numpy(zmass[two]).astype(float)
     eff = truth["efficiency"]
     e_edges, p_edges = np.asarray(eff["eta_edges"]), np.asarray(eff["pt_edges"])
-    tag_eff = np.prod([np.asarray(eff["data"][s]) for s in ("idip", "iso", "trigger")], axis=0)
+    tag_eff = np.prod([np.asarray(eff["data"][s]) for s in eff["steps"]], axis=0)
 
     def idx(x, edges):
         return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
@@ -59,7 +59,9 @@ def test_probes_match_counted_z_sample(truth, tmp_path):
     lumi = 10.0
     zproc = PROCESSES["zmumu"]
     counted *= zproc.xsec_pb * zproc.filter_eff * lumi / n
-    data, mc = pc.probe_counts(truth, lumi, 1e5)["idip"]
+    first = eff["steps"][0]  # reco: every probe (track) enters the first step of the chain
+    assert first == "reco"
+    data, mc = pc.probe_counts(truth, lumi, 1e5)[first]
     got, exp = _coarse(data), _coarse(counted)
     rel_err = 1 / np.sqrt(np.maximum(_coarse(counted) * n / (zproc.xsec_pb * lumi), 1))
     assert np.all(np.abs(got / exp - 1) < 5 * rel_err + 0.02), (got / exp).round(3)
@@ -67,9 +69,12 @@ def test_probes_match_counted_z_sample(truth, tmp_path):
     assert 0.2 < data.sum() / (2 * zproc.xsec_pb * lumi) < 1.0
     # simulated probes scale with the sample size, data with the luminosity; steps chain
     c2 = pc.probe_counts(truth, 2 * lumi, 3e5)
-    np.testing.assert_allclose(c2["idip"][0], 2 * data)
-    np.testing.assert_allclose(c2["idip"][1], 3 * mc)
-    np.testing.assert_allclose(c2["iso"][0], 2 * data * np.asarray(eff["data"]["idip"]), rtol=1e-12)
+    np.testing.assert_allclose(c2["reco"][0], 2 * data)
+    np.testing.assert_allclose(c2["reco"][1], 3 * mc)
+    after_reco = 2 * data * np.asarray(eff["data"]["reco"])
+    np.testing.assert_allclose(c2["idip"][0], after_reco, rtol=1e-12)
+    after_idip = after_reco * np.asarray(eff["data"]["idip"])
+    np.testing.assert_allclose(c2["iso"][0], after_idip, rtol=1e-12)
 
 
 def test_payload_stat_errors_follow_probes(truth):

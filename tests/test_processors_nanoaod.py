@@ -35,7 +35,7 @@ def results():
 def test_mw_on_real_simulation(results):
     r = results["mw"]["dy_m50"]
     h = r.hists["nominal"]
-    assert [a.name for a in h.axes] == ["eta", "pt", "charge", "passIso", "passMT"]
+    assert [a.name for a in h.axes] == ["eta", "pt", "charge", "passIso", "mt"]
     # independent count: HLT_IsoMu24, one good muon, no extra loose muon, trigger-matched, prompt
     ev = uproot.open(NANOAOD_DY)["Events"].arrays(
         [

@@ -73,16 +73,17 @@ def test_sf_tensors_and_antiisolation():
     }
     e_mc, e_d = np.asarray(eff["mc"]["iso"])[ie, ip], np.asarray(eff["data"]["iso"])[ie, ip]
     iso = np.where(fail, (1 - e_d) / (1 - e_mc), sf["iso"])
-    per_mu = sf["idip"] * iso * sf["trigger"]
+    per_mu = sf["reco"] * sf["idip"] * iso * sf["trigger"]  # the payload carries reco
     np.testing.assert_allclose(w.nominal, [per_mu[0], per_mu[1] * per_mu[2]], rtol=1e-10)
     full = w.stat_full()  # (events, steps, eta, eig, 2)
-    assert full.shape == (2, 3, 48, payload.n_eigen, 2)
+    assert payload.sf_steps == ("reco", "idip", "iso", "trigger")
+    assert full.shape == (2, 4, 48, payload.n_eigen, 2)
     # event 0 varies only in its muon's eta bin; a failing-iso muon moves opposite to the SF
     untouched = np.delete(full[0], ie[0], axis=1)
     np.testing.assert_array_equal(untouched, 1.0)
     up_sf = payload.muon_sf("iso", eta[1:2], pt[1:2], "stat_up", 0) / sf["iso"][1]
-    assert (up_sf[0] - 1) * (full[1, 1, ie[1], 0, 1] - 1) < 0
-    assert w.syst.shape == (2, 3, 2)
+    assert (up_sf[0] - 1) * (full[1, 2, ie[1], 0, 1] - 1) < 0
+    assert w.syst.shape == (2, 4, 2)
     with pytest.raises(ValueError, match="at most one muon"):
         w.stat_diagonal()
 

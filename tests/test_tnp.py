@@ -3,9 +3,14 @@
 One module fixture generates Z -> mu mu simulation and pseudo-data (with its Z -> tau tau and
 ttbar backgrounds), histograms them with the tnp processor and extracts the efficiencies of
 every step by counting and by the batched fit. The truth of a bin is the generator's table
-averaged over the bin's probes (efficiency/truth.py). Pulls (measured - true) / sigma over the
-bins of each step, sample and method must have mean ~0 and width ~1; the same check with the
-truth shifted by 2 % must fail (so the check can fail).
+averaged over the bin's probes (efficiency/truth.py). Pulls (measured - true) / sigma, sigma the
+measured error taken to the true efficiency (``truth.pulls``: with the measured error itself the
+pulls have a positive mean ~1 / (2 sqrt(failing probes)), +0.15..0.21 here, unbiased
+efficiencies or not), over the bins of each step, sample and method must have mean ~0 and width
+~1, and a truth shifted by 2 % must fail. The per-step checks (20-25 bins) cannot resolve a
+bias of 0.21 sigma (the mean of the session-8 pulls): the same events, counted on the binning
+of configs/tnp.yaml (~1000 good bins of data and simulation, no fit), give a pooled mean that
+must be 0 to within 3 / sqrt(n) ~ 0.09, and fails with 0.21 sigma injected (either sign).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ probe: {pt_min: 15.0, eta_max: 2.4}
 trigger: {bit: 8, dr: 0.3}
 pair: {opposite_charge: true, mass_bins: 80, mass_range: [50.0, 130.0]}
 steps:
+  - {name: reco, pass: {muon_match: 0.01}}
   - {name: idip, pass: {id: mediumId, dxy_max: 0.05}}
   - {name: iso, pass: {iso_max: 0.15}}
   - {name: trigger, pass: {trigger_match: true}}
@@ -37,13 +43,21 @@ extraction:
   min_probes: 20
   chi2_prob_min: 0.001
 """
+#: the binning of configs/tnp.yaml (576 bins per sample): the pooled counting pulls
+FINE_BINNING = """binning:
+  pt: [15, 24, 28, 32, 36, 40, 44, 48, 80]
+  eta: [-2.4, -2.1, -1.6, -1.2, -0.8, -0.4, 0.0, 0.4, 0.8, 1.2, 1.6, 2.1, 2.4]
+  charge: true
+"""
 
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     from wremnants_dask import engine
+    from wremnants_dask.efficiency.counting import count_efficiency
     from wremnants_dask.efficiency.extract import extract
     from wremnants_dask.efficiency.spectra import spectra_from_result
+    from wremnants_dask.efficiency.truth import true_efficiencies
     from wremnants_dask.inputs.datasets import Dataset
     from wremnants_dask.processors.tnp import TagAndProbeProcessor
 
@@ -72,10 +86,31 @@ def measured(tmp_path_factory):
     data = spectra_from_result(result, data=True)
     mc = spectra_from_result(result, data=False)
     truth = json.loads((base / "mc" / "truth.json").read_text())
-    return {"ex": extract(cfg, data, mc), "truth": truth, "base": base, "cfg": cfg}
+    # the same events on the fine binning, counted only (no fit): ~1000 good bins for the
+    # pooled pull mean
+    fine_path = base / "tnp_fine.yaml"
+    fine_path.write_text(SMALL_CONFIG.split("binning:")[0] + FINE_BINNING + "extraction:" +
+                         SMALL_CONFIG.split("extraction:")[1])  # fmt: skip
+    fine = engine.run(datasets, TagAndProbeProcessor(config=str(fine_path)))
+    counted = {}
+    for sample in ("data", "mc"):
+        spec = spectra_from_result(fine, data=sample == "data")
+        c = count_efficiency(spec.passing, spec.failing, spec.passing_var, spec.failing_var,
+                             spec.mass_edges, cfg.signal_window, cfg.sidebands)  # fmt: skip
+        good = np.isfinite(c.eff) & (c.err > 0) & (c.n_probes >= cfg.min_probes)
+        step = np.unravel_index(np.flatnonzero(good), spec.shape)[0]  # step of each good bin
+        true = true_efficiencies(spec, truth, sample)[good]
+        counted[sample] = (c.eff[good], c.err[good], true, np.asarray(cfg.step_names)[step])
+    ex = extract(cfg, data, mc)
+    return {"ex": ex, "truth": truth, "base": base, "cfg": cfg, "counted": counted}
 
 
-def pulls(measured, sample: str, method: str, scale: float = 1.0) -> dict[str, np.ndarray]:
+def pulls(
+    measured, sample: str, method: str, scale: float = 1.0, bias: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Pulls per step; ``scale`` multiplies the truth, ``bias`` moves the measurement by that
+    many of its errors (injected defects the checks must catch)."""
+    from wremnants_dask.efficiency.truth import pulls as pull_of
     from wremnants_dask.efficiency.truth import true_efficiencies
 
     ex = measured["ex"]
@@ -86,7 +121,8 @@ def pulls(measured, sample: str, method: str, scale: float = 1.0) -> dict[str, n
     out = {}
     for s, name in enumerate(spec.steps):
         sel = (step == s) & meas.good
-        out[name] = (meas.eff[sel] - true[sel]) / meas.err[sel]
+        eff = meas.eff[sel] + bias * meas.err[sel]
+        out[name] = pull_of(eff, meas.err[sel], true[sel])
     return out
 
 
@@ -96,6 +132,35 @@ def check_pulls(p: dict[str, np.ndarray], min_bins: int = 20) -> None:
         # mean within 3 standard errors of 0; width 1 within what 20-25 bins allow
         assert abs(x.mean()) < 3.0 / np.sqrt(x.size), f"{step}: pull mean {x.mean():.2f}"
         assert 0.6 < x.std(ddof=1) < 1.5, f"{step}: pull width {x.std(ddof=1):.2f}"
+
+
+#: tolerance of the pooled mean in standard errors: a 0.21 sigma bias over ~1100 bins is ~7
+#: (measured: -0.060 at n = 1116, tolerance 0.090; +-0.21 injected: about +0.14 / -0.27)
+POOLED_SIGMAS = 3.0
+#: the mean pull of session 8's data (576 bins): what the pooled check must resolve
+SESSION8_BIAS = 0.21
+#: Steps pooled. The reco step (track probes) is biased low: pooled counting pulls -0.17 (data,
+#: 165 bins) and -0.34 (simulation, 161 bins) in session 9, 2-4 standard errors; kept apart
+#: in an expected failure until it is understood (issue 18).
+POOLED_STEPS = ("idip", "iso", "trigger")
+
+
+def check_pooled(measured, bias: float = 0.0, steps: tuple[str, ...] = POOLED_STEPS) -> None:
+    """Counting pulls of ``steps`` of data and simulation on the fine binning together: mean
+    0 within POOLED_SIGMAS standard errors; ``bias`` moves every measurement by that many of
+    its errors."""
+    from wremnants_dask.efficiency.truth import pulls as pull_of
+
+    x = np.concatenate(
+        [
+            pull_of(e[m] + bias * s[m], s[m], t[m])
+            for e, s, t, step in measured["counted"].values()
+            for m in [np.isin(step, steps)]
+        ]
+    )
+    assert x.size >= 160, f"only {x.size} good bins"
+    tol = POOLED_SIGMAS / np.sqrt(x.size)
+    assert abs(x.mean()) < tol, f"pooled pull mean {x.mean():+.3f} (n={x.size})"
 
 
 CASES = [(s, m) for s in ("data", "mc") for m in ("count", "fit", "splot")] + [
@@ -110,6 +175,37 @@ def test_pulls_against_truth(measured, sample, method):
     # the analytic signal shapes miss the FSR tail that the wide bins here resolve: some of
     # their fits are flagged (chi2 probability), never used; the good ones must still pull ~1
     check_pulls(pulls(measured, sample, method), 20 if method in METHODS_ALL else 12)
+
+
+@pytest.mark.parametrize("bias", [0.0, SESSION8_BIAS, -SESSION8_BIAS])
+def test_pooled_pulls_resolve_a_bias_of_0p21_sigma(measured, bias):
+    """Counting on the binning of configs/tnp.yaml, pooled over steps and samples (~1000
+    bins): the mean pull is 0 to ~0.09, and a bias of 0.21 sigma injected into every
+    measurement fails the check (either sign)."""
+    if bias == 0.0:
+        check_pooled(measured)
+    else:
+        with pytest.raises(AssertionError, match="pooled pull mean"):
+            check_pooled(measured, bias=bias)
+
+
+@pytest.mark.xfail(strict=True, reason="reco-step counting pulls biased low (issue 18, open)")
+def test_pooled_pulls_of_the_reco_step(measured):
+    check_pooled(measured, steps=("reco",))
+
+
+def test_pulls_with_the_measured_error_are_biased(measured):
+    """The reason for truth.pulls: with the measured error itself the pooled mean of the same
+    measurements is higher by ~1 / (2 sqrt(failing probes)) (0.08-0.16 on three samples of 576
+    bins): upward fluctuations carry smaller errors."""
+    from wremnants_dask.efficiency.truth import pulls as pull_of
+
+    plain, at_truth = [], []
+    for eff, err, true, _ in measured["counted"].values():
+        ok = (eff > 0) & (eff < 1)
+        plain.append((eff[ok] - true[ok]) / err[ok])
+        at_truth.append(pull_of(eff[ok], err[ok], true[ok]))
+    assert np.concatenate(plain).mean() - np.concatenate(at_truth).mean() > 0.05
 
 
 @pytest.mark.parametrize("method", DATA_METHODS)
@@ -134,16 +230,31 @@ def test_flags_are_few_and_reported(measured):
 
 
 def test_scale_factors_against_truth(measured):
-    from wremnants_dask.efficiency.truth import true_efficiencies
+    from wremnants_dask.efficiency.truth import sigma_at_truth, true_efficiencies
 
     ex = measured["ex"]
     t_data = true_efficiencies(ex.spectra["data"], measured["truth"], "data")
     t_mc = true_efficiencies(ex.spectra["mc"], measured["truth"], "mc")
-    ok = ex.sf["ok"]
-    pull = (ex.sf["sf"][ok] - (t_data / t_mc)[ok]) / ex.sf["stat"][ok]
+    ok = ex.sf["ok"] & ex.sf["from_nominal"]
+    # the stat error with each sample's error taken to its true efficiency (truth.pulls)
+    errs = []
+    for sample, t in (("data", t_data), ("mc", t_mc)):
+        m = ex.results[sample][ex.nominal]
+        errs.append(sigma_at_truth(m.eff, m.err, t) / t)
+    sf_true = t_data / t_mc
+    sigma = sf_true * np.hypot(*errs)
+    pull = (ex.sf["sf"][ok] - sf_true[ok]) / sigma[ok]
     assert ok.mean() > 0.9
     assert abs(pull.mean()) < 3.0 / np.sqrt(pull.size)
     assert 0.6 < pull.std(ddof=1) < 1.5
+
+
+def combined_sf(ex) -> np.ndarray:
+    """(step, pt, eta) SFs, charges combined by inverse-variance weighting (as the payload)."""
+    shape = ex.spectra["mc"].shape
+    sf, st = ex.sf["sf"].reshape(shape), ex.sf["stat"].reshape(shape)
+    w = 1.0 / st**2
+    return (sf * w).sum(-1) / w.sum(-1)
 
 
 def test_outputs_and_payload(measured, tmp_path):
@@ -156,24 +267,24 @@ def test_outputs_and_payload(measured, tmp_path):
     n_meas = sum(len(by_m) for by_m in ex.results.values())  # data: 6 methods, mc: 3
     assert len(lines) == 1 + n_meas * ex.spectra["mc"].n_bins
     assert np.all(ex.sf["ok"]), "every bin of the small config is measured"
-    cset = output.build_measured_payload(ex, measured["truth"])
+    cset = output.build_measured_payload(ex, output.base_from_truth(measured["truth"]))
     path = output.write_payload(cset, tmp_path)
     payload = CorrectionsPayload(path)
     spec = ex.spectra["mc"]
-    sf = ex.sf["sf"].reshape(spec.shape)
+    sf = combined_sf(ex)
     # a probe at the centre of coarse bin (pt 2, eta 3) gets that bin's measured SF
     pt = np.array([0.5 * (spec.pt_edges[2] + spec.pt_edges[3])])
     eta = np.array([0.5 * (spec.eta_edges[3] + spec.eta_edges[4])])
     for s, step in enumerate(spec.steps):
         got = payload.muon_sf(step, eta, pt)
-        np.testing.assert_allclose(got, sf[s, 2, 3, 0], rtol=1e-12)
+        np.testing.assert_allclose(got, sf[s, 2, 3], rtol=1e-12)
     assert payload.n_eigen == spec.shape[1]
     # a bin without a good measurement is refused, not written with a default
     saved = ex.sf["ok"].copy()
     try:
         ex.sf["ok"][5] = False
         with pytest.raises(ValueError, match="no good measurement"):
-            output.build_measured_payload(ex, measured["truth"])
+            output.build_measured_payload(ex, output.base_from_truth(measured["truth"]))
     finally:
         ex.sf["ok"] = saved
 
@@ -186,7 +297,7 @@ def test_smoothed_payload(measured, tmp_path):
 
     ex = measured["ex"]
     smooth = smooth_all(ex, degree=1, pt_min=28.0)
-    cset = output.build_measured_payload(ex, measured["truth"], smooth)
+    cset = output.build_measured_payload(ex, output.base_from_truth(measured["truth"]), smooth)
     payload = CorrectionsPayload(output.write_payload(cset, tmp_path))
     spec = ex.spectra["mc"]
     sm = smooth["iso"]
@@ -200,12 +311,58 @@ def test_smoothed_payload(measured, tmp_path):
         np.testing.assert_allclose(up - nom[3], var[3, k], atol=1e-12)
 
 
+def test_payload_on_the_shipped_base(measured, tmp_path):
+    """On the shipped base payload (what the W-mass processor reads otherwise) only the muon
+    SFs and MC efficiencies change: every other correction and the reference masses of the
+    provenance are the base's, and the base's path and SHA-256 are recorded."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload, default_payload_path
+    from wremnants_dask.efficiency import output
+    from wremnants_dask.utils.provenance import file_sha256
+
+    ex = measured["ex"]
+    base = output.base_from_file(None)
+    cset = output.build_measured_payload(ex, base)
+    shipped = output.read_payload(default_payload_path())
+    by_name = {c["name"]: c for c in cset["corrections"]}
+    assert [c["name"] for c in cset["corrections"]] == [c["name"] for c in shipped["corrections"]]
+    measured_names = {*output.MEASURED, "muon_sf_reco"}  # reco: measured here too
+    for c in shipped["corrections"]:
+        if c["name"] in measured_names:
+            assert by_name[c["name"]] != c, c["name"]
+        else:
+            assert by_name[c["name"]] == c, c["name"]
+    meta = json.loads(cset["description"])
+    old = json.loads(shipped["description"])
+    assert meta["truth_params"] == old["truth_params"]  # reference masses of the processors
+    assert meta["base_payload"]["sha256"] == file_sha256(default_payload_path())
+    payload = CorrectionsPayload(output.write_payload(cset, tmp_path))
+    spec = ex.spectra["mc"]
+    pt = np.array([0.5 * (spec.pt_edges[2] + spec.pt_edges[3])])
+    eta = np.array([0.5 * (spec.eta_edges[1] + spec.eta_edges[2])])
+    np.testing.assert_allclose(
+        payload.muon_sf("iso", eta, pt),
+        combined_sf(ex)[list(spec.steps).index("iso"), 2, 1],
+        rtol=1e-12,
+    )
+    # the measured eta bins travel with the payload: the fit gives each one nuisance per
+    # eigenvector, not one per fine eta bin (12 independent copies of one measurement)
+    np.testing.assert_array_equal(payload.sf_stat_eta_edges, spec.eta_edges)
+    np.testing.assert_array_equal(payload.sf_stat_slots(), spec.eta_edges)
+    assert CorrectionsPayload(default_payload_path()).sf_stat_eta_edges is None
+    with pytest.raises(ValueError, match="lacks"):
+        output.build_measured_payload(ex, {"corrections": shipped["corrections"][:1]})
+
+
 def test_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMALL_CONFIG.replace("iso_max: 0.15}}", "isomax: 0.15}}"))
-    with pytest.raises(TnPConfigError, match=r"bad.yaml: steps\[1\].pass: unknown key"):
+    with pytest.raises(TnPConfigError, match=r"bad.yaml: steps\[2\].pass: unknown key"):
         load_config(bad)
-    assert load_config(None).step_names == ["idip", "iso", "trigger"]
+    assert load_config(None).step_names == ["reco", "idip", "iso", "trigger"]
+    # a packaged name (the W-mass chain's binning); an unknown one is an error naming it
+    assert load_config("tnp_chain").path.endswith("tnp_chain.yaml")
+    with pytest.raises(TnPConfigError, match="tnp_nonexistent"):
+        load_config("tnp_nonexistent")
 
 
 def test_kernel_matches_monte_carlo():
@@ -227,10 +384,14 @@ def test_kernel_matches_monte_carlo():
     np.testing.assert_allclose(np.asarray(smear(tmpl, ident, n_fit))[30], 1.0, atol=1e-5)
 
 
-def test_batched_fit_equals_scipy_one_by_one(measured):
-    """The vmapped LM fit finds the same minimum as scipy's L-BFGS-B on single bins."""
+@pytest.mark.parametrize("minimizer", ["scipy", "iminuit"])
+def test_batched_fit_equals_scipy_one_by_one(measured, minimizer):
+    """The vmapped LM fit finds the same minimum as scipy's L-BFGS-B (iminuit's MIGRAD) on
+    single bins: the loop references of bench/bench_tnp.py fit the same likelihood."""
     from wremnants_dask.efficiency.fit import fit_one_scipy
 
+    if minimizer == "iminuit":
+        pytest.importorskip("iminuit", reason="iminuit is in the bench extra only")
     ex = measured["ex"]
     data, mc = ex.spectra["data"], ex.spectra["mc"]
     fit = ex.results["data"]["fit"]
@@ -243,6 +404,7 @@ def test_batched_fit_equals_scipy_one_by_one(measured):
             tmpl[b],
             data.mass_edges,
             measured["cfg"].fit_range,
+            minimizer=minimizer,
         )
         assert abs(eff - fit.eff[b]) < 0.05 * fit.err[b]
         assert abs(err - fit.err[b]) < 0.05 * fit.err[b]

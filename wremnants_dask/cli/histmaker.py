@@ -156,6 +156,20 @@ def make_parser() -> argparse.ArgumentParser:
         "the payload `python -m wremnants_dask.tnp` writes from measured efficiencies)",
     )
     p.add_argument(
+        "--muon-calibration",
+        default=None,
+        metavar="PAYLOAD",
+        help="measured muon momentum calibration (`python -m wremnants_dask.mucalib`), for -a mw: "
+        "data scale and simulation resolution corrected, with its nuisances",
+    )
+    p.add_argument(
+        "--recoil-calibration",
+        default=None,
+        metavar="FILE.json",
+        help="recoil calibration (`python -m wremnants_dask.recoil`) applied to W/Z simulation "
+        "by analyses that take it (mw, mz_recoil)",
+    )
+    p.add_argument(
         "--skip-bad-files",
         action="store_true",
         help="skip unreadable/corrupt/empty files and record them in the output",
@@ -359,9 +373,17 @@ def main(argv: list[str] | None = None) -> Path | None:
     options: dict[str, Any] = {"systematics": not args.no_systematics}
     if args.corrections is not None:
         options["corrections"] = args.corrections
+    if args.muon_calibration is not None:
+        options["muon_calibration"] = args.muon_calibration
+    if args.recoil_calibration is not None:
+        options["recoil_calibration"] = args.recoil_calibration
     processor = get_processor(args.analysis, **options)
+    if args.recoil_calibration is not None and not hasattr(processor, "recoil"):
+        raise ConfigError(f"--recoil-calibration: analysis {args.analysis!r} does not apply it")
     if args.corrections is not None and not hasattr(processor, "payload"):
         raise ConfigError(f"--corrections: analysis {args.analysis!r} reads no corrections payload")
+    if args.muon_calibration is not None and not hasattr(processor, "calibration"):
+        raise ConfigError(f"--muon-calibration: analysis {args.analysis!r} does not apply one")
     out = output_path(args)
     print(
         f"analysis {args.analysis}: {len(datasets)} datasets "
@@ -532,7 +554,6 @@ def _write_output(
         stage="histmaker",
         analysis=args.analysis,
         # what the fit setup needs, carried forward: it never imports the processors
-        fit_setup=plan.processor.fit_setup,
         analysis_metadata=plan.processor.analysis_metadata(),
         run=result.info,
         skipped_files=plan.skipped_files,

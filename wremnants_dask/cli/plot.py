@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--input", required=True, help="histmaker output HDF5")
     fr.add_argument("--hist", default="nominal")
     fr.add_argument("--iso-axis", default="passIso")
-    fr.add_argument("--mt-axis", default="passMT")
+    fr.add_argument(
+        "--mt-axis", default=None, help="default: mt if the histogram has it, else passMT"
+    )
     fr.add_argument("--pt-axis", default="pt")
     fr.add_argument("--order", type=int, default=2, help="log-polynomial order in pT")
     fr.add_argument("-o", "--outfolder", default="plots")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from wremnants_dask.fitsetup.config import SetupError, default_config, load_fit_config
 from wremnants_dask.fitsetup.setup import build_fit_input
 from wremnants_dask.histograms.histio import HistFile
 from wremnants_dask.utils.provenance import make_metadata
@@ -21,6 +22,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("-o", "--outfolder", default="fitinput", help="output folder")
     p.add_argument(
         "--analysis", default=None, help="mw, mz_wlike or mz_dilepton (default: from the file)"
+    )
+    p.add_argument(
+        "--fit-config",
+        default=None,
+        help="fit config YAML (processes, systematics, non-prompt method; docs/DESIGN.md); "
+        "default: the packaged configs/fit_<analysis>.yaml",
     )
     p.add_argument("--asimov", action="store_true", help="fit the expectation instead of the data")
     p.add_argument("--exclude-groups", nargs="*", default=[], help="systematic groups to leave out")
@@ -62,20 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     with HistFile(path) as hf:
         meta = hf.metadata
         analysis = args.analysis or meta.get("analysis") or meta.get("args", {}).get("analysis")
-        if analysis is None:
+        if analysis is None and args.fit_config is None:
             print(f"error: {path} does not say its analysis; pass --analysis", file=sys.stderr)
             return 2
-        writer, summary = build_fit_input(
-            hf,
-            analysis,
-            asimov=args.asimov,
-            exclude_groups=args.exclude_groups,
-            lumi_scale=args.lumiScale,
-            sparse=args.sparse,
-            nonprompt_from_data=not args.no_nonprompt_from_data,
-            nonprompt_eta_merge=args.nonprompt_eta_merge,
-            interp=args.interp,
-        )
+        try:
+            config = load_fit_config(args.fit_config or default_config(analysis))
+            writer, summary = build_fit_input(
+                hf,
+                analysis,
+                config=config,
+                asimov=args.asimov,
+                exclude_groups=args.exclude_groups,
+                lumi_scale=args.lumiScale,
+                sparse=args.sparse,
+                nonprompt_from_data=not args.no_nonprompt_from_data,
+                nonprompt_eta_merge=args.nonprompt_eta_merge,
+                interp=args.interp,
+            )
+        except SetupError as e:  # a config or input problem: one line naming file and key
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    analysis = summary["analysis"]
     name = f"fitinput_{analysis}{'_' + args.postfix if args.postfix else ''}.hdf5"
     out = Path(args.outfolder) / name
     fi = writer.build()

@@ -4,9 +4,11 @@ Runs the ``tnp`` processor on the datasets (or reads an existing histogram file 
 ``--histograms``), extracts efficiencies of data and simulation by counting and by the batched
 template fit, and writes into ``--outdir``: ``tnp.hdf5`` (histograms), ``efficiencies.csv`` and
 ``efficiencies.hdf5`` (tables), ``fit_summary.json`` (flagged bins and why) and, with
-``--truth``, the correctionlib payload ``wremnants_corrections.json.gz`` whose muon scale factors
-and MC efficiencies are the measured ones (the W-mass processor reads it with
-``corrections=<path>``; the default chain keeps the truth-derived payload).
+``--base-payload`` or ``--truth``, the correctionlib payload ``wremnants_corrections.json.gz``
+whose muon scale factors and MC efficiencies are the measured ones while everything else
+(pileup, momentum scale, resolution, prefiring, reference masses) is the base payload's: the
+shipped one (``--base-payload default``) or one built from ``--truth``. The W-mass processor
+reads it with ``histmaker --corrections``; the default chain (ci/run_chain.py) does so.
 """
 
 from __future__ import annotations
@@ -29,7 +31,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     p.add_argument("--signal-group", default="Zmumu", help="simulation group of the templates")
     p.add_argument("--nominal", choices=("fit", "count"), default="fit", help="SF method")
-    p.add_argument("--truth", help="truth.json: also write the measured correctionlib payload")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument(
+        "--base-payload",
+        help="also write the measured payload, the rest taken from this payload "
+        "('default': the shipped one the W-mass processor reads otherwise)",
+    )
+    base.add_argument(
+        "--truth", help="also write the measured payload, the rest built from this truth.json"
+    )
+    p.add_argument(
+        "--processes",
+        nargs="+",
+        default=None,
+        help="samples or groups histogrammed (default: the signal group and Data)",
+    )
     p.add_argument("--step-size", type=int, default=200_000)
     add_smoothing_args(p)
     return p
@@ -75,6 +91,11 @@ def main(argv: list[str] | None = None) -> Path:
     from wremnants_dask.processors.tnp_config import load_config
 
     cfg = load_config(args.config)
+    sources = {
+        "truth": str(Path(args.truth).resolve()) if args.truth else None,
+        "base_payload": base_payload_arg(args.base_payload),
+    }
+    base = payload_base(sources)  # a bad base payload fails before any work
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     hist_path = Path(args.histograms) if args.histograms else outdir / "tnp.hdf5"
@@ -98,7 +119,7 @@ def main(argv: list[str] | None = None) -> Path:
         "histograms": str(hist_path.resolve()),
         "config": str(cfg.path),
         "signal_group": args.signal_group,
-        "truth": str(Path(args.truth).resolve()) if args.truth else None,
+        **sources,
         "refits": [],
         "smooth_degree": args.smooth_degree,
         "smooth_pt_min": args.smooth_pt_min,
@@ -111,15 +132,41 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:
         print(f"no smoothing: {err}", file=sys.stderr)
         raise SystemExit(1) from None
-    if args.truth:
-        truth = json.loads(Path(args.truth).read_text())
+    if base is not None:
         try:
-            cset = output.build_measured_payload(ex, truth, smooth)
+            cset = output.build_measured_payload(ex, base, smooth)
         except ValueError as err:
             print(f"no payload written: {err}", file=sys.stderr)
             raise SystemExit(1) from None
         print(f"wrote {output.write_payload(cset, outdir)}")
     return outdir
+
+
+def base_payload_arg(value: str | None) -> str | None:
+    """--base-payload as recorded: 'default' or an absolute path."""
+    if value is None or value == "default":
+        return value
+    return str(Path(value).resolve())
+
+
+def payload_base(attrs: dict) -> dict | None:
+    """The base CorrectionSet named by the run's attributes (base_payload or truth), or None."""
+    from wremnants_dask.corrections.payload import CorrectionError
+    from wremnants_dask.efficiency import output
+
+    if attrs.get("base_payload"):
+        path = attrs["base_payload"]
+        try:
+            return output.base_from_file(None if path == "default" else path)
+        except CorrectionError as err:
+            raise SystemExit(f"--base-payload: {err}") from None
+    if attrs.get("truth"):
+        try:
+            truth = json.loads(Path(attrs["truth"]).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--truth {attrs['truth']}: {err}") from None
+        return output.base_from_truth(truth)
+    return None
 
 
 def run_histograms(args: argparse.Namespace, config_path: str, out: Path) -> Path:
@@ -130,7 +177,8 @@ def run_histograms(args: argparse.Namespace, config_path: str, out: Path) -> Pat
     from wremnants_dask.processors.tnp import TagAndProbeProcessor
     from wremnants_dask.utils.provenance import make_metadata
 
-    datasets = load_datasets(args.dataset_config)
+    procs = args.processes or [args.signal_group, "Data"]
+    datasets = load_datasets(args.dataset_config, filter_procs=procs)
     proc = TagAndProbeProcessor(config=config_path)
     t0 = time.perf_counter()
     result = engine.run(datasets, proc, step_size=args.step_size)
@@ -245,11 +293,9 @@ def refit(argv: list[str]) -> Path:
         smooth = smooth_all(ex, sm_args.smooth_degree, sm_args.smooth_pt_min)
     else:
         smooth = None
-    if attrs.get("truth"):
-        truth = json.loads(Path(attrs["truth"]).read_text())
-        cset = output.build_measured_payload(ex, truth, smooth)  # before any file is replaced
-    else:
-        cset = None
+    base = payload_base(attrs)
+    # built before any file is replaced
+    cset = None if base is None else output.build_measured_payload(ex, base, smooth)
     for p in output.write_tables(ex, outdir, attrs).values():
         print(f"wrote {p}")
     if smooth is not None:

@@ -474,11 +474,14 @@ def fit_one_scipy(
     fit_range: tuple[float, float],
     *,
     own_sample: bool = False,
+    minimizer: str = "scipy",
 ) -> tuple[float, float]:
-    """The same fit of ONE bin with scipy.optimize (the reference of bench/bench_tnp.py):
-    returns (eff, err) from L-BFGS-B and the inverse of the JAX Hessian at the minimum."""
-    from scipy.optimize import minimize
-
+    """The same fit of ONE bin in a Python-side minimiser (the loop references of
+    bench/bench_tnp.py): ``minimizer`` "scipy" (L-BFGS-B) or "iminuit" (MIGRAD), both with the
+    JAX value and gradient and eff bounded to [0, 1] like the batched fit. Returns (eff, err), err from the inverse of the JAX Hessian at the
+    minimum (the same error definition as the batched fit)."""
+    if minimizer not in ("scipy", "iminuit"):
+        raise ValueError(f"minimizer must be 'scipy' or 'iminuit', got {minimizer!r}")
     edges = np.asarray(mass_edges, dtype=np.float64)
     i0, i1 = np.searchsorted(edges, fit_range)
     obs_p, obs_f = n_pass[None, i0:i1], n_fail[None, i0:i1]
@@ -504,7 +507,19 @@ def fit_one_scipy(
         val, grad = _nll_and_grad(full(x), *args)
         return float(val), np.asarray(grad)[free]
 
-    res = minimize(fun, theta0[free], jac=True, method="L-BFGS-B")
-    H = np.asarray(_nll_hessian(full(res.x), *args))[np.ix_(free, free)]
+    if minimizer == "scipy":
+        from scipy.optimize import minimize
+
+        bounds = [(0.0, 1.0)] + [(None, None)] * (int(free.sum()) - 1)
+        x = minimize(fun, theta0[free], jac=True, method="L-BFGS-B", bounds=bounds).x
+    else:
+        from iminuit import Minuit
+
+        m = Minuit(lambda v: fun(v)[0], theta0[free], grad=lambda v: fun(v)[1])
+        m.errordef = Minuit.LIKELIHOOD
+        m.limits[0] = (0.0, 1.0)
+        m.migrad()
+        x = np.asarray(m.values)
+    H = np.asarray(_nll_hessian(full(x), *args))[np.ix_(free, free)]
     cov = np.linalg.inv(H)
-    return float(res.x[0]), float(np.sqrt(max(cov[0, 0], 0.0)))
+    return float(x[0]), float(np.sqrt(max(cov[0, 0], 0.0)))

@@ -6,8 +6,11 @@ stat_up/down x eigen, and ``muon_eff_mc``. Each fine cell carries the measuremen
 bin holding it (charges combined by inverse-variance weighting, the payload has no charge
 input). Statistical eigen-variations: one per coarse pT bin (the bins are independent
 measurements, so the covariance in each eta row is diagonal and its eigenvectors are the bins).
-The other corrections (pileup, resolution, scale, prefiring) come from ``build_payload`` of a
-truth record. A bin without a good measurement is an error, never a silent default.
+The other corrections (pileup, resolution, scale, prefiring) and the provenance of the reference
+masses come from a base payload: the one the W-mass processor would read otherwise (the shipped
+``corrections/wremnants_corrections.json.gz`` by default, ``base_from_file``) or one built from
+a truth record (``base_from_truth``). A bin without a good measurement is an error, never a
+silent default.
 """
 
 from __future__ import annotations
@@ -90,25 +93,69 @@ def sf_payload_tables(
     return tables, effs
 
 
+#: corrections the measurement replaces; everything else is taken from the base payload
+MEASURED = tuple(f"muon_sf_{s}" for s in cbuild.SF_STEPS) + ("muon_eff_mc",)
+
+
+def base_from_truth(truth: dict[str, Any]) -> dict[str, Any]:
+    """Base CorrectionSet built from a generator truth record (``corrections.build``)."""
+    return cbuild.build_payload(truth)
+
+
+def base_from_file(path: str | Path | None = None) -> dict[str, Any]:
+    """Base CorrectionSet read from a payload file (None: the shipped one the W-mass processor
+    reads by default), checked like the processor checks it; its path and SHA-256 are recorded
+    in the measured payload's provenance."""
+    from wremnants_dask.corrections.payload import CorrectionsPayload
+    from wremnants_dask.utils.provenance import file_sha256
+
+    payload = CorrectionsPayload(path)  # CorrectionError naming the file if unusable
+    cset = read_payload(payload.path)
+    meta = json.loads(cset.get("description") or "{}")
+    meta["base_payload"] = {"path": str(payload.path), "sha256": file_sha256(payload.path)}
+    cset["description"] = json.dumps(meta, sort_keys=True)
+    return cset
+
+
 def build_measured_payload(
-    ex: Extraction, truth: dict[str, Any], smooth: dict | None = None
+    ex: Extraction, base: dict[str, Any], smooth: dict | None = None
 ) -> dict[str, Any]:
-    """The truth-derived CorrectionSet with the muon SFs and MC efficiencies replaced by the
-    measured ones (same names, inputs and grid), smoothed in pT if ``smooth`` is given."""
-    cset = cbuild.build_payload(truth)
+    """The base CorrectionSet (``base_from_file`` / ``base_from_truth``) with the muon SFs and
+    MC efficiencies replaced by the measured ones (same names, inputs and grid), smoothed in
+    pT if ``smooth`` is given; pileup, momentum scale, resolution, prefiring and the reference
+    masses of the provenance stay the base's."""
+    if "corrections" not in base:
+        raise ValueError("base payload is not a CorrectionSet (no 'corrections')")
+    names = {c.get("name") for c in base["corrections"]}
+    if missing := [n for n in MEASURED if n not in names]:
+        raise ValueError(f"base payload lacks {missing}: not a W-mass corrections payload")
+    cset = json.loads(json.dumps(base))  # the caller's base stays untouched
     tables, effs = sf_payload_tables(ex, smooth)
     steps = list(tables)
-    if tuple(steps) != tuple(cbuild.SF_STEPS):
-        raise ValueError(f"payload needs the steps {cbuild.SF_STEPS}, measured {steps}")
+    if steps != [s for s in cbuild.CHAIN_STEPS if s in steps] or set(cbuild.SF_STEPS) - set(steps):
+        raise ValueError(
+            f"payload needs the steps {cbuild.SF_STEPS} (reco optional, first), measured {steps}"
+        )
     edges = [FINE_ETA, FINE_PT]
-    new = {f"muon_sf_{s}": cbuild.sf_correction(s, *edges, tables[s]) for s in steps}
-    new["muon_eff_mc"] = cbuild.mc_eff_correction(
-        {"efficiency": {"eta_edges": list(FINE_ETA), "pt_edges": list(FINE_PT), "mc": effs}}
+    new = [cbuild.sf_correction(s, *edges, tables[s]) for s in steps]
+    new.append(
+        cbuild.mc_eff_correction(
+            {"efficiency": {"eta_edges": list(FINE_ETA), "pt_edges": list(FINE_PT), "mc": effs}}
+        )
     )
-    cset["corrections"] = [new.get(c["name"], c) for c in cset["corrections"]]
+    # every scale factor measured or none: a truth SF of a step not measured (reco on files
+    # without IsoTrack) is dropped, not mixed in
+    ours = {f"muon_sf_{s}" for s in cbuild.CHAIN_STEPS} | {"muon_eff_mc"}
+    old = cset["corrections"]
+    first = next(i for i, c in enumerate(old) if c["name"] in ours)
+    rest = [c for c in old if c["name"] not in ours]
+    cset["corrections"] = rest[:first] + new + rest[first:]
     meta = json.loads(cset["description"])
     meta["source"] = "tag-and-probe measurement (muon_sf_*, muon_eff_mc); truth for the rest"
     meta["n_eigen"] = int(next(iter(tables.values()))["stat"].shape[1])
+    # the eta bins the SFs were measured in: every fine eta bin of one measured bin carries the
+    # same stat eigen-variations, so the fit must vary them together (one nuisance per bin)
+    meta["sf_stat_eta_edges"] = [float(x) for x in ex.spectra["mc"].eta_edges]
     meta["sf_smoothing"] = (
         None
         if smooth is None

@@ -36,10 +36,12 @@ class CutFlow:
         self.sumw2: list[float] = []
         self._mask: Any = None
         self._weight: Any = None
+        self._weight64: Any = None
 
     def start(self, n_or_mask: Any, weight: Any = None, name: str = "all") -> Any:
         """First step: all events (pass an all-true mask of the chunk length), with weights."""
         self._weight = weight
+        self._weight64: Any = None
         self._mask = None
         return self.cut(name, n_or_mask)
 
@@ -62,12 +64,17 @@ class CutFlow:
             self.sumw2.append(0.0)
             return mask
         m = _as_numpy(mask).astype(bool, copy=False)
-        self.counts.append(int(m.sum()))
+        count = int(np.count_nonzero(m))
+        self.counts.append(count)
         if self._weight is None:
-            self.sumw.append(float(m.sum()))
-            self.sumw2.append(float(m.sum()))
+            self.sumw.append(float(count))
+            self.sumw2.append(float(count))
         else:
-            w = _as_numpy(self._weight).astype(np.float64, copy=False)[m]
+            if self._weight64 is None:  # converted once per cut flow, not per step
+                self._weight64 = _as_numpy(self._weight).astype(np.float64, copy=False)
+            w64 = self._weight64
+            # = w64[m]; all kept (the first step): no copy; else rows + take (engine.select.Rows)
+            w = w64 if count == len(w64) else w64.take(np.flatnonzero(m))
             self.sumw.append(float(w.sum()))
             self.sumw2.append(float((w * w).sum()))
         return mask

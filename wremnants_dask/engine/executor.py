@@ -37,11 +37,12 @@ WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": s
 def _load_on_worker(modules: Sequence[str]) -> None:
     import importlib
 
-    from wremnants_dask.engine import tensorhist
+    from wremnants_dask.engine import select, tensorhist
 
     for m in modules:
         importlib.import_module(m)
     tensorhist.warm_kernels()
+    select.warm()
 
 
 async def _load_on_worker_async(modules: Sequence[str]) -> None:

@@ -366,12 +366,8 @@ class Processor:
     """
 
     name: ClassVar[str] = "processor"
-    #: How the analysis becomes a fit, as plain data written into the histmaker output's
-    #: metadata (read by the fit setup, which never imports processors): ``histogram``,
-    #: ``fit_axes``, ``signal`` (process group), ``boson`` (``W``/``Z``, the measured mass),
-    #: ``region`` (axis -> selected value), ``nonprompt`` (ABCD from data), ``channel``.
-    #: ``None``: the analysis has no fit.
-    fit_setup: ClassVar[Mapping[str, Any] | None] = None
+    # How the analysis becomes a fit is not the processor's: configs/fit_<name>.yaml
+    # (wremnants_dask.fitsetup.config) names the histogram, axes, region and systematics.
 
     def __init__(self, *, systematics: bool = True, **options: Any) -> None:
         self.systematics = systematics

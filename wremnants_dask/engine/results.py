@@ -126,7 +126,11 @@ def dataset_result(dplan: DatasetPlan, res: ChunkResult, lumi: bool) -> DatasetR
     unread = unread_ranges(dplan.steps, entries)
     if lumi and dplan.dataset.is_data and getattr(dplan.dataset, "lumi_csv", None):
         # the lumi sections actually processed, whole (see lumi_of_processed)
-        acc = lumi_of_processed(dplan.dataset, processed_ranges(dplan.steps, lost), entries)
+        # files skipped whole hold no processed event: their sections are at most partial
+        skipped = [str(s["file"]) for s in dplan.skipped if s.get("file")]
+        acc = lumi_of_processed(
+            dplan.dataset, processed_ranges(dplan.steps, lost), entries, skipped=skipped
+        )
         lumi_pb, lumi_error, sections = (
             acc.lumi_pb,
             acc.error,

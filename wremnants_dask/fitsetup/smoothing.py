@@ -112,8 +112,13 @@ def fit_log_ratio(
     iterations: int = 2,
     x_range: tuple[float, float] | None = None,
     what: str = "ratio",
+    basis: np.ndarray | None = None,
 ) -> LogPolyFit:
     """Fit ``log(num / den)`` as a polynomial in ``x`` with weights from the fitted model.
+
+    ``basis`` (n, p), if given, replaces the polynomial design matrix (``x`` and ``order`` then
+    only name the points and the minimum count ``p``): a linear model in log space, e.g. a pT
+    polynomial plus mT terms over the stacked points of several mT bins.
 
     Weights ``1 / var(log r)`` computed from the observed counts favour upward fluctuations of
     the numerator and bias the smoothed ratio by a sizeable fraction of its uncertainty. After a
@@ -127,10 +132,13 @@ def fit_log_ratio(
     num, den = np.broadcast_to(num, shape), np.broadcast_to(den, shape)
     num_var = np.broadcast_to(np.asarray(num_var, dtype=float), shape)
     den_var = np.broadcast_to(np.asarray(den_var, dtype=float), shape)
-    basis = _prepare(x, shape[-1], order, x_range, what)
+    if basis is None:
+        basis = _prepare(x, shape[-1], order, x_range, what)
+    elif basis.shape[0] != shape[-1]:
+        raise ValueError(f"{what}: basis has {basis.shape[0]} rows for {shape[-1]} points")
     ok = (num > 0) & (den > 0) & (num_var > 0) & (den_var > 0)
     n_used = ok.sum(axis=-1)
-    _check_rows(n_used, order + 1, order, what)
+    _check_rows(n_used, basis.shape[1], order, what)
     all_ok = bool(ok.all())  # common case: skip the masking passes over the full tensor
     c, d = (num, den) if all_ok else (np.where(ok, num, 1.0), np.where(ok, den, 1.0))
     vc, vd = (

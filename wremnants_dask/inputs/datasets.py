@@ -151,7 +151,10 @@ def expand_path(text: str, base: Path, where: str = "") -> str:
         raise ConfigError(f"{where}: cannot expand {text!r} (use ${{VAR}} or ${{VAR:-default}})")
     if "://" in expanded:
         return expanded
-    path = Path(expanded).expanduser()
+    try:
+        path = Path(expanded).expanduser()
+    except RuntimeError as err:  # "~user" of a user that does not exist
+        raise ConfigError(f"{where}: cannot expand {text!r}: {err}") from None
     if not path.is_absolute():
         path = base / path
     return os.path.normpath(path)

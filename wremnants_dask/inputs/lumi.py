@@ -428,6 +428,8 @@ class ProcessedLumi:
     # beyond --max-events): left out of the luminosity; their processed events are counted
     partial_sections: tuple[tuple[int, int], ...] = ()
     events_in_partial: int = 0
+    # files skipped whole whose lumi sections were read back (all taken as unprocessed)
+    skipped_files: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """JSON-able summary for the output metadata."""
@@ -436,6 +438,7 @@ class ProcessedLumi:
             "n_partial_sections": len(self.partial_sections),
             "partial_sections": [list(p) for p in self.partial_sections[:100]],
             "events_in_partial_sections": self.events_in_partial,
+            "skipped_files_read_back": list(self.skipped_files),
         }
 
 
@@ -480,11 +483,35 @@ def _complement(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, in
     return out
 
 
+def _skipped_file_pairs(path: str, tree_name: str) -> np.ndarray:
+    """(run, ls) keys of every entry of a file skipped whole; LumiError naming it if unread."""
+    import uproot
+
+    from wremnants_dask.inputs.files import open_file
+
+    why = "it was skipped and its lumi sections cannot be read, so the sections it shares "
+    why += "with processed files are unknown"
+    try:
+        tree = open_file(path)[tree_name]
+        n = int(tree.num_entries)
+    except Exception as err:  # not ROOT, no such tree, gone: any reason is the same answer
+        raise LumiError(f"{path}: {why} ({type(err).__name__}: {err})") from None
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    if not {"run", "luminosityBlock"} <= set(tree.keys()):
+        raise LumiError(f"{path}: {why} (no run/luminosityBlock branches)")
+    try:
+        return _read_pairs(tree, [(0, n)], f"{path}:{tree_name}")
+    except (LumiError, uproot.KeyInFileError) as err:
+        raise LumiError(f"{path}: {why} ({err})") from None
+
+
 def lumi_of_processed(
     dataset: Any,
     processed: Mapping[str, Sequence[tuple[int, int]]],
     entries: Mapping[str, int],
     *,
+    skipped: Sequence[str] = (),
     column: Column = "recorded",
 ) -> ProcessedLumi:
     """Certified luminosity of the lumi sections whose events were *all* processed.
@@ -501,8 +528,14 @@ def lumi_of_processed(
     out of the luminosity, and the report names it. Its processed events stay in the histograms
     (they cannot be taken out after the fill), so the data yield is biased up by at most
     ``events_in_partial`` / processed events, which the output records: a handful of lumi
-    sections at chunk boundaries out of thousands in a real run. A section is judged from the
-    files of the run only: files skipped whole (``--skip-bad-files``) are not read back.
+    sections at chunk boundaries out of thousands in a real run.
+
+    ``skipped``: the dataset's files skipped whole (``--skip-bad-files``: a missing branch, a
+    type mismatch...). None of their events were processed, so every section they hold is at
+    most partial: their run/luminosityBlock are read back like an unprocessed range. A
+    skipped file whose sections cannot be read (not a ROOT file, no Events tree, damaged
+    run/luminosityBlock) makes the luminosity unknown: a section it shares with a processed
+    file would be counted whole, so no luminosity is given, with that file named.
 
     Never raises: a failure (unreadable run/luminosityBlock in an unprocessed range, a
     certified section absent from the CSV) gives ``lumi_pb=None`` and the reason.
@@ -525,6 +558,8 @@ def lumi_of_processed(
             where = f"{path}:{tree_name}"
             done.append(_read_pairs(tree, ranges, where))
             undone.append(np.unique(_read_pairs(tree, rest, where)))
+        for path in skipped:
+            undone.append(np.unique(_skipped_file_pairs(str(path), tree_name)))
         done_keys = np.concatenate(done)
         partial = np.intersect1d(np.unique(done_keys), np.concatenate(undone))
         complete = np.setdiff1d(np.unique(done_keys), partial)
@@ -538,6 +573,7 @@ def lumi_of_processed(
             n_sections=int(complete.size),
             partial_sections=tuple(zip(pr.tolist(), pl.tolist())),
             events_in_partial=int(np.isin(done_keys, partial).sum()),
+            skipped_files=tuple(str(p) for p in skipped),
         )
     except Exception as err:  # recorded in the output; the histograms are still valid
         return ProcessedLumi(None, f"{type(err).__name__}: {err}")

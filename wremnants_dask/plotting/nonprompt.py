@@ -25,16 +25,22 @@ def fakerate_plot(
     *,
     name: str = "nominal",
     iso_axis: str = "passIso",
-    mt_axis: str = "passMT",
+    mt_axis: str | None = None,
     pt_axis: str = "pt",
     smoothing_order: int = 2,
 ) -> Path:
     """Measured (sideband) and smoothed (signal-region) fake rate vs pT, inclusive in the
-    other axes."""
+    other axes. ``mt_axis`` None: the histogram's ``mt`` (mw's default, extended ABCD with the
+    fit setup's fake-rate model) or else its Boolean ``passMT``."""
     from wremnants_dask.fitsetup import abcd
+    from wremnants_dask.fitsetup.setup import NONPROMPT_MT_MODEL
 
     hf, samples = open_samples(path)
     where = f"{path}:{name}"
+    if mt_axis is None:
+        axes = samples.group_sum("Data", name).axes.name
+        mt_axis = "mt" if "mt" in axes else "passMT"
+    mt_model = NONPROMPT_MT_MODEL if mt_axis == "mt" else "per_bin"
     keep = (pt_axis, iso_axis, mt_axis)
     data = prepare(samples.group_sum("Data", name), keep, {}, {}, where)
     prompt_groups = [g for g in samples.groups if g != "Data" and g not in NONPROMPT_MC]
@@ -42,7 +48,7 @@ def fakerate_plot(
     try:
         pred = abcd.predict_nonprompt(
             data, prompt, iso_axis=iso_axis, mt_axis=mt_axis, pt_axis=pt_axis,
-            smoothing_order=smoothing_order,
+            smoothing_order=smoothing_order, mt_model=mt_model,
         )  # fmt: skip
     except (ValueError, KeyError) as err:
         raise PlotInputError(f"{where}: {err}") from err

@@ -1,7 +1,12 @@
 """Detector model: reconstructed muons, trigger objects, MET, pileup and prefiring.
 
+Every generator muon in the acceptance leaves a track; it is reconstructed as a Muon with the
+tabulated reco probability of the world, else its track goes to the IsoTrack collection (as in
+NanoAOD, which keeps there isolated tracks that are no Muon or Electron). Those draws come from
+their own random stream (``rng_reco``), so every other quantity is drawn as before.
 Prompt muons (genPartFlav 1 or 15) pass the efficiency steps with exactly the tabulated
-probabilities of the world (idip, iso given idip, trigger given iso, at reconstructed pT/eta);
+probabilities of the world (idip given reco, iso given idip, trigger given iso, at reconstructed
+pT/eta);
 non-prompt muons get their isolation from the surrounding jet activity, so QCD populates the
 non-isolated sideband physically. MET = -(reco muons + electrons + smeared hadronic recoil).
 """
@@ -14,7 +19,7 @@ import numpy as np
 
 from . import kinematics as kin
 from .chunk import EventChunk
-from .params import DXY_CUT, ISO_CUT, World, prefire_muon_prob
+from .params import DXY_CUT, ISO_CUT, ISOTRACK_PT_MIN, World, prefire_muon_prob
 from .physics import HardEvent
 
 K_MUONS = 4  # generator muons considered per event (+1 slot for a fake)
@@ -36,8 +41,13 @@ def _trunc_exp(rng, shape, scale, upper):
     return -scale * np.log1p(-u * (1.0 - np.exp(-upper / scale)))
 
 
-def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco:
-    """Everything measured in the detector, as NanoAOD branches (no run/event numbers)."""
+def reconstruct(
+    hard: HardEvent, world: World, rng: np.random.Generator, rng_reco: np.random.Generator
+) -> Reco:
+    """Everything measured in the detector, as NanoAOD branches (no run/event numbers).
+
+    ``rng_reco``: the stream of the reconstruction-efficiency draws and the IsoTrack content.
+    """
     tbl = hard.table
     n = tbl.pt.shape[0]
     K = K_MUONS
@@ -61,7 +71,9 @@ def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco
     pt_r = pt_g * (1.0 + world.scale_offset(eta_g)) * (1.0 + sig * rng.normal(size=shape))
     eta_r = eta_g + 5e-4 * rng.normal(size=shape)
     phi_r = _wrap(phi_g + 5e-4 * rng.normal(size=shape))
-    reco = mvalid & (np.abs(eta_g) < 2.4) & (pt_r > 3.0) & (np.abs(eta_r) < 2.4)
+    track = mvalid & (np.abs(eta_g) < 2.4) & (pt_r > 3.0) & (np.abs(eta_r) < 2.4)
+    found = rng_reco.uniform(size=shape) < world.lookup_eff("reco", pt_r, eta_r)
+    reco = track & found  # a reconstructed Muon; track & ~found: an IsoTrack candidate
     prompt = (flav == 1) | (flav == 15)
     # idip: prompt from the table; failures split between mediumId and dxy
     pass_idip = rng.uniform(size=shape) < world.lookup_eff("idip", pt_r, eta_r)
@@ -87,7 +99,9 @@ def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco
     iso03 = iso04 * rng.uniform(0.55, 0.95, shape)
     # trigger: table given iso; the HLT isolation is looser than the offline one
     hlt_iso = np.where(iso04 < ISO_CUT, 1.0, np.exp(-(iso04 - ISO_CUT) / 0.5))
-    fired = reco & (rng.uniform(size=shape) < world.lookup_eff("trigger", pt_r, eta_r) * hlt_iso)
+    # drawn for every track (as before the reco step), kept for the found muons only: the
+    # sizes of later draws must not depend on the reco stream
+    fired = track & (rng.uniform(size=shape) < world.lookup_eff("trigger", pt_r, eta_r) * hlt_iso)
     charge = np.where(pdg > 0, -1, 1)
     dz = np.where(prompt, rng.normal(0, 0.005, shape), rng.laplace(0, 0.02, shape))
     # ---- one optional soft fake muon
@@ -115,11 +129,13 @@ def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco
         "fired": cat(fired, np.zeros(n, bool)),
         "sig": cat(sig, world.resolution(f_pt, f_eta)),
         "real": cat(reco, np.zeros(n, bool)),
+        "found": cat(found, np.ones(n, bool)),
     }
-    valid = cat(reco, fake)
-    order = np.argsort(-np.where(valid, cols["pt"], -1.0), axis=1, kind="stable")
+    valid_track = cat(track, fake)  # the slot order of the generator before the reco step
+    order = np.argsort(-np.where(valid_track, cols["pt"], -1.0), axis=1, kind="stable")
     cols = {k: np.take_along_axis(v, order, axis=1) for k, v in cols.items()}
-    valid = np.take_along_axis(valid, order, axis=1)
+    valid_track = np.take_along_axis(valid_track, order, axis=1)
+    valid = valid_track & cols["found"]
     counts = valid.sum(axis=1)
 
     def flat(a, dtype):
@@ -164,27 +180,26 @@ def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco
         for k in ("genPartIdx", "genPartFlav"):
             del out.collections["Muon"][1][k]
     # ---- trigger objects for muons that fired HLT_IsoMu24
-    fired_s = cols["fired"] & valid
-    tcounts = fired_s.sum(axis=1)
+    fired_s = cols["fired"] & valid_track  # drawn for all, kept where the muon was found
+    keep = cols["found"][fired_s]
+    tcounts = (fired_s & cols["found"]).sum(axis=1)
     tpt = cols["pt"][fired_s]
     nt = tpt.size
-    out.add_collection(
-        "TrigObj",
-        tcounts,
-        {
-            "pt": (tpt * (1 + 0.005 * rng.normal(size=nt))).astype(f32),
-            "eta": (cols["eta"][fired_s] + 0.002 * rng.normal(size=nt)).astype(f32),
-            "phi": _wrap(cols["phi"][fired_s] + 0.002 * rng.normal(size=nt)).astype(f32),
-            "l1pt": np.round(2 * tpt * (1 + 0.1 * rng.normal(size=nt))).astype(f32) / 2,
-            "l1pt_2": np.zeros(nt, f32),
-            "l2pt": (tpt * (1 + 0.05 * rng.normal(size=nt))).astype(f32),
-            "id": np.full(nt, 13, i32),
-            "l1iso": np.ones(nt, i32),
-            "l1charge": cols["charge"][fired_s].astype(i32),
-            "filterBits": np.full(nt, 1 | FILTER_ISO_MU, i32),
-        },
-    )
+    trig = {
+        "pt": (tpt * (1 + 0.005 * rng.normal(size=nt))).astype(f32),
+        "eta": (cols["eta"][fired_s] + 0.002 * rng.normal(size=nt)).astype(f32),
+        "phi": _wrap(cols["phi"][fired_s] + 0.002 * rng.normal(size=nt)).astype(f32),
+        "l1pt": np.round(2 * tpt * (1 + 0.1 * rng.normal(size=nt))).astype(f32) / 2,
+        "l1pt_2": np.zeros(nt, f32),
+        "l2pt": (tpt * (1 + 0.05 * rng.normal(size=nt))).astype(f32),
+        "id": np.full(nt, 13, i32),
+        "l1iso": np.ones(nt, i32),
+        "l1charge": cols["charge"][fired_s].astype(i32),
+        "filterBits": np.full(nt, 1 | FILTER_ISO_MU, i32),
+    }
+    out.add_collection("TrigObj", tcounts, {k: v[keep] for k, v in trig.items()})
     out.scalars["HLT_IsoMu24"] = tcounts > 0
+    _isotracks(out, track & ~found, pt_r, eta_r, phi_r, charge, dxy, dz, iso03, rng_reco)
     # ---- MET from neutrinos, muons and the smeared hadronic recoil
     nux, nuy = tbl.final_state_sum((12, 14, 16))
     ex, ey = tbl.final_state_sum((11,))
@@ -213,6 +228,50 @@ def reconstruct(hard: HardEvent, world: World, rng: np.random.Generator) -> Reco
     p_mu = prefire_muon_prob(cols["eta"], world.prefire_muon_max) * valid
     prob = 1.0 - (1.0 - world.prefire_event_prob) * np.prod(1.0 - p_mu, axis=1)
     return Reco(out, prob)
+
+
+def _isotracks(out, lost, pt, eta, phi, charge, dxy, dz, iso03, rng) -> None:
+    """IsoTrack: the tracks of generator muons that are no reconstructed Muon.
+
+    NanoAOD's selection for a charged-hadron candidate (the PF candidate of a muon that is not
+    reconstructed as one): pT > 10 GeV, |dxy| < 0.2 and |dz| < 0.1 cm (or pT > 15 GeV), charged
+    isolation (dR 0.3) below 5 GeV (pT < 25 GeV) or below 0.2 relative. Names and types as in
+    NanoAODv6 (no charge branch: pdgId = 211 x charge carries it).
+    """
+    chg = iso03 * rng.uniform(0.5, 0.9, iso03.shape)  # charged part of the relative isolation
+    keep = lost & (pt > ISOTRACK_PT_MIN)
+    keep &= ((np.abs(dxy) < 0.2) & (np.abs(dz) < 0.1)) | (pt > 15.0)
+    keep &= ((chg * pt < 5.0) & (pt < 25.0)) | (chg < 0.2)
+    order = np.argsort(-np.where(keep, pt, -1.0), axis=1, kind="stable")
+
+    def srt(a):
+        return np.take_along_axis(a, order, axis=1)
+
+    keep_s = srt(keep)
+    m = int(keep.sum())
+    f32 = np.float32
+    mini = rng.uniform(0.8, 1.2, m)
+    iso_all, iso_chg = srt(iso03)[keep_s], srt(chg)[keep_s]
+    out.add_collection(
+        "IsoTrack",
+        keep.sum(axis=1),
+        {
+            "dxy": srt(dxy)[keep_s].astype(f32),
+            "dz": srt(dz)[keep_s].astype(f32),
+            "eta": srt(eta)[keep_s].astype(f32),
+            "pfRelIso03_all": iso_all.astype(f32),
+            "pfRelIso03_chg": iso_chg.astype(f32),
+            "phi": srt(phi)[keep_s].astype(f32),
+            "pt": srt(pt)[keep_s].astype(f32),
+            "miniPFRelIso_all": (iso_all * mini).astype(f32),
+            "miniPFRelIso_chg": (iso_chg * mini).astype(f32),
+            "fromPV": np.full(m, 3, np.int32),
+            "pdgId": (211 * srt(charge)[keep_s]).astype(np.int32),
+            "isHighPurityTrack": np.ones(m, bool),
+            "isPFcand": np.ones(m, bool),
+            "isFromLostTrack": np.zeros(m, bool),
+        },
+    )
 
 
 def prefiring_weights(prob: np.ndarray, syst: float) -> dict[str, np.ndarray]:

@@ -18,14 +18,17 @@ def make_events(
     world: World,
     rng: np.random.Generator,
     neg_weight_fraction: float | None = None,
+    *,
+    rng_reco: np.random.Generator,
 ) -> tuple[EventChunk, np.ndarray]:
     """One chunk (without run/lumi/event numbers) and its per-event prefiring probability.
 
     Simulation carries generator content (GenPart, genWeight, LHE, Generator, Pileup,
     L1PreFiringWeight); pseudo-data (``world.is_data``) carries none of it, like real data.
+    ``rng_reco``: the separate stream of the muon reconstruction efficiency (detector.py).
     """
     hard = generate_hard(info.name, rng, n, world)
-    reco = reconstruct(hard, world, rng)
+    reco = reconstruct(hard, world, rng, rng_reco)
     chunk = reco.chunk
     if world.is_data:
         return chunk, reco.prefire_prob

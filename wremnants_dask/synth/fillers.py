@@ -80,7 +80,9 @@ def add_fillers(chunk: EventChunk, rng: np.random.Generator, is_data: bool) -> N
             mean = _MEAN.get(coll, 1.0) * (1.0 + npv / 40.0 if coll == "Jet" else 1.0)
             counts = rng.poisson(mean, n).astype(np.uint32)
         total = int(counts.sum())
-        chunk.add_collection(coll, counts, {f: _values(rng, f, c, total) for f, c, _ in fields})
+        values = {f: _values(rng, f, c, total) for f, c, _ in fields}
+        if coll not in chunk.collections:  # IsoTrack is physics (detector.py): drawn, not kept
+            chunk.add_collection(coll, counts, values)
     for name, code, in_data in SCALARS:
         if in_data or not is_data:
             chunk.scalars[name] = _values(rng, name, code, n)

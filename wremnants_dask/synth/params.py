@@ -17,12 +17,16 @@ import numpy as np
 ETA_EDGES = np.round(np.linspace(-2.4, 2.4, 49), 6)
 PT_EDGES = np.array([*range(15, 61), 65, 70, 80], dtype=np.float64)
 PILEUP_EDGES = np.arange(0.0, 101.0)
-STEPS = ("idip", "iso", "trigger")
+STEPS = ("reco", "idip", "iso", "trigger")
 EFF_FLOOR = 1e-3  # tables never reach 0 (far below the trigger threshold), so SFs exist
 
 #: Selection definitions the efficiency steps stand for (documented in docs/DESIGN.md).
 DXY_CUT = 0.05  # cm: idip = Muon_mediumId & |Muon_dxy| < DXY_CUT
 ISO_CUT = 0.15  # iso = Muon_pfRelIso04_all < ISO_CUT
+#: reco: a generator muon with a track is a reconstructed Muon; the track of one that is not
+#: is written to IsoTrack (NanoAOD keeps there isolated tracks that are no Muon/Electron) when
+#: it passes NanoAOD's IsoTrack selection for a charged-hadron candidate (pT above this).
+ISOTRACK_PT_MIN = 10.0
 
 
 def _default_scale_offsets() -> tuple[float, ...]:
@@ -52,6 +56,7 @@ class SynthParams:
     data_mZ: float = 91.1876
     data_GammaZ: float | None = None
     # Data/simulation efficiency differences: eff_data = eff_mc * (1 - a - b * |eta|/2.4).
+    data_reco_loss: tuple[float, float] = (0.003, 0.008)
     data_idip_loss: tuple[float, float] = (0.005, 0.012)
     data_iso_loss: tuple[float, float] = (0.004, 0.006)
     data_trigger_loss: tuple[float, float] = (0.012, 0.030)
@@ -106,7 +111,8 @@ class SynthParams:
                 "pt_edges": PT_EDGES.tolist(),
                 "steps": list(STEPS),
                 "definitions": {
-                    "idip": f"Muon_mediumId && |Muon_dxy| < {DXY_CUT}",
+                    "reco": "a muon track (Muon or IsoTrack) is a reconstructed Muon",
+                    "idip": f"Muon_mediumId && |Muon_dxy| < {DXY_CUT} (given reco)",
                     "iso": f"Muon_pfRelIso04_all < {ISO_CUT} (given idip)",
                     "trigger": "muon fires HLT_IsoMu24: TrigObj id 13, filterBits & 8 (given iso)",
                 },
@@ -197,6 +203,13 @@ def efficiency_tables(p: SynthParams, is_data: bool) -> dict[str, np.ndarray]:
     eta = 0.5 * (ETA_EDGES[1:] + ETA_EDGES[:-1])[:, None]
     pt = 0.5 * (PT_EDGES[1:] + PT_EDGES[:-1])[None, :]
     ae = np.abs(eta)
+    reco = (
+        0.993
+        - 0.02 * _gauss(ae, 0.25, 0.05)  # chimney region
+        - 0.015 * _gauss(ae, 1.05, 0.12)  # barrel/endcap overlap
+        - 0.01 * (ae > 2.1)
+        - 0.012 * np.exp(-(pt - 15.0) / 8.0)
+    )
     idip = (
         0.985
         - 0.03 * _gauss(ae, 0.25, 0.04)  # chimney region
@@ -208,9 +221,14 @@ def efficiency_tables(p: SynthParams, is_data: bool) -> dict[str, np.ndarray]:
     plateau = 0.955 - 0.03 * _gauss(ae, 1.05, 0.15) - 0.04 * np.clip((ae - 1.2) / 1.2, 0, 1)
     shift = p.data_trigger_turnon_shift if is_data else 0.0
     trig = plateau * _turnon(pt, 24.3 + shift, 0.9)
-    tabs = {"idip": idip, "iso": iso, "trigger": trig}
+    tabs = {"reco": reco, "idip": idip, "iso": iso, "trigger": trig}
     if is_data:
-        losses = {"idip": p.data_idip_loss, "iso": p.data_iso_loss, "trigger": p.data_trigger_loss}
+        losses = {
+            "reco": p.data_reco_loss,
+            "idip": p.data_idip_loss,
+            "iso": p.data_iso_loss,
+            "trigger": p.data_trigger_loss,
+        }
         for s, (a, b) in losses.items():
             tabs[s] = tabs[s] * (1.0 - a - b * ae / 2.4)
     out = {}

@@ -2,7 +2,9 @@
 
 Randomness: every (file, chunk) draws from its own numpy Generator seeded with
 SeedSequence([seed, crc32(process), kind, file, chunk]), so the same seed and chunk size give
-identical files, and the files of one sample are independent.
+identical files, and the files of one sample are independent. The muon reconstruction
+efficiency and the IsoTrack content draw from a second stream (kind _RECO), so adding them left
+every other quantity's draws unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .processes import PROCESSES, process_info
 from .rootfile import NanoAODWriter
 
 DEFAULT_CHUNK = 50_000
-_MC, _DATA, _COUNT, _LUMI, _FILL = 0, 1, 2, 3, 4
+_MC, _DATA, _COUNT, _LUMI, _FILL, _RECO = 0, 1, 2, 3, 4, 5
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -88,7 +90,10 @@ def generate_sample(
         with NanoAODWriter(path, n_chunks=n_chunks) as out:
             for ichunk, m in enumerate(_split(n_file, n_chunks)):
                 rng = _rng(seed, _key(process), _MC, ifile, ichunk)
-                chunk, _ = make_events(info, m, world, rng, params.neg_weight_fraction)
+                rng_reco = _rng(seed, _key(process), _RECO, _MC, ifile, ichunk)
+                chunk, _ = make_events(
+                    info, m, world, rng, params.neg_weight_fraction, rng_reco=rng_reco
+                )
                 idx = first + np.arange(m, dtype=np.uint64)
                 chunk.scalars["run"] = np.ones(m, dtype=np.uint32)
                 chunk.scalars["luminosityBlock"] = (1 + idx // 1000).astype(np.uint32)
@@ -200,7 +205,8 @@ def generate_pseudodata(
                 for p in procs:
                     m = _split(per_file[p][ifile], n_rounds)[r]
                     rng = _rng(seed, _key(p), _DATA, ifile, r)
-                    chunk, prob = make_events(PROCESSES[p], m, world, rng)
+                    rng_reco = _rng(seed, _key(p), _RECO, _DATA, ifile, r)
+                    chunk, prob = make_events(PROCESSES[p], m, world, rng, rng_reco=rng_reco)
                     keep = rng.uniform(size=m) >= prob
                     chunk = chunk.take(keep)
                     ils = rng.choice(ls_prob.size, size=chunk.n, p=ls_prob)
