@@ -11,9 +11,9 @@ import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import jax
+from wremnants_dask.utils.jax_runtime import configure_jax
 
-jax.config.update("jax_enable_x64", True)
+configure_jax()
 
 from .fitinput import FitInput, FitInputError, read_fit_input, write_fit_input  # noqa: E402
 from .fitinput_writer import FitInputWriter  # noqa: E402

@@ -33,8 +33,9 @@ from jax.scipy.stats import norm
 from scipy import stats
 
 from wremnants_dask.efficiency import shapes
+from wremnants_dask.utils.jax_runtime import configure_jax
 
-jax.config.update("jax_enable_x64", True)
+configure_jax()
 
 PARAMS = (
     "eff",
