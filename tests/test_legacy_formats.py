@@ -115,8 +115,8 @@ def _writer(hs: dict[str, hist.Hist]) -> FitInputWriter:
 
 
 def test_fit_input_v1_file_reads_as_the_current_writer_builds(tmp_path):
-    """Old fit input: the same channel axes (now UHI dicts) and bit-identical tensors as the
-    same input written today (version 2)."""
+    """Old fit input: the same channel axes (now UHI dicts) and the same tensors (to rounding)
+    as the same input written today (version 2)."""
     old, _ = read_fit_input(DATA / "fitinput_v1.hdf5")
     new, _ = read_fit_input(_writer(fitinput_hists()).write(tmp_path / "fi.hdf5"))
     with h5py.File(tmp_path / "fi.hdf5") as f:
@@ -129,8 +129,12 @@ def test_fit_input_v1_file_reads_as_the_current_writer_builds(tmp_path):
             assert uhi_axes.same_binning(a_old, a_new) and type(a_old) is type(a_new)
             assert not a_new.traits.underflow and not a_new.traits.overflow
         assert (ch_old.start, ch_old.stop) == (ch_new.start, ch_new.stop) == (0, 16)
+    # the stored file was written on another machine: tensors computed from the same inputs
+    # agree to rounding (shape_hd differed by 3.5e-18 of 9e-3 after a numpy update), not bits
     for name in ("data", "nominal", "sumw2", "shape_avg", "shape_hd", "norm_logup"):
-        assert np.array_equal(getattr(old, name), getattr(new, name)), name
+        a, b = getattr(old, name), getattr(new, name)
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)
     assert np.array_equal(old.nominal[:, 0], fitinput_hists()["sig"].values().reshape(-1))
     assert old.param_names == new.param_names
 
