@@ -308,6 +308,7 @@ def one_line(err: BaseException) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that come from the inputs, the configuration or the arguments, not the code."""
+    from wremnants_dask.corrections.boson_pt import BosonPtError
     from wremnants_dask.corrections.payload import CorrectionError
     from wremnants_dask.engine.processor import ProcessorError
     from wremnants_dask.inputs.lumi import LumiError
@@ -327,6 +328,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ProcessorError,
         LumiError,
         NormalizationError,
+        BosonPtError,
         FileNotFoundError,
     )
 
