@@ -5,7 +5,7 @@
 
 generate (dataset cache) -> tnp -> [muon calibration: mz_mucalib histmaker -> mucalib, with
 ``--muon-calibration``] -> [mw with ``--recoil``: recoil histmaker (mz_recoil) -> recoil
-calibration] ->
+calibration] -> [mw with ``--boson-pt``: mz_bosonpt histmaker -> boson-pT weights] ->
 histmaker -> setup_fit -> fit -> plots. Each stage runs as its own
 process through the same command line a user types, and the stage times are written to
 ``OUTDIR/chain.json`` together with the mass result. A failing stage stops the chain with its
@@ -187,6 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         help="qT polynomial degree of the recoil ratios (default 0: the reduced sample's ~900 "
         "data Z events do not constrain a slope)",
     )
+    p.add_argument(
+        "--boson-pt",
+        action="store_true",
+        help="mw: measure the Z qT spectrum's data/simulation ratio (mz_bosonpt histmaker -> "
+        "bosonpt) and weight the W and Z simulation with it (group 'boson_pt'); the pseudo-data "
+        "of --config synthetic_small_bosonpt / synthetic_bosonpt has a qT difference",
+    )
+    p.add_argument(
+        "--boson-pt-degree",
+        type=int,
+        default=2,
+        help="degree of the boson-pT ratio in ln(1 + qT/5 GeV) (default 2: the reduced "
+        "sample's ~900 data Z events)",
+    )
     args = p.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,9 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         ("recoil", [py, "-m", "wremnants_dask.recoil", str(out / "hists" / "mz_recoil.hdf5"),
                     "-o", str(recoil_file), "--degree", str(args.recoil_degree)]),
     ]  # fmt: skip
+    bpt_file = out / "bosonpt" / "bosonpt_weights.json"
+    boson_pt = args.analysis == "mw" and args.boson_pt
+    # the Z qT spectrum measured in data, then its ratio applied to W and Z simulation
+    bpt_stages = [
+        ("bosonpt_hists", [py, "-m", "wremnants_dask.histmaker", "-a", "mz_bosonpt",
+                           "--dataset-config", args.config, "-o", str(out / "hists"),
+                           "--no-progress", "--no-systematics", *executor, *corrections]),
+        ("bosonpt", [py, "-m", "wremnants_dask.bosonpt", str(out / "hists" / "mz_bosonpt.hdf5"),
+                     "-o", str(bpt_file), "--degree", str(args.boson_pt_degree)]),
+    ]  # fmt: skip
     stages += [
         *(calibration if args.muon_calibration else []),
         *(recoil_stages if recoil else []),
+        *(bpt_stages if boson_pt else []),
         (
             "histmaker",
             [
@@ -246,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 *corrections,
                 *(["--muon-calibration", str(calib_payload)] if args.muon_calibration else []),
                 *(["--recoil-calibration", str(recoil_file)] if recoil else []),
+                *(["--boson-pt-weights", str(bpt_file)] if boson_pt else []),
             ],
         ),
         (

@@ -20,6 +20,7 @@ import numpy as np
 
 from wremnants_dask.engine.processor import ChunkOutput, Events
 from wremnants_dask.engine.tensorhist import TensorHist
+from wremnants_dask.processors import bosonpt as BPT
 from wremnants_dask.processors import muon_calibration as MC
 from wremnants_dask.processors import recoil
 from wremnants_dask.processors import selection as S
@@ -78,6 +79,9 @@ class WMassProcessor(MuonAnalysis):
     ``muon_calibration`` (a payload of the ``mucalib`` stage: data scale and simulation
     resolution corrected with the measured calibration instead, with its statistical and
     closure nuisances; processors/muon_calibration.py),
+    ``boson_pt_weights`` (a file of ``python -m wremnants_dask.bosonpt``: W/Z simulation
+    weighted at the generator boson pT by the Z-measured data/simulation ratio, with the
+    ``nominal_bosonPtStat`` / ``nominal_bosonPtTheory`` variations; processors/bosonpt.py),
     ``mc_pt_shift`` (relative shift of simulated muon pT, for validation), ``abcd``
     ("extended", default: mT in ``MT_EDGES`` bins, so setup_fit runs the extended ABCD with the
     factorised fake rate and the MC non-closure correction; "simple": a Boolean ``passMT`` axis,
@@ -99,6 +103,8 @@ class WMassProcessor(MuonAnalysis):
         self.calibration = MC.MomentumCalibration(path) if path else None
         path = options.get("recoil_calibration")
         self.recoil = recoil.load_calibration(path) if path else None
+        path = options.get("boson_pt_weights")
+        self.boson_pt = BPT.load_weights(path) if path else None
 
     def axes(self) -> list[Any]:
         mt = (
@@ -121,7 +127,12 @@ class WMassProcessor(MuonAnalysis):
         if self._recoil_applies(dataset) and self.systematics:
             taxes = recoil.recoil_tensor_axes(self.recoil)
             out["nominal_recoil"] = TensorHist(self.axes(), taxes, name="nominal_recoil")
+        if self._boson_pt_applies(dataset) and self.systematics:
+            out.update(BPT.declare("nominal", self.axes(), self.boson_pt))
         return out
+
+    def _boson_pt_applies(self, dataset: Any) -> bool:
+        return self.boson_pt is not None and BPT.applies(self.sample_info(dataset))
 
     def _recoil_applies(self, dataset: Any) -> bool:
         return self.recoil is not None and recoil.applies(self.sample_info(dataset))
@@ -177,6 +188,9 @@ class WMassProcessor(MuonAnalysis):
             mu_eta, mu_pt, gen_pt, np.ones(n, dtype=np.int64), fail={"iso": mu_iso >= S.ISO_CUT}
         )
         weights = self.event_weights(cols, sel, muons, info)
+        if self.boson_pt is not None and BPT.applies(info):
+            BPT.apply_weights(weights, self.boson_pt, cols, sel, info.boson,
+                              variations=self.systematics)  # fmt: skip
         if self.calibration is not None and self.systematics and not info.is_data:
             weights.tensors.update(
                 MC.tensors(self.calibration, self.payload, mu_eta, mu_pt, gen_pt)

@@ -21,6 +21,7 @@ ANALYSES: dict[str, str] = {
     "tnp": "wremnants_dask.processors.tnp:TagAndProbeProcessor",
     "mz_mucalib": "wremnants_dask.processors.mucalib:MuonCalibProcessor",
     "mz_recoil": "wremnants_dask.processors.recoil:RecoilProcessor",
+    "mz_bosonpt": "wremnants_dask.processors.bosonpt:BosonPtProcessor",
 }
 
 

@@ -17,12 +17,16 @@
 #   (data scale, simulation resolution, with its statistical and closure nuisances).
 # RECOIL=1: calibrate the W simulation's recoil with Z -> mu mu (fit group 'recoil'); off by
 #   default until the chain's W toys converge with its nuisances (18/60 today).
+# BOSONPT=1: measure the Z qT spectrum's data/simulation ratio (histmaker -a mz_bosonpt, then
+#   python -m wremnants_dask.bosonpt) and weight the W and Z simulation with it (fit group
+#   'boson_pt'); CONFIG then defaults to `synthetic_bosonpt`, whose pseudo-data has a qT tilt.
 # Each stage's log and time land in OUTDIR (chain.json has the mass and the stage times);
 # OUTDIR/plots holds the plots. tests/test_chain.py runs this script on `synthetic_small`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-wmass_run}"
+config="${CONFIG:-${BOSONPT:+synthetic_bosonpt}}"
 exec "${PYTHON:-python}" "$here/../ci/run_chain.py" "$out" \
-    --config "${CONFIG:-synthetic}" --analysis mw --workers "${WORKERS:-2}" \
+    --config "${config:-synthetic}" --analysis mw --workers "${WORKERS:-2}" \
     --corrections "${CORRECTIONS:-measured}" ${MUCALIB:+--muon-calibration} \
-    ${RECOIL:+--recoil}
+    ${RECOIL:+--recoil} ${BOSONPT:+--boson-pt}

@@ -123,6 +123,7 @@ COMMANDS = (
     "tnp",
     "mucalib",
     "recoil",
+    "bosonpt",
 )
 
 

@@ -170,6 +170,13 @@ def make_parser() -> argparse.ArgumentParser:
         "by analyses that take it (mw, mz_recoil)",
     )
     p.add_argument(
+        "--boson-pt-weights",
+        default=None,
+        metavar="FILE.json",
+        help="boson-pT weights (`python -m wremnants_dask.bosonpt`) applied at the generator "
+        "boson pT of W/Z simulation by analyses that take them (mw, mz_bosonpt)",
+    )
+    p.add_argument(
         "--skip-bad-files",
         action="store_true",
         help="skip unreadable/corrupt/empty files and record them in the output",
@@ -301,6 +308,7 @@ def one_line(err: BaseException) -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that come from the inputs, the configuration or the arguments, not the code."""
+    from wremnants_dask.corrections.boson_pt import BosonPtError
     from wremnants_dask.corrections.payload import CorrectionError
     from wremnants_dask.engine.processor import ProcessorError
     from wremnants_dask.inputs.lumi import LumiError
@@ -320,6 +328,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ProcessorError,
         LumiError,
         NormalizationError,
+        BosonPtError,
         FileNotFoundError,
     )
 
@@ -377,7 +386,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         options["muon_calibration"] = args.muon_calibration
     if args.recoil_calibration is not None:
         options["recoil_calibration"] = args.recoil_calibration
+    if args.boson_pt_weights is not None:
+        options["boson_pt_weights"] = args.boson_pt_weights
     processor = get_processor(args.analysis, **options)
+    if args.boson_pt_weights is not None and not hasattr(processor, "boson_pt"):
+        raise ConfigError(f"--boson-pt-weights: analysis {args.analysis!r} does not apply them")
     if args.recoil_calibration is not None and not hasattr(processor, "recoil"):
         raise ConfigError(f"--recoil-calibration: analysis {args.analysis!r} does not apply it")
     if args.corrections is not None and not hasattr(processor, "payload"):

@@ -85,6 +85,11 @@ class SynthParams:
     puppi_pu_factor: float = 0.3
     data_recoil_response: float = 0.94
     data_recoil_sigma_scale: float = 1.05
+    # Boson pT (qT) of W and Z: density times 1 + tilt * tanh((qT - 10 GeV) / 10 GeV),
+    # normalised (kinematics.boson_pt_tilt); the same function for W and Z, as a transfer of
+    # the Z measurement to W assumes. Default 0 in both worlds (no data/simulation difference).
+    boson_pt_tilt: float = 0.0
+    data_boson_pt_tilt: float = 0.0
     # L1 prefiring: per-event probability + per-muon probability rising above |eta| 1.24.
     prefire_event_prob: float = 0.004
     prefire_muon_max: float = 0.012
@@ -162,6 +167,12 @@ class SynthParams:
                     "sigma0": data.recoil_sigma0,
                     "sigma_pu": data.recoil_sigma_pu,
                 },
+            },
+            "boson_pt": {
+                "formula": "p(qT) ~ p_gen(qT) * (1 + tilt * tanh((qT - 10) / 10)), normalised "
+                "on [0, 300] GeV; p_gen(qT) ~ qT (1 + qT^2/b^2)^-2.4, b = 5.5 (W), 6.0 (Z) GeV",
+                "mc": {"tilt": mc.boson_pt_tilt},
+                "data": {"tilt": data.boson_pt_tilt},
             },
             "mass_window": {"W": list(self.w_window), "Z": list(self.z_window)},
             "lineshape": (
@@ -275,6 +286,7 @@ class World:
     prefire_muon_max: float
     prefire_syst: float
     fake_muon_rate: float
+    boson_pt_tilt: float = 0.0
 
     @classmethod
     def build(cls, p: SynthParams, is_data: bool) -> World:
@@ -307,6 +319,7 @@ class World:
             prefire_muon_max=p.prefire_muon_max,
             prefire_syst=p.prefire_syst,
             fake_muon_rate=p.fake_muon_rate,
+            boson_pt_tilt=p.data_boson_pt_tilt if d else p.boson_pt_tilt,
         )
 
     def scalars(self) -> dict[str, Any]:

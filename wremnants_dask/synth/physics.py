@@ -155,12 +155,12 @@ def _modes_with_muon(rng, n, species: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def gen_drell_yan(rng, n: int, world: World, kind: str) -> HardEvent:
-    """wplus_munu, wminus_munu, zmumu, ztautau."""
+    """wplus_munu, wminus_munu, zmumu, ztautau (boson pT tilted by ``world.boson_pt_tilt``)."""
     tab = gt.ParticleTable(n)
     if kind in ("wplus_munu", "wminus_munu"):
         q = 1 if kind == "wplus_munu" else -1
         m = kin.sample_bw(rng, n, world.mW, world.GammaW, world.w_window)
-        pt = kin.sample_boson_pt(rng, n, 5.5, 2.4, 300.0)
+        pt = kin.sample_boson_pt(rng, n, 5.5, 2.4, 300.0, world.boson_pt_tilt)
         y = kin.sample_truncnorm(rng, n, 2.2 if q > 0 else 2.0, 4.2)
         frac_plus = 0.0 if q > 0 else 1.0  # charged lepton: W+ (1-cos)^2, W- (1+cos)^2
         pdg_v = 24 * q
@@ -168,7 +168,7 @@ def gen_drell_yan(rng, n: int, world: World, kind: str) -> HardEvent:
     else:
         q = 0
         m = kin.sample_bw(rng, n, world.mZ, world.GammaZ, world.z_window)
-        pt = kin.sample_boson_pt(rng, n, 6.0, 2.4, 300.0)
+        pt = kin.sample_boson_pt(rng, n, 6.0, 2.4, 300.0, world.boson_pt_tilt)
         y = kin.sample_truncnorm(rng, n, 2.0, 4.2)
         frac_plus = 0.5 + 0.06 / 4  # 1 + cos^2 + A4 cos, A4 = 0.06 for the negative lepton
         pdg_v = 23
