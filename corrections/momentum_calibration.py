@@ -71,8 +71,11 @@ FORMAT = "wremnants_dask.momentum_calibration/1"
 MIN_CATEGORY_EVENTS = 5.0
 #: Floor of the bin variance (events^2): keeps the weights finite where the prediction is ~0.
 VAR_FLOOR = 0.1
-#: mll bins merged for the fit (the histograms have 0.5 GeV bins: 1 GeV).
+#: mll bins merged for the fit (the histograms have 0.5 GeV bins: 2 GeV).
 REBIN = 4
+#: Template steps beyond which a non-converged fit is reported as an extrapolation (the CI
+#: chain's ~800 data Z leave the barrel resolution ratio at ~10 steps, k^2 ~ 3).
+EXTRAPOLATION_STEPS = 3.0
 
 
 class CalibrationError(CorrectionError):
@@ -202,7 +205,14 @@ def fit_templates(t: LinearTemplates, *, max_iter: int = 300, tol: float = 1e-6)
             converged = True
             break
     if not converged:
-        raise CalibrationError(f"calibration fit: no convergence in {max_iter} iterations")
+        far = float(np.max(np.abs(x)))
+        hint = (
+            f" (a parameter at {far:.1f} template steps, {t.data.sum():.0f} data events: the "
+            "quadratic templates extrapolated far beyond their step turn negative)"
+            if far > EXTRAPOLATION_STEPS
+            else ""
+        )
+        raise CalibrationError(f"calibration fit: no convergence in {max_iter} iterations{hint}")
     s, _ = t.shape(x)
     pred = norms[:, None] * s
     var = np.maximum(pred + norms[:, None] ** 2 * t.nominal_var, VAR_FLOOR)
