@@ -4,7 +4,7 @@
                                   [--corrections measured|truth|PAYLOAD]
 
 generate (dataset cache) -> tnp -> [muon calibration: mz_mucalib histmaker -> mucalib, with
-``--muon-calibration``] -> [mw with ``--recoil``: recoil histmaker (mz_recoil) -> recoil
+``--muon-calibration``] -> [mw, unless ``--no-recoil``: recoil histmaker (mz_recoil) -> recoil
 calibration] -> [mw with ``--boson-pt``: mz_bosonpt histmaker -> boson-pT weights] ->
 histmaker -> setup_fit -> fit -> plots. Each stage runs as its own
 process through the same command line a user types, and the stage times are written to
@@ -175,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--recoil",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="mw: measure the recoil in Z events and calibrate the W simulation with it (group "
-        "'recoil', symmetrised in configs/fit_mw.yaml: the chain's W toys converge 60/60)",
+        "'recoil', symmetrised in configs/fit_mw.yaml: the chain's W toys converge 60/60); on "
+        "by default: the pseudo-data's recoil response and resolution differ from the "
+        "simulation's",
     )
     p.add_argument(
         "--recoil-degree",

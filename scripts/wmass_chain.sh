@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole W-mass measurement in one command: generate (cached) -> tag-and-probe (muon
 # efficiency scale factors measured on the dataset's own Z -> mu mu simulation and pseudo-data)
-# -> [MUCALIB=1: muon momentum calibration] -> [RECOIL=1: recoil calibration from Z -> mu mu
-# (histmaker -a mz_recoil, then python -m wremnants_dask.recoil)] -> histmaker -> setup_fit ->
+# -> [MUCALIB=1: muon momentum calibration] -> recoil calibration from Z -> mu mu (histmaker
+# -a mz_recoil, then python -m wremnants_dask.recoil; RECOIL=0 skips it) -> histmaker -> setup_fit ->
 # fit (mass POI, impacts) -> plots, on the default synthetic dataset.
 #
 #   scripts/wmass_chain.sh [OUTDIR]          # default OUTDIR: wmass_run
@@ -15,8 +15,9 @@
 #   or a payload file.
 # MUCALIB=1: measure the muon momentum calibration from the Z events first and apply it
 #   (data scale, simulation resolution, with its statistical and closure nuisances).
-# RECOIL=1: calibrate the W simulation's recoil with Z -> mu mu (fit group 'recoil'); off by
-#   default until the chain's W toys converge with its nuisances (18/60 today).
+# RECOIL=0: do not calibrate the W simulation's recoil with Z -> mu mu (on by default: the
+#   pseudo-data's recoil response and resolution differ from the simulation's; fit group
+#   'recoil', its variations symmetrised: the chain's W toys converge 60/60).
 # BOSONPT=1: measure the Z qT spectrum's data/simulation ratio (histmaker -a mz_bosonpt, then
 #   python -m wremnants_dask.bosonpt) and weight the W and Z simulation with it (fit group
 #   'boson_pt'); CONFIG then defaults to `synthetic_bosonpt`, whose pseudo-data has a qT tilt.
@@ -29,4 +30,4 @@ config="${CONFIG:-${BOSONPT:+synthetic_bosonpt}}"
 exec "${PYTHON:-python}" "$here/../ci/run_chain.py" "$out" \
     --config "${config:-synthetic}" --analysis mw --workers "${WORKERS:-2}" \
     --corrections "${CORRECTIONS:-measured}" ${MUCALIB:+--muon-calibration} \
-    ${RECOIL:+--recoil} ${BOSONPT:+--boson-pt}
+    "$([ "${RECOIL:-1}" = 0 ] && echo --no-recoil || echo --recoil)" ${BOSONPT:+--boson-pt}
