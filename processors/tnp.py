@@ -9,9 +9,15 @@ usual double-tag treatment, which keeps each probe's efficiency unbiased).
 The reconstruction step (criterion ``muon_match``, first in the chain) has track-like probes:
 every Muon (a reconstructed muon is its own track) and every IsoTrack farther than dR from all
 Muons (NanoAOD's IsoTrack holds isolated tracks that are no Muon or Electron; the charge is
-carried by pdgId, v6 has no IsoTrack_charge). A track probe fails; a Muon probe passes. Files
-without IsoTrack branches (older or skimmed NanoAOD) skip that step with a message: its
-histograms stay empty and the later steps' probes are the Muons, as without it.
+carried by pdgId, v6 has no IsoTrack_charge). A track probe fails; a Muon probe passes. A track
+is in IsoTrack only if it passes NanoAOD's IsoTrack selection (pT, impact parameters, charged
+isolation), so a Muon is a reco-step probe only if it passes the same selection (``track_like``,
+from Muon_dxy, Muon_dz, Muon_pfRelIso03_chg): without it a non-isolated track would be a passing
+probe when reconstructed and no probe when lost, and the measured efficiency would be high by
+the lost tracks' share failing the isolation (1.4 % of them in the generator; issue 18). Muons
+failing it are still probes of the later steps. Files without these branches (older or skimmed
+NanoAOD) skip that step with a message: its histograms stay empty and the later steps' probes
+are the Muons, as without it.
 
 For step k of the factorised chain the probes are those passing steps 0..k-1; each pair fills
 one histogram ``tnp`` with axes (mass, probe pt, probe eta, probe charge) and tensor axes
@@ -43,6 +49,8 @@ FINE_PT = np.array([*range(15, 61), 65, 70, 80], dtype=np.float64)
 PASS_FAIL = ("fail", "pass")
 #: The track-like probes of the reconstruction step (NanoAOD names; no IsoTrack_charge in v6).
 TRACK_BRANCHES = ("IsoTrack_pt", "IsoTrack_eta", "IsoTrack_phi", "IsoTrack_pdgId")
+#: What a Muon probe of the reconstruction step needs: the IsoTrack selection's variables.
+MUON_TRACK_BRANCHES = ("Muon_dxy", "Muon_dz", "Muon_pfRelIso03_chg")
 
 
 def _padded(values: ak.Array, n: int, fill: float = np.nan) -> np.ndarray:
@@ -72,6 +80,16 @@ def track_charge(pdg_id: np.ndarray) -> np.ndarray:
     pdg = np.asarray(pdg_id)
     sign = np.sign(pdg)
     return np.where(np.isin(np.abs(pdg), (11, 13)), -sign, sign).astype(np.float64)
+
+
+def track_like(pt: Any, dxy: Any, dz: Any, chg: Any) -> Any:
+    """NanoAOD's IsoTrack selection of a charged track: pT > 10 GeV; |dxy| < 0.2 and |dz| < 0.1
+    cm, or pT > 15 GeV; charged isolation in dR 0.3 below 5 GeV (pT < 25 GeV) or 0.2 relative
+    (``chg`` the relative charged isolation). The Muon probes of the reco step must pass it as
+    the tracks in IsoTrack did."""
+    ok = pt > 10.0
+    ok = ok & (((abs(dxy) < 0.2) & (abs(dz) < 0.1)) | (pt > 15.0))
+    return ok & (((chg * pt < 5.0) & (pt < 25.0)) | (chg < 0.2))
 
 
 def unmatched_tracks(
@@ -140,7 +158,8 @@ class TagAndProbeProcessor(Processor):
         self, cols: dict[str, Any], arr: dict[str, np.ndarray], pas: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Muon candidates followed by the IsoTracks that are no Muon's track: never tags,
-        probes in the same acceptance, failing every step (no reconstructed muon)."""
+        probes in the same acceptance, failing every step (no reconstructed muon), each a
+        reco-step probe (``track`` True: it passed the IsoTrack selection)."""
         c = self.config
         nt = max(int(ak.max(ak.num(cols["IsoTrack_pt"], axis=1), initial=0)), 1)
         t = {k: _padded(cols[f"IsoTrack_{k}"], nt) for k in ("pt", "eta", "phi")}
@@ -151,6 +170,7 @@ class TagAndProbeProcessor(Processor):
         new = {k: np.concatenate([arr[k], t[k]], axis=1) for k in ("pt", "eta", "phi", "charge")}
         new["tag"] = np.concatenate([arr["tag"], np.zeros_like(probe)], axis=1)
         new["probe"] = np.concatenate([arr["probe"], probe], axis=1)
+        new["track"] = np.concatenate([arr["track"], probe], axis=1)
         fails = np.zeros((pas.shape[0], nt, pas.shape[2]), dtype=bool)
         return new, np.concatenate([pas, fails], axis=1)
 
@@ -165,7 +185,7 @@ class TagAndProbeProcessor(Processor):
         cols = read_columns(events, info, required, [] if info.is_data else ["genWeight"])
         tracks = c.track_dr is not None
         if tracks:
-            missing = [b for b in TRACK_BRANCHES if b not in info.branches]
+            missing = [b for b in TRACK_BRANCHES + MUON_TRACK_BRANCHES if b not in info.branches]
             if missing:
                 tracks = False
                 warn_once(
@@ -174,9 +194,9 @@ class TagAndProbeProcessor(Processor):
                     f"{c.steps[0].name!r} (track probes) skipped, its histograms stay empty",
                 )
             else:
-                cols.update({b: events.branch(b) for b in TRACK_BRANCHES})
+                cols.update({b: events.branch(b) for b in TRACK_BRANCHES + MUON_TRACK_BRANCHES})
                 if events.tracing:
-                    touch(*(cols[b] for b in TRACK_BRANCHES))
+                    touch(*(cols[b] for b in TRACK_BRANCHES + MUON_TRACK_BRANCHES))
         if events.tracing:
             return
         matched = trigger_match(cols, c.trigger_bit, c.trigger_dr)
@@ -199,6 +219,8 @@ class TagAndProbeProcessor(Processor):
         }
         pas = np.stack([_padded(p, n, 0.0) > 0 for p in passes], axis=-1)  # (events, n, steps)
         if tracks:  # failing probes of the reconstruction step, after the Muons
+            like = track_like(pt, cols["Muon_dxy"], cols["Muon_dz"], cols["Muon_pfRelIso03_chg"])
+            arr["track"] = _padded(like, n, 0.0) > 0  # Muons that are reco-step probes
             arr, pas = self._with_tracks(cols, arr, pas)
         rows = []
         for i in range(n):
@@ -235,6 +257,8 @@ class TagAndProbeProcessor(Processor):
         den = den.astype(bool)
         if c.track_dr is not None and not tracks:
             den[:, 0] = False  # no track probes in this file: the step is skipped
+        elif tracks:
+            den[:, 0] &= at(arr["track"], ip)  # reco-step probes: tracks in IsoTrack's selection
         tensor = np.stack([den & ~p_pass, den & p_pass], axis=-1).astype(np.float64)
         out.fill("tnp", mass, p_pt, p_eta, p_q, weight=None, tensor=tensor)
         lo, hi = c.fit_range

@@ -8,6 +8,10 @@ V the covariance of the yields (N_s, N_b) from V^-1_ij = sum_m n(m) f_i(m) f_j(m
 eff = P / (P + F) with var P = sum n_pass w^2 (likewise F): valid when the background's mass
 shape is the same for passing and failing probes, an assumption the fit method does not make,
 so the spread between the two measures it.
+
+An empty pass or fail sample has the variance of one probe at the signal peak (its sWeight
+squared), not 0: as in the counting (counting.EMPTY_COUNT_VARIANCE), a bin with no failing
+probe measures eff 1 with an error ~1 / N instead of being flagged and left out (issue 18).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wremnants_dask.efficiency.counting import EMPTY_COUNT_VARIANCE
 from wremnants_dask.efficiency.fit import (
     FitResult,
     _exp_shape,
@@ -100,6 +105,10 @@ def splot_efficiencies(
     f_obs = n_fail[:, i0:i1].astype(np.float64)
     sp, sf = (p_obs * w).sum(1), (f_obs * w).sum(1)
     vp, vf = (p_obs * w * w).sum(1), (f_obs * w * w).sum(1)
+    w_peak = np.take_along_axis(w, np.argmax(f_s, axis=1)[:, None], 1)[:, 0]
+    one = EMPTY_COUNT_VARIANCE * w_peak**2  # one probe at the signal peak
+    vp = np.where(p_obs.sum(1) > 0, vp, np.maximum(vp, one))
+    vf = np.where(f_obs.sum(1) > 0, vf, np.maximum(vf, one))
     tot = sp + sf
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = sp / tot

@@ -49,7 +49,9 @@ def true_efficiencies(spec: Spectra, truth: dict | str | Path, world: str) -> np
     return out.ravel()
 
 
-def pulls(eff: np.ndarray, err: np.ndarray, true: np.ndarray) -> np.ndarray:
+def pulls(
+    eff: np.ndarray, err: np.ndarray, true: np.ndarray, n: np.ndarray | None = None
+) -> np.ndarray:
     """(measured - true) / sigma, sigma the measured error taken to the true efficiency.
 
     A measured error grows with the measured inefficiency (binomial-like: sigma ~ sqrt(F) / N
@@ -57,18 +59,34 @@ def pulls(eff: np.ndarray, err: np.ndarray, true: np.ndarray) -> np.ndarray:
     (eff - true) / err has a positive mean, ~1 / (2 sqrt(F)): +0.15 at F ~ 10. That, not a
     biased efficiency, was the +0.21 mean over the 576 bins of configs/tnp.yaml (100k Z + 50/pb):
     with this sigma the simulation's pulls have mean -0.00 (count) and -0.02 (fit) +- 0.04.
-    sigma = err sqrt(t (1 - t) / (e (1 - e))) keeps what the error holds beyond the binomial
-    part (background, shape parameters); a measurement at 0 or 1 keeps its own error.
+    See ``sigma_at_truth`` for sigma; ``n`` (the bins' probe counts) gives it for measurements
+    at 0 or 1, which must be compared too: leaving out the bins that fluctuated to no failing
+    probe biases the pulls low (issue 18).
     """
     eff, true = np.asarray(eff, dtype=np.float64), np.asarray(true, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (eff - true) / sigma_at_truth(eff, err, true)
+        return (eff - true) / sigma_at_truth(eff, err, true, n)
 
 
-def sigma_at_truth(eff: np.ndarray, err: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """The measured error ``err`` of ``eff`` taken to the true efficiency (see ``pulls``)."""
+def sigma_at_truth(
+    eff: np.ndarray, err: np.ndarray, true: np.ndarray, n: np.ndarray | None = None
+) -> np.ndarray:
+    """The measured error ``err`` of ``eff`` taken to the true efficiency (see ``pulls``).
+
+    sigma = err sqrt(t (1 - t) / (e (1 - e))) keeps what the error holds beyond the binomial
+    part (background, shape parameters). A measurement at 0 or 1 (or beyond) has no binomial
+    part to scale: there sigma is the binomial error at the truth, sqrt(t (1 - t) / n), with
+    ``n`` the bin's probes (without ``n``: its own error, which at a bound is a one-sided or
+    empty-count error of another scale).
+    """
     eff, err, true = (np.asarray(a, dtype=np.float64) for a in (eff, err, true))
     inside = (eff > 0) & (eff < 1) & (true > 0) & (true < 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.sqrt(true * (1 - true) / (eff * (1 - eff)))
-        return np.where(inside, err * scale, err)
+        if n is None:
+            edge = err
+        else:
+            edge = np.where(
+                (true > 0) & (true < 1), np.sqrt(true * (1 - true) / np.asarray(n, float)), err
+            )
+        return np.where(inside, err * scale, edge)

@@ -103,6 +103,11 @@ def reconstruct(
     # sizes of later draws must not depend on the reco stream
     fired = track & (rng.uniform(size=shape) < world.lookup_eff("trigger", pt_r, eta_r) * hlt_iso)
     charge = np.where(pdg > 0, -1, 1)
+    # charged part of the relative isolation (dR 0.3): rng_reco's next draw after ``found``
+    # (it was drawn first in _isotracks, so the IsoTrack content is unchanged); Muon and
+    # IsoTrack carry the same value, so a reco-step probe can require the IsoTrack selection
+    # of Muons and tracks alike
+    chg03 = iso03 * rng_reco.uniform(0.5, 0.9, shape)
     dz = np.where(prompt, rng.normal(0, 0.005, shape), rng.laplace(0, 0.02, shape))
     # ---- one optional soft fake muon
     fake = rng.uniform(size=n) < world.fake_muon_rate
@@ -122,6 +127,7 @@ def reconstruct(
         "dz": cat(dz, rng.laplace(0, 0.1, n)),
         "iso04": cat(iso04, f_iso),
         "iso03": cat(iso03, f_iso * rng.uniform(0.55, 0.95, n)),
+        "chg03": cat(chg03, np.zeros(n)),
         "medium": cat(medium, rng.uniform(size=n) < 0.3),
         "global": cat(rng.uniform(size=shape) < 0.995, rng.uniform(size=n) < 0.5),
         "gidx": cat(np.where(reco, gidx, -1), np.full(n, -1)),
@@ -131,6 +137,8 @@ def reconstruct(
         "real": cat(reco, np.zeros(n, bool)),
         "found": cat(found, np.ones(n, bool)),
     }
+    # the fake's charged isolation: 0.7 of its iso03 (no draw: the main stream stays as it was)
+    cols["chg03"][:, -1] = 0.7 * cols["iso03"][:, -1]
     valid_track = cat(track, fake)  # the slot order of the generator before the reco step
     order = np.argsort(-np.where(valid_track, cols["pt"], -1.0), axis=1, kind="stable")
     cols = {k: np.take_along_axis(v, order, axis=1) for k, v in cols.items()}
@@ -163,6 +171,7 @@ def reconstruct(
             "ptErr": (flat(cols["sig"], np.float64) * pt_flat).astype(f32),
             "pfRelIso04_all": flat(cols["iso04"], f32),
             "pfRelIso03_all": flat(cols["iso03"], f32),
+            "pfRelIso03_chg": flat(cols["chg03"], f32),
             "looseId": np.ones(pt_flat.size, bool),
             "mediumId": medium_f,
             "tightId": medium_f & glob & (np.abs(dz_f) < 0.5),
@@ -199,7 +208,7 @@ def reconstruct(
     }
     out.add_collection("TrigObj", tcounts, {k: v[keep] for k, v in trig.items()})
     out.scalars["HLT_IsoMu24"] = tcounts > 0
-    _isotracks(out, track & ~found, pt_r, eta_r, phi_r, charge, dxy, dz, iso03, rng_reco)
+    _isotracks(out, track & ~found, pt_r, eta_r, phi_r, charge, dxy, dz, iso03, chg03, rng_reco)
     # ---- MET from neutrinos, muons and the smeared hadronic recoil
     nux, nuy = tbl.final_state_sum((12, 14, 16))
     ex, ey = tbl.final_state_sum((11,))
@@ -230,18 +239,16 @@ def reconstruct(
     return Reco(out, prob)
 
 
-def _isotracks(out, lost, pt, eta, phi, charge, dxy, dz, iso03, rng) -> None:
+def _isotracks(out, lost, pt, eta, phi, charge, dxy, dz, iso03, chg, rng) -> None:
     """IsoTrack: the tracks of generator muons that are no reconstructed Muon.
 
     NanoAOD's selection for a charged-hadron candidate (the PF candidate of a muon that is not
     reconstructed as one): pT > 10 GeV, |dxy| < 0.2 and |dz| < 0.1 cm (or pT > 15 GeV), charged
     isolation (dR 0.3) below 5 GeV (pT < 25 GeV) or below 0.2 relative. Names and types as in
-    NanoAODv6 (no charge branch: pdgId = 211 x charge carries it).
+    NanoAODv6 (no charge branch: pdgId = 211 x charge carries it). ``chg``: the charged part
+    of the relative isolation (dR 0.3), as the Muon's pfRelIso03_chg.
     """
-    chg = iso03 * rng.uniform(0.5, 0.9, iso03.shape)  # charged part of the relative isolation
-    keep = lost & (pt > ISOTRACK_PT_MIN)
-    keep &= ((np.abs(dxy) < 0.2) & (np.abs(dz) < 0.1)) | (pt > 15.0)
-    keep &= ((chg * pt < 5.0) & (pt < 25.0)) | (chg < 0.2)
+    keep = lost & isotrack_selection(pt, dxy, dz, chg)
     order = np.argsort(-np.where(keep, pt, -1.0), axis=1, kind="stable")
 
     def srt(a):
@@ -272,6 +279,14 @@ def _isotracks(out, lost, pt, eta, phi, charge, dxy, dz, iso03, rng) -> None:
             "isFromLostTrack": np.zeros(m, bool),
         },
     )
+
+
+def isotrack_selection(pt, dxy, dz, chg):
+    """NanoAOD's IsoTrack selection of a charged track (pT, |dxy|, |dz| in cm, relative charged
+    isolation dR 0.3): the generator's tracks and the tnp processor's reco-step Muon probes."""
+    keep = pt > ISOTRACK_PT_MIN
+    keep = keep & (((np.abs(dxy) < 0.2) & (np.abs(dz) < 0.1)) | (pt > 15.0))
+    return keep & (((chg * pt < 5.0) & (pt < 25.0)) | (chg < 0.2))
 
 
 def prefiring_weights(prob: np.ndarray, syst: float) -> dict[str, np.ndarray]:
