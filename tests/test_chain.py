@@ -58,9 +58,7 @@ def test_mass_shift_recovered(chain: Path) -> None:
     # the statistical part dominates at this tiny luminosity, but every group is reported
     assert mass["stat_mev"] <= mass["uncertainty_mev"] + 1e-9
     # the recoil calibration is on by default (its group is in the breakdown)
-    assert {"pdf", "muon_eff_stat", "nonprompt", "luminosity", "recoil"} <= set(
-        mass["impacts_mev"]
-    )
+    assert {"pdf", "muon_eff_stat", "nonprompt", "luminosity", "recoil"} <= set(mass["impacts_mev"])
     assert result["gof"]["p_value"] > 1e-3
 
 
