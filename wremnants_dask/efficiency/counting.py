@@ -4,7 +4,9 @@ In each bin the background under the signal window is the straight line through 
 densities of the two sidebands, integrated over the window; pass and fail are subtracted
 separately, so eps = P / (P + F) with P, F the background-subtracted yields. The uncertainty
 propagates the counts' variances (P and F are independent): var(eps) = (F^2 var P + P^2 var F)
-/ (P + F)^4, the binomial error P F / (P + F)^3 when there is no background.
+/ (P + F)^4, the binomial error P F / (P + F)^3 when there is no background. Where F (P) is
+not positive the efficiency is held at its bound 1 (0) with the one-sided error of
+``bounds.at_bound`` (that error is zero, the Hessian/binomial one, there).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from wremnants_dask.efficiency.bounds import at_bound
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Counting:
     signal_pass: np.ndarray
     signal_fail: np.ndarray
     n_probes: np.ndarray  # raw probes in the signal window (pass + fail)
+    at_bound: np.ndarray  # eff held at 0 or 1 with a one-sided error
 
 
 def _window_sum(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -75,4 +80,5 @@ def count_efficiency(
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = p / tot
         err = np.sqrt(f * f * vp + p * p * vf) / tot**2
-    return Counting(eff, err, p, f, np_raw + nf_raw)
+    eff, err, bound = at_bound(eff, err, p, vp, f, vf)
+    return Counting(eff, err, p, f, np_raw + nf_raw, bound)

@@ -7,7 +7,8 @@ V the covariance of the yields (N_s, N_b) from V^-1_ij = sum_m n(m) f_i(m) f_j(m
 (Pivk & Le Diberder 2005). The passing signal is P = sum n_pass w, the failing F = sum n_fail w,
 eff = P / (P + F) with var P = sum n_pass w^2 (likewise F): valid when the background's mass
 shape is the same for passing and failing probes, an assumption the fit method does not make,
-so the spread between the two measures it.
+so the spread between the two measures it. Where F (P) is not positive the efficiency is held
+at its bound 1 (0) with the one-sided error of ``bounds.at_bound``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wremnants_dask.efficiency.bounds import at_bound
 from wremnants_dask.efficiency.fit import (
     FitResult,
     _exp_shape,
@@ -37,6 +39,7 @@ class SPlotResult:
     signal_fail: np.ndarray
     n_probes: np.ndarray
     fit: FitResult  # the fit of the summed spectrum
+    at_bound: np.ndarray  # eff held at 0 or 1 with a one-sided error
 
 
 def _shapes(theta, t_sum, centres, geom):
@@ -104,7 +107,8 @@ def splot_efficiencies(
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = sp / tot
         err = np.sqrt(sf * sf * vp + sp * sp * vf) / tot**2
-    return SPlotResult(eff, err, sp, sf, obs.sum(1), res)
+    eff, err, bound = at_bound(eff, err, sp, vp, sf, vf)
+    return SPlotResult(eff, err, sp, sf, obs.sum(1), res, bound)
 
 
 def _signal_in_range(res: FitResult, m: jnp.ndarray, centres, geom) -> np.ndarray:
