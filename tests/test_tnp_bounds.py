@@ -121,6 +121,8 @@ def test_bound_error_has_clopper_pearson_coverage(toy_sets, method):
         n_fail = toy_sets[t][1].sum(1)
         np.testing.assert_allclose(eff, 1 - n_fail / N_PROBES, atol=1e-6)
         assert np.array_equal(bound, n_fail == 0)
+        # without background the error at the bound is the beta quantile itself
+        np.testing.assert_allclose(err[bound], 1 - cp_lower(N_PROBES), rtol=2e-3)
         check_bound_coverage(eff, err, bound, t)
     eff, err, _ = measure(method, *toy_sets[0.995])
     check_coverage(eff, err, 0.995)

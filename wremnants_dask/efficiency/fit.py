@@ -336,16 +336,16 @@ BOUND_SCAN = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 160)])  # distances 
 
 
 def _scan_nll(theta, n_pass, n_fail, t_pass, t_fail, centres, geom, model):
-    """NLL with eff moved off its bound by each BOUND_SCAN distance, the fail (pass) signal
-    yield held where eff sits at 0 (1): the yield the other spectrum fixes."""
-    e0, n0 = theta[0], theta[1]
+    """NLL with eff moved off its bound by each BOUND_SCAN distance, the total signal yield
+    N held: without background that is the profile over N (N-hat = all signal probes whatever
+    eff), so the rise is the binomial -n ln(1 - d) and the error the exact one-sided
+    Clopper-Pearson limit (holding the other side's yield instead gave the Poisson n d / (1 - d),
+    1 % smaller at 50 probes)."""
+    e0 = theta[0]
     sign = jnp.where(e0 >= 1.0, -1.0, 1.0)
-    held = jnp.where(e0 >= 1.0, n0 * e0, n0 * (1.0 - e0))
 
     def one(d):
-        e = e0 + sign * d
-        n = jnp.where(e0 >= 1.0, held / e, held / (1.0 - e))
-        th = theta.at[0].set(e).at[1].set(n)
+        th = theta.at[0].set(e0 + sign * d)
         return _nll(th, n_pass, n_fail, t_pass, t_fail, (geom, centres), theta, model)
 
     return jax.vmap(one)(jnp.asarray(BOUND_SCAN))
