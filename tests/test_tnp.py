@@ -213,9 +213,9 @@ def test_pooled_pulls_of_the_reco_step(measured, bias):
 
 
 def test_bins_without_failing_probes_are_measured(measured):
-    """A bin with no failing probe measures eff 1 with an error ~1 / N (an empty count has the
-    variance of one probe), never 0: such bins are compared, not dropped. The reco step of
-    the fine binning has some in both samples."""
+    """A bin with no failing probe measures eff 1 with its one-sided Clopper-Pearson error
+    ~1.15 / N (efficiency.bounds), never 0: such bins are compared, not dropped. The reco step
+    of the fine binning has some in both samples."""
     for e, s, _, step, n in measured["counted"].values():
         edge = (step == "reco") & (e >= 1)
         assert edge.sum() >= 5, f"only {edge.sum()} reco bins at eff 1"
@@ -223,8 +223,9 @@ def test_bins_without_failing_probes_are_measured(measured):
 
 
 def test_counting_error_of_an_empty_count():
-    """No failing probe among P (no background): eff 1 with error 1 / P (one probe's variance),
-    not 0; with failing probes the error is the binomial sqrt(P F / (P + F)^3) as before."""
+    """No failing probe among P (no background): eff 1 with the one-sided 68.27 % Clopper-Pearson
+    error 1 - 0.3173^(1/P) (analytic: P(all P pass | eff) = eff^P), not 0; with failing probes
+    the error is the binomial sqrt(P F / (P + F)^3) as before."""
     from wremnants_dask.efficiency.counting import count_efficiency
 
     edges = np.linspace(50.0, 130.0, 81)
@@ -234,7 +235,8 @@ def test_counting_error_of_an_empty_count():
     c = count_efficiency(passing, failing, passing, failing, edges, (81.0, 101.0),
                          ((60.0, 71.0), (111.0, 120.0)))  # fmt: skip
     np.testing.assert_allclose(c.eff, [1.0, 100.0 / 110.0], rtol=1e-12)
-    np.testing.assert_allclose(c.err, [1.0 / 100.0, np.sqrt(100.0 * 10.0 / 110.0**3)], rtol=1e-12)
+    cp = 1.0 - (1.0 - 0.682689492137086) ** (1.0 / 100.0)
+    np.testing.assert_allclose(c.err, [cp, np.sqrt(100.0 * 10.0 / 110.0**3)], rtol=1e-9)
 
 
 def test_pulls_with_the_measured_error_are_biased(measured):

@@ -6,13 +6,15 @@ few events, where the data often want a tiny positive background: the case in wh
 Newton step stopped on the saddle b = 0 of B = b^2 (~4 % of the data bins of the shipped
 binning). The saddle-free step must converge everywhere with pulls ~N(0, 1); the plain step is
 run too and must leave bins unconverged (so the check can fail). A bin with no passing probe
-must give eff = 0 with the likelihood-ratio error ~0.5 / N, not a Hessian artefact.
+must give eff = 0 with the one-sided Clopper-Pearson-like error ~1.148 / N (efficiency.bounds),
+not a Hessian artefact.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 EDGES = np.linspace(50.0, 130.0, 81)
 FIT_RANGE = (60.0, 120.0)
@@ -81,6 +83,8 @@ def test_empty_pass_spectrum_sits_on_the_bound(toys):
     r = fit_efficiencies(obs_p, obs_f, toys["tmpl"][:1], toys["tmpl"][:1], EDGES, FIT_RANGE)
     n = obs_f[0, 10:70].sum()
     assert r.converged[0] and r.at_bound[0] and r.eff[0] == 0.0
-    # Poisson with no event: NLL rises by 1/2 at an expected 0.5 passing signal events in the
-    # fit range (n fail events there fix N); 10 % for the template tails and the interpolation
-    assert abs(r.err[0] * n / 0.5 - 1.0) < 0.1, (r.err[0], 0.5 / n)
+    # no passing event of n: the one-sided Clopper-Pearson limit at 68.27 % (the beta quantile;
+    # NLL rise -ln(0.3173) = 1.148, ~1.148 / n); 10 % for the template tails, the background
+    # and the interpolation
+    cp = 1.0 - stats.beta.ppf(1.0 - 0.6827, n, 1)
+    assert abs(r.err[0] / cp - 1.0) < 0.1, (r.err[0], cp)

@@ -4,15 +4,9 @@ In each bin the background under the signal window is the straight line through 
 densities of the two sidebands, integrated over the window; pass and fail are subtracted
 separately, so eps = P / (P + F) with P, F the background-subtracted yields. The uncertainty
 propagates the counts' variances (P and F are independent): var(eps) = (F^2 var P + P^2 var F)
-/ (P + F)^4, the binomial error P F / (P + F)^3 when there is no background.
-
-An empty window (no failing probe in the window, or no passing one) is a count of zero, whose
-variance is that of one probe, not 0 (``EMPTY_COUNT_VARIANCE``): a bin with P probes all passing
-then measures eff 1 with error P / (P + F)^2 ~ 1 / N (the binomial Wilson interval's scale) rather
-than 0. With an error of 0 such bins were flagged ("zero uncertainty") and left out, and leaving
-out exactly the bins that fluctuated to no failure biased the pooled measurement low: -0.17
-(data) and -0.34 (simulation) standard errors for the reco step, whose bins of configs/tnp.yaml
-hold ~3-4 failing probes on 60k Z (issue 18).
+/ (P + F)^4, the binomial error P F / (P + F)^3 when there is no background. Where F (P) is
+not positive the efficiency is held at its bound 1 (0) with the one-sided error of
+``bounds.at_bound`` (that error is zero, the Hessian/binomial one, there).
 """
 
 from __future__ import annotations
@@ -21,9 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Variance of an empty count (in unit-weight probes; the tnp processor fills unweighted pairs):
-#: zero probes observed is compatible with a mean of ~1 (the 68 % upper limit is 1.14).
-EMPTY_COUNT_VARIANCE = 1.0
+from wremnants_dask.efficiency.bounds import at_bound
 
 
 @dataclass
@@ -33,6 +25,7 @@ class Counting:
     signal_pass: np.ndarray
     signal_fail: np.ndarray
     n_probes: np.ndarray  # raw probes in the signal window (pass + fail)
+    at_bound: np.ndarray  # eff held at 0 or 1 with a one-sided error
 
 
 def _window_sum(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -63,9 +56,8 @@ def _subtracted(
     (l0, l1), (h0, h1) = sorted(sidebands)
     n_sig = _window_sum(counts, edges, *window)
     n_lo, n_hi = _window_sum(counts, edges, l0, l1), _window_sum(counts, edges, h0, h1)
-    v_sig = _window_sum(var, edges, *window)
     v = (
-        np.where(n_sig > 0, v_sig, np.maximum(v_sig, EMPTY_COUNT_VARIANCE))
+        _window_sum(var, edges, *window)
         + a * a * _window_sum(var, edges, l0, l1)
         + b * b * _window_sum(var, edges, h0, h1)
     )
@@ -88,4 +80,5 @@ def count_efficiency(
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = p / tot
         err = np.sqrt(f * f * vp + p * p * vf) / tot**2
-    return Counting(eff, err, p, f, np_raw + nf_raw)
+    eff, err, bound = at_bound(eff, err, p, vp, f, vf)
+    return Counting(eff, err, p, f, np_raw + nf_raw, bound)

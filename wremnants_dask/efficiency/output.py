@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from wremnants_dask.corrections import build as cbuild
-from wremnants_dask.efficiency.extract import Extraction
+from wremnants_dask.efficiency.extract import Extraction, missing_bins
 from wremnants_dask.efficiency.fit import BIN_FIELDS
 from wremnants_dask.processors.tnp import FINE_ETA, FINE_PT
 from wremnants_dask.utils.atomic import atomic_path, atomic_write_text
@@ -60,10 +60,10 @@ def sf_payload_tables(
     stat = ex.sf["stat"].reshape(shape)
     syst = ex.sf["syst"].reshape(shape)
     if not np.all(ex.sf["ok"]):
-        n_bad = int((~ex.sf["ok"]).sum())
+        bad = missing_bins(ex)
         raise ValueError(
-            f"{n_bad} scale-factor bins have no good measurement (see the fit summary); "
-            "refit them or change the binning before writing a payload"
+            f"{len(bad)} scale-factor bins have no good measurement: {'; '.join(bad)} "
+            "(see the fit summary); refit them or change the binning before writing a payload"
         )
     mc = ex.results["mc"]["fit"]
     mc_eff = np.where(mc.good, mc.eff, ex.results["mc"]["count"].eff).reshape(shape)
@@ -246,8 +246,9 @@ def write_tables(
         for sample, by_m in ex.results.items():
             for method, m in by_m.items():
                 g = f.create_group(f"{sample}/{method}")
-                for k in ("eff", "err", "flags", "n_probes"):
-                    g[k] = np.asarray(getattr(m, k)).reshape(spec.shape)
+                for k in ("eff", "err", "flags", "n_probes", "at_bound"):
+                    if getattr(m, k) is not None:
+                        g[k] = np.asarray(getattr(m, k)).reshape(spec.shape)
                 if m.fit is not None:
                     fg = g.create_group("fit")
                     fg.attrs["iterations"] = m.fit.iterations
@@ -295,9 +296,13 @@ def read_extraction(outdir: str | Path, cfg: Any, data: Any, mc: Any) -> tuple[E
                         iterations=int(fg.attrs["iterations"]),
                         **kw,
                     )
+                bound = np.asarray(g["at_bound"]).ravel() if "at_bound" in g else None
+                if bound is None and fit is not None:
+                    bound = fit.at_bound
                 results[sample][method] = Measurement(
                     *(np.asarray(g[k]).ravel() for k in ("eff", "err", "flags", "n_probes")),
                     fit=fit,
+                    at_bound=bound,
                 )
     from wremnants_dask.efficiency.extract import scale_factors
 

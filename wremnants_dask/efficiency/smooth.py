@@ -111,7 +111,12 @@ def combine_charges(val: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def smooth_all(ex, degree: int = 2, pt_min: float = 0.0) -> dict[str, SmoothSF]:
-    """Every step of an Extraction's scale factors."""
+    """Every step of an Extraction's scale factors; a bin without any (no probes, or no usable
+    measurement) is an error naming it. Bins at a bound enter with their one-sided errors."""
+    from wremnants_dask.efficiency.extract import missing_bins
+
+    if bad := missing_bins(ex):
+        raise ValueError(f"no scale factor to smooth in {len(bad)} bins: {'; '.join(bad)}")
     spec = ex.spectra["mc"]
     sf = ex.sf["sf"].reshape(spec.shape)
     st = ex.sf["stat"].reshape(spec.shape)

@@ -7,11 +7,8 @@ V the covariance of the yields (N_s, N_b) from V^-1_ij = sum_m n(m) f_i(m) f_j(m
 (Pivk & Le Diberder 2005). The passing signal is P = sum n_pass w, the failing F = sum n_fail w,
 eff = P / (P + F) with var P = sum n_pass w^2 (likewise F): valid when the background's mass
 shape is the same for passing and failing probes, an assumption the fit method does not make,
-so the spread between the two measures it.
-
-An empty pass or fail sample has the variance of one probe at the signal peak (its sWeight
-squared), not 0: as in the counting (counting.EMPTY_COUNT_VARIANCE), a bin with no failing
-probe measures eff 1 with an error ~1 / N instead of being flagged and left out (issue 18).
+so the spread between the two measures it. Where F (P) is not positive the efficiency is held
+at its bound 1 (0) with the one-sided error of ``bounds.at_bound``.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wremnants_dask.efficiency.counting import EMPTY_COUNT_VARIANCE
+from wremnants_dask.efficiency.bounds import at_bound
 from wremnants_dask.efficiency.fit import (
     FitResult,
     _exp_shape,
@@ -42,6 +39,7 @@ class SPlotResult:
     signal_fail: np.ndarray
     n_probes: np.ndarray
     fit: FitResult  # the fit of the summed spectrum
+    at_bound: np.ndarray  # eff held at 0 or 1 with a one-sided error
 
 
 def _shapes(theta, t_sum, centres, geom):
@@ -105,15 +103,12 @@ def splot_efficiencies(
     f_obs = n_fail[:, i0:i1].astype(np.float64)
     sp, sf = (p_obs * w).sum(1), (f_obs * w).sum(1)
     vp, vf = (p_obs * w * w).sum(1), (f_obs * w * w).sum(1)
-    w_peak = np.take_along_axis(w, np.argmax(f_s, axis=1)[:, None], 1)[:, 0]
-    one = EMPTY_COUNT_VARIANCE * w_peak**2  # one probe at the signal peak
-    vp = np.where(p_obs.sum(1) > 0, vp, np.maximum(vp, one))
-    vf = np.where(f_obs.sum(1) > 0, vf, np.maximum(vf, one))
     tot = sp + sf
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = sp / tot
         err = np.sqrt(sf * sf * vp + sp * sp * vf) / tot**2
-    return SPlotResult(eff, err, sp, sf, obs.sum(1), res)
+    eff, err, bound = at_bound(eff, err, sp, vp, sf, vf)
+    return SPlotResult(eff, err, sp, sf, obs.sum(1), res, bound)
 
 
 def _signal_in_range(res: FitResult, m: jnp.ndarray, centres, geom) -> np.ndarray:
