@@ -28,7 +28,7 @@ WINDOW = (81.0, 101.0)
 SIDEBANDS = ((60.0, 71.0), (111.0, 120.0))
 N_PROBES = 50
 N_TOYS = 1000
-CL = 0.6827
+CL = float(stats.norm.cdf(1.0) - stats.norm.cdf(-1.0))  # +-1 sigma content
 
 
 def _peak(rng: np.random.Generator, window: tuple[float, float] | None = None) -> np.ndarray:

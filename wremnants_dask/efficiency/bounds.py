@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: one-sided confidence level of the interval [1 - err, 1] (or [0, err]) at a bound
-BOUND_CL = 0.6827
+#: one-sided confidence level of the interval [1 - err, 1] (or [0, err]) at a bound: the
+#: probability content of +-1 sigma of a Gaussian, erf(1/sqrt 2)
+BOUND_CL = 0.6826894921370859
 #: NLL rise from the bound at the one-sided limit: -ln(1 - BOUND_CL)
 BOUND_DNLL = float(-np.log(1.0 - BOUND_CL))
 
