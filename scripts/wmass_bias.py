@@ -38,6 +38,8 @@ import yaml
 
 #: |pull| above which a constrained nuisance is listed (the issue's goal: all below 2).
 PULL_LIMIT = 2.0
+#: Iterations of the second try of a fit that did not converge in the default 200.
+RETRY_MAXITER = 1000
 
 
 def _is_pseudodata(sample: dict[str, Any]) -> bool:
@@ -117,12 +119,22 @@ def fit_point(fitinput: Path) -> dict[str, Any]:
     the mass uncertainty by group (MeV; 'stat': all nuisances fixed)."""
     from wremnants_dask.fitting import Fitter, read_fit_input
     from wremnants_dask.fitting.fitinput import GAUSS
+    from wremnants_dask.fitting.fitter import FitError
 
     fi, meta = read_fit_input(fitinput)
     poi = meta["setup"]["mass_param"]
     step = meta["setup"]["mass_step_mev"]
-    fitter = Fitter(fi, pois=[poi])
-    res = fitter.fit()
+    notes = []
+    try:
+        fitter = Fitter(fi, pois=[poi])
+        res = fitter.fit()
+    except FitError as err:  # slow Gauss-Newton convergence: the same fit, more iterations
+        notes.append(f"refit with maxiter {RETRY_MAXITER}: {' '.join(str(err).split())}")
+        try:
+            fitter = Fitter(fi, pois=[poi], maxiter=RETRY_MAXITER)
+            res = fitter.fit()
+        except FitError as err2:
+            return {"failed": " ".join(str(err2).split()), "notes": notes}
     i = fi.param_index(poi)
     gauss = (fi.param_constraint == GAUSS) & res.free
     pulls = (res.x - fi.param_center) / fi.param_width
@@ -137,14 +149,19 @@ def fit_point(fitinput: Path) -> dict[str, Any]:
         "max_abs_pull": float(np.abs(pulls[gauss]).max()),
         "pulls_above_limit": big,
         "breakdown_mev": groups,
+        "notes": notes,
     }
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
     """The scan as Markdown: points, linearity, pulls above the limit, mean breakdown."""
-    pts = result["points"]
+    failed = [r for r in result["points"] if "failed" in r]
+    pts = [r for r in result["points"] if "failed" not in r]
     lines = [
-        f"config `{result['config']}` x{result['stat_scale']:g}, {len(pts)} points",
+        f"config `{result['config']}` x{result['stat_scale']:g}, {len(pts)} points"
+        + (f" ({len(failed)} more did not converge: " if failed else "")
+        + ", ".join(f"{r['point']}: {r['failed']}" for r in failed)
+        + (")" if failed else ""),
         "",
         "| point | injected (MeV) | fitted (MeV) | sigma (MeV) | fitted - injected (sigma) "
         "| max abs pull | seconds |",
@@ -156,6 +173,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
             f"| {r['point']} | {r['injected_mev']:+.0f} | {r['fitted_mev']:+.1f} | "
             f"{r['sigma_mev']:.1f} | {d:+.2f} | {r['max_abs_pull']:.2f} | {r['seconds']:.0f} |"
         )
+    if not pts:
+        return "\n".join(lines) + "\n"
     lin = result.get("linearity")
     if lin:
         lines += [
@@ -177,6 +196,21 @@ def summary_markdown(result: dict[str, Any]) -> str:
     for g in groups:
         lines.append(f"| {g} | {np.mean([r['breakdown_mev'][g] for r in pts]):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def save(result: dict[str, Any], out: Path) -> None:
+    """Linearity over the converged points; OUTDIR/bias.json and bias.md (atomically)."""
+    from wremnants_dask.utils.atomic import atomic_write_text
+
+    good = [r for r in result["points"] if "failed" not in r]
+    if len({r["injected_mev"] for r in good}) >= 2:
+        result["linearity"] = linearity(
+            np.array([r["injected_mev"] for r in good]),
+            np.array([r["fitted_mev"] for r in good]),
+            np.array([r["sigma_mev"] for r in good]),
+        )
+    atomic_write_text(out / "bias.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "bias.md", summary_markdown(result))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"simulation histograms: {result['simulation_seconds']} s", flush=True)
     rows = result["points"]
+    done = {}  # --resume: the points a previous run fitted keep their row
+    if args.resume and (out / "bias.json").exists():
+        done = {r["point"]: r for r in json.loads((out / "bias.json").read_text())["points"]}
     # Seed-major order: every shift is covered after each round of seeds, so a scan
     # stopped early still measures the linearity. Seeds are numbered shift-major (shift k,
     # round r: first_seed + 1 + k * seeds + r), so a point keeps its seed whatever the order.
@@ -239,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for shift, seed in order:
         name = f"shift{shift:+.0f}_seed{seed}"
+        if name in done and "failed" not in done[name]:
+            rows.append(done[name])
+            save(result, out)
+            continue
         d = out / name
         d.mkdir(exist_ok=True)
         cfg = d / "datasets.yaml"
@@ -272,14 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         row["stage_seconds"] = {k: round(v, 1) for k, v in stages.items()}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if len({r["injected_mev"] for r in rows}) >= 2:
-            result["linearity"] = linearity(
-                np.array([r["injected_mev"] for r in rows]),
-                np.array([r["fitted_mev"] for r in rows]),
-                np.array([r["sigma_mev"] for r in rows]),
-            )
-        atomic_write_text(out / "bias.json", json.dumps(result, indent=1))
-        atomic_write_text(out / "bias.md", summary_markdown(result))
+        save(result, out)
     print(summary_markdown(result))
     return 0
 
