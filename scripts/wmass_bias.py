@@ -63,9 +63,17 @@ def simulation_config(base: dict[str, Any], scale: float) -> dict:
     return cfg
 
 
-def point_config(base: dict[str, Any], shift_mev: float, seed: int, scale: float) -> dict:
+def point_config(
+    base: dict[str, Any],
+    shift_mev: float,
+    seed: int,
+    scale: float,
+    data_params: dict[str, float] | None = None,
+) -> dict:
     """The base dataset config with pseudo-data at mW + shift (seed ``seed``), statistics x
-    ``scale``. Simulated samples keep their seeds, so every point shares one cached copy."""
+    ``scale``, pseudo-data generator parameters ``data_params`` overridden (diagnostics: e.g.
+    ``data_resolution_scale=1`` removes a difference the fit does not model). Simulated
+    samples keep their seeds, so every point shares one cached copy."""
     from wremnants_dask.synth import SynthParams
 
     cfg = copy.deepcopy(base)
@@ -75,6 +83,7 @@ def point_config(base: dict[str, Any], shift_mev: float, seed: int, scale: float
     gen = data[0]["generator"]
     gen["seed"] = seed
     params = dict(gen.get("params") or {})
+    params.update(data_params or {})
     params["data_mW"] = SynthParams().mW + shift_mev * 1e-3
     gen["params"] = params
     return cfg
@@ -226,7 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--full", action="store_true", help="fill the simulation at every point (no reuse)"
     )
+    p.add_argument(
+        "--data-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pseudo-data generator parameter (SynthParams field) for every point",
+    )
     args = p.parse_args(argv)
+    data_params = {}
+    for kv in args.data_param:
+        key, sep, value = kv.partition("=")
+        if not sep or not key.startswith("data_") or key == "data_mW":
+            raise SystemExit(f"--data-param {kv!r}: expected data_<field>=<number> (not data_mW)")
+        data_params[key] = float(value)
 
     from wremnants_dask.fitting.compile_cache import enable_compile_cache
     from wremnants_dask.histograms.merge import merge_hist_files
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": args.config,
         "stat_scale": args.stat_scale,
         "reuse_simulation": not args.full,
+        "data_params": data_params,
         "points": [],
     }
     sim_hists = out / "sim" / "hists" / "mw.hdf5"
@@ -283,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         d = out / name
         d.mkdir(exist_ok=True)
         cfg = d / "datasets.yaml"
-        cfg.write_text(yaml.safe_dump(point_config(base, shift, seed, args.stat_scale)))
+        cfg.write_text(
+            yaml.safe_dump(point_config(base, shift, seed, args.stat_scale, data_params))
+        )
         t0 = time.perf_counter()
         stages: dict[str, float] = {}
         hists = d / "hists" / "mw.hdf5"
