@@ -70,3 +70,23 @@ def test_failed_newton_steps_fall_back_to_gauss_newton(monkeypatch):
     assert res.newton_steps == 0
     assert res.edm <= 1e-8
     _compare(res, ref)
+
+
+def test_iteration_limit_near_the_minimum_hands_off(monkeypatch):
+    """Gauss-Newton that stops at its iteration limit close to the minimum (at 5x the default
+    W-mass statistics: 200 steps, edm 1.2e-3 to 1.7e-3) is finished by the exact Newton steps;
+    far from it, or without a Hessian to follow, the limit is an error."""
+    import pytest
+
+    from wremnants_dask.fitting.fitter import FitError
+
+    fi, x0, ref = _reference()
+    monkeypatch.setattr(fitter_mod, "HANDOFF_EDM", 1e-14)  # no early hand-off: the limit hits
+    res = Fitter(fi, maxiter=3).fit(x0=x0)
+    assert res.newton_steps >= 1 and res.edm <= 1e-8
+    _compare(res, ref)
+    with pytest.raises(FitError, match="maximum iterations"):
+        Fitter(fi, maxiter=3).fit(x0=x0, hessian=False)
+    monkeypatch.setattr(fitter_mod, "MAXITER_HANDOFF_EDM", 0.0)  # the defect: no hand-off
+    with pytest.raises(FitError, match="maximum iterations"):
+        Fitter(fi, maxiter=3).fit(x0=x0)
