@@ -369,24 +369,3 @@ def function_covariance(w: BosonPtWeights, qt: np.ndarray) -> np.ndarray:
     x = basis(qt, w.degree)
     s = x @ w.eigen.T
     return s @ s.T
-
-
-class RunSource:
-    """An in-memory ``engine.run`` result read like a ``histio.HistFile`` (for ``collect``)."""
-
-    def __init__(self, result: Any, path: str = "<memory>") -> None:
-        self.result = result
-        self.path = path
-
-    @property
-    def datasets(self) -> list[str]:
-        return list(self.result.datasets)
-
-    def info(self, ds: str) -> dict[str, Any]:
-        return self.result[ds].info()
-
-    def get(self, ds: str, name: str) -> Any:
-        try:
-            return self.result[ds].hists[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: {ds}/{name}") from None

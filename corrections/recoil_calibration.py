@@ -414,21 +414,3 @@ def calibrate(meas: Measurement, degree: int = 1, where: str = "?") -> RecoilCal
         float(qt.max()),  # beyond the fitted bins the ratios are held constant
         info,
     )
-
-
-class RunSource:
-    """An in-memory ``engine.run`` result read like a ``histio.HistFile`` (for ``collect``)."""
-
-    def __init__(self, result: Any, path: str = "<memory>") -> None:
-        self.result = result
-        self.path = path
-
-    @property
-    def datasets(self) -> list[str]:
-        return list(self.result.datasets)
-
-    def info(self, ds: str) -> dict[str, Any]:
-        return self.result[ds].info()
-
-    def get(self, ds: str, name: str) -> Any:
-        return self.result[ds].hists[name]

@@ -22,6 +22,7 @@ from scipy import integrate, stats
 
 from wremnants_dask import engine
 from wremnants_dask.corrections import boson_pt as bp
+from wremnants_dask.corrections.run_source import RunSource
 from wremnants_dask.inputs.datasets import Dataset
 from wremnants_dask.processors.registry import get_processor
 from wremnants_dask.synth import PROCESSES, SynthParams, generate_pseudodata, generate_sample
@@ -173,7 +174,7 @@ def measured(tmp_path_factory):
     data = generate_pseudodata(root / "data", lumi_pb=80, seed=52, processes=["zmumu"],
                                params=DATA_PARAMS)  # fmt: skip
     res = engine.run(_z_datasets(mc, data), get_processor("mz_bosonpt"))
-    weights = bp.measure(bp.collect(bp.RunSource(res)), degree=3)
+    weights = bp.measure(bp.collect(RunSource(res)), degree=3)
     return root, mc, data, res, weights
 
 

@@ -18,6 +18,7 @@ from scipy import stats
 
 from wremnants_dask import engine
 from wremnants_dask.corrections import recoil_calibration as rc
+from wremnants_dask.corrections.run_source import RunSource
 from wremnants_dask.inputs.datasets import Dataset
 from wremnants_dask.processors.recoil import components
 from wremnants_dask.processors.registry import get_processor
@@ -112,7 +113,7 @@ def measured(tmp_path_factory):
     mc = generate_sample("zmumu", 100_000, root / "mc", seed=31, params=MC_PARAMS)
     data = generate_pseudodata(root / "data", lumi_pb=40, seed=32, processes=["zmumu"])
     res = engine.run(_z_datasets(mc, data), get_processor("mz_recoil", systematics=False))
-    meas = rc.collect(rc.RunSource(res))
+    meas = rc.collect(RunSource(res))
     return root, mc, data, res, meas
 
 
@@ -142,8 +143,8 @@ def test_measurement_fails_on_injected_difference(measured, tmp_path):
     data = generate_pseudodata(tmp_path, lumi_pb=40, seed=33, processes=["zmumu"], params=params)
     ds = _z_datasets(mc, data)[1:]
     res = engine.run(ds, get_processor("mz_recoil", systematics=False))
-    merged = rc.RunSource(res)
-    base = rc.RunSource(measured[3])
+    merged = RunSource(res)
+    base = RunSource(measured[3])
 
     class Both:  # the injected data with the simulation of the fixture
         path = "<memory>"
@@ -236,7 +237,7 @@ def test_cli_writes_calibration_and_names_bad_input(measured, tmp_path, capsys):
     out = tmp_path / "cal" / "recoil.json"
     assert cli.main([str(hists), "-o", str(out), "--degree", "0"]) == 0
     cal = rc.load_calibration(out)
-    direct = rc.calibrate(rc.collect(rc.RunSource(res)), degree=0)
+    direct = rc.calibrate(rc.collect(RunSource(res)), degree=0)
     np.testing.assert_allclose(cal.params, direct.params, rtol=1e-12)
     assert cal.info["provenance"]["stage"] == "recoil"
     # simulation only: no data to measure with -> exit 2, one line naming the file
