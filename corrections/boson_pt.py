@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from wremnants_dask.inputs.normalization import NormalizationError, info_scale
+
 FORMAT = "wremnants_dask.bosonpt/1"
 #: Reconstructed dilepton-pT bins (GeV) of the measurement; the overflow bin is fitted too.
 QT_EDGES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0,
@@ -258,10 +260,10 @@ def collect(hf: Any, reco: str = "bosonpt_reco", fold: str = "bosonpt_fold") -> 
             d_val = vals if d_val is None else d_val + vals
             d_var = var if d_var is None else d_var + var
             continue
-        sumw = info.get("gen_sumw") or info.get("sumw_processed")
-        if not sumw or not info.get("xsec_pb"):
-            raise BosonPtError(f"{hf.path}: dataset {ds!r} lacks xsec_pb or gen_sumw")
-        f = float(info["xsec_pb"]) * lumi / float(sumw)
+        try:
+            f = info_scale(info, lumi)
+        except NormalizationError as err:
+            raise BosonPtError(f"{hf.path}: dataset {ds!r} {err}") from None
         hfold = _hist_or_none(hf, ds, fold)
         if hfold is not None:
             if hfold.axes[-1].name != "basis" or len(hfold.axes[-1]) != MAX_DEGREE + 1:

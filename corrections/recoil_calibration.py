@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from wremnants_dask.inputs.normalization import NormalizationError, info_scale
+
 FORMAT = "wremnants_dask.recoil/1"
 #: Raw moments filled per qT bin (tensor axis ``moment``): v = u_par + qT, p = u_perp.
 MOMENTS = ("w", "qt", "v1", "v2", "v3", "v4", "p1", "p2", "p3", "p4")
@@ -328,10 +330,10 @@ def collect(hf: Any, name: str = "recoil_moments") -> Measurement:
             d_val = vals if d_val is None else d_val + vals
             d_var = var if d_var is None else d_var + var
             continue
-        sumw = info.get("gen_sumw") or info.get("sumw_processed")
-        if not sumw or not info.get("xsec_pb"):
-            raise RecoilCalibrationError(f"{hf.path}: dataset {ds!r} lacks xsec_pb or gen_sumw")
-        f = float(info["xsec_pb"]) * lumi / float(sumw)
+        try:
+            f = info_scale(info, lumi)
+        except NormalizationError as err:
+            raise RecoilCalibrationError(f"{hf.path}: dataset {ds!r} {err}") from None
         if ds in sig:
             s_val = vals * f if s_val is None else s_val + vals * f
             s_var = var * f * f if s_var is None else s_var + var * f * f

@@ -21,8 +21,8 @@ import numpy as np
 def read_inputs(path: str | Path) -> Any:
     """Sum data and normalised simulation of an ``mz_mucalib`` histmaker output."""
     from wremnants_dask.corrections.momentum_calibration import CalibInputs, CalibrationError
-    from wremnants_dask.fitsetup.histops import mc_norm_factor
     from wremnants_dask.histograms.histio import HistFile
+    from wremnants_dask.inputs.normalization import NormalizationError, info_scale
 
     hf = HistFile(path)
     binning = (hf.metadata.get("analysis_metadata") or {}).get("momentum_calibration")
@@ -45,10 +45,10 @@ def read_inputs(path: str | Path) -> Any:
         if info["is_data"]:
             data = vals if data is None else data + vals
             continue
-        sumw = info.get("gen_sumw") or info.get("sumw_processed")
-        if not sumw or not info.get("xsec_pb"):
-            raise CalibrationError(f"{path}: dataset {ds!r} lacks xsec_pb or a sum of weights")
-        f = mc_norm_factor(info["xsec_pb"], lumi, sumw)
+        try:
+            f = info_scale(info, lumi)
+        except NormalizationError as err:
+            raise CalibrationError(f"{path}: dataset {ds!r} {err}") from None
         rv = h.variances()
         rv = np.zeros_like(vals) if rv is None else np.asarray(rv, dtype=np.float64)
         real = vals * f if real is None else real + vals * f

@@ -39,6 +39,7 @@ from wremnants_dask.fitsetup.systematics import (  # noqa: F401 (the pdf helpers
     tensor_axes,
 )
 from wremnants_dask.histograms.histio import HistFile
+from wremnants_dask.inputs.normalization import NormalizationError, info_scale
 from wremnants_dask.synth.processes import DATA_GROUP
 
 #: Expected events given to bins that no simulated event reaches (see _floor_empty_bins).
@@ -154,10 +155,10 @@ def open_samples(hf: HistFile, lumi_scale: float = 1.0) -> Samples:
         if info["is_data"]:
             norms[ds] = lumi_scale
             continue
-        sumw = info.get("gen_sumw") or info.get("sumw_processed")
-        if not sumw or not info.get("xsec_pb"):
-            raise SetupError(f"{hf.path}: dataset {ds!r} lacks xsec_pb or a sum of weights")
-        norms[ds] = histops.mc_norm_factor(info["xsec_pb"], lumi, sumw) * lumi_scale
+        try:
+            norms[ds] = info_scale(info, lumi) * lumi_scale
+        except NormalizationError as err:
+            raise SetupError(f"{hf.path}: dataset {ds!r} {err}") from None
     return Samples(hf, norms, groups, data, lumi * lumi_scale)
 
 

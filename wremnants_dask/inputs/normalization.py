@@ -25,6 +25,7 @@ __all__ = [
     "NormalizationError",
     "corrected_for_lost",
     "dataset_gen_sums",
+    "info_scale",
     "mc_scale",
     "read_gen_sums",
     "scale_factor",
@@ -158,6 +159,15 @@ def scale_factor(xsec_pb: float, lumi_pb: float, sumw: float) -> float:
     if not np.isfinite(lumi_pb) or lumi_pb < 0:
         raise NormalizationError(f"luminosity must be non-negative, got {lumi_pb}")
     return float(xsec_pb) * float(lumi_pb) / float(sumw)
+
+
+def info_scale(info: Mapping[str, Any], lumi_pb: float) -> float:
+    """``scale_factor`` of a simulated dataset from its histogram-file info (``xsec_pb``;
+    ``gen_sumw``, else ``sumw_processed`` for inputs without generator sums)."""
+    sumw = info.get("gen_sumw") or info.get("sumw_processed")
+    if not sumw or not info.get("xsec_pb"):
+        raise NormalizationError("lacks xsec_pb or a sum of generator weights")
+    return scale_factor(info["xsec_pb"], lumi_pb, sumw)
 
 
 def dataset_gen_sums(dataset: Any) -> GenSums | None:
