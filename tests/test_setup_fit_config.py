@@ -81,7 +81,7 @@ def _norm(ds: str, hf: HistFile) -> float:
     """xsec x lumi / sum of generator weights, from the file's own records."""
     info = hf.info(ds)
     lumi = sum(float(hf.info(d)["lumi_pb"]) for d in hf.datasets if hf.info(d)["is_data"])
-    return histops.mc_norm_factor(info["xsec_pb"], lumi, info["gen_sumw"] or info["sumw_processed"])
+    return info["xsec_pb"] * lumi / (info["gen_sumw"] or info["sumw_processed"])
 
 
 def test_systematic_and_process_added_by_config(mw_file: Path, tmp_path: Path) -> None:

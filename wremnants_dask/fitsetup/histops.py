@@ -34,7 +34,6 @@ __all__ = [
     "hist_arrays",
     "lumi_scale",
     "make_hist",
-    "mc_norm_factor",
     "mirror",
     "mirror_axis",
     "rebin",
@@ -152,13 +151,6 @@ def scale(h: hist.Hist, factor: float, *, variance_factor: float | None = None) 
     return make_hist(list(h.axes), vals * factor, None if vars_ is None else vars_ * vf)
 
 
-def mc_norm_factor(xsec_pb: float, lumi_pb: float, sumw: float) -> float:
-    """Per-event-weight scale that normalises a simulated sample to ``xsec * lumi``."""
-    if sumw == 0:
-        raise ValueError("sum of generator weights is zero: cannot normalise the sample")
-    return xsec_pb * lumi_pb / sumw
-
-
 def lumi_scale(
     h: hist.Hist, factor: float, *, variance: Literal["linear", "quadratic"] = "linear"
 ) -> hist.Hist:
@@ -192,7 +184,7 @@ def group_processes(
 ) -> dict[str, hist.Hist]:
     """Sum per-sample histograms into process groups.
 
-    Each sample is multiplied by ``norms[sample]`` (e.g. ``mc_norm_factor``; default 1, as for
+    Each sample is multiplied by ``norms[sample]`` (e.g. ``inputs.normalization.info_scale``; default 1, as for
     data) with variances x norm**2, then every group is scaled by ``lumi_scale_factor`` as in
     ``lumi_scale`` (data and simulation alike, so the expectation of data stays consistent).
     """
